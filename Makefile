@@ -1,0 +1,37 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA_ROOT ?= data
+DEMO_DIR ?= checkpoints/demo
+DEMO_MINUTES ?= 10
+PYTEST_ARGS ?= -n 2
+
+.PHONY: venv demo test lint bench clean-venv
+
+venv: $(STAMP)
+
+# torch is pinned in the same pip command: a bare `torch` would pull a multi-GB CUDA build.
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install torch==2.13.0 -r requirements.txt
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m datasets.synthetic --out $(DATA_ROOT)/SYNTH --num-train 2000 --num-test 300 \
+		--difficulty easy --seed 0
+	$(PY) training/train_seednet_fastflow.py --datasets synth --data_root $(DATA_ROOT) \
+		--preset small --time_budget_min $(DEMO_MINUTES) -ckp $(DEMO_DIR)
+	$(PY) run.py --fine_tune synth --data_root $(DATA_ROOT) --checkpoint $(DEMO_DIR) \
+		--out $(DEMO_DIR)/eval --vis
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,28 @@
+"""Shared fixtures: the real samples in ../shared/realdata and a quiet, seeded torch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REALDATA = Path(os.environ.get("HANDFLOW_REALDATA", REPO_ROOT.parent / "shared" / "realdata"))
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads() -> None:
+    torch.manual_seed(0)
+    # Under pytest-xdist each worker gets one core; more threads only contend.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """The folder of real dataset samples; tests that need it skip when it is absent."""
+    if not REALDATA.is_dir():
+        pytest.skip(f"real data samples not found at {REALDATA} (set HANDFLOW_REALDATA)")
+    return REALDATA

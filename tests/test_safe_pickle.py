@@ -1,0 +1,44 @@
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from utils.safe_pickle import UnsafePickleError, restricted_load, restricted_loads
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/handflow_pwned",))
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_numpy_dict_round_trip(protocol):
+    data = {0: {"uv_vis": np.arange(6, dtype=np.float32).reshape(2, 3), "n": 3}}
+    out = restricted_loads(pickle.dumps(data, protocol=protocol))
+    np.testing.assert_array_equal(out[0]["uv_vis"], data[0]["uv_vis"])
+    assert out[0]["uv_vis"].dtype == np.float32
+
+
+def test_code_is_refused_by_name(tmp_path):
+    path = tmp_path / "evil.pickle"
+    path.write_bytes(pickle.dumps(_RunsCode()))
+    with pytest.raises(UnsafePickleError, match=r"evil.pickle.*system"):
+        restricted_load(path)
+    assert not os.path.exists("/tmp/handflow_pwned")
+
+
+def test_garbage_and_missing_files(tmp_path):
+    path = tmp_path / "broken.pickle"
+    path.write_bytes(pickle.dumps({"a": 1})[:-3])
+    with pytest.raises(pickle.UnpicklingError, match="broken.pickle"):
+        restricted_load(path)
+    with pytest.raises(FileNotFoundError, match="nope.pickle"):
+        restricted_load(tmp_path / "nope.pickle")
+
+
+def test_admitted_globals_are_resolved():
+    data = pickle.dumps(complex(1, 2))
+    with pytest.raises(UnsafePickleError):
+        restricted_loads(data)
+    assert restricted_loads(data, allowed={("builtins", "complex"): complex}) == complex(1, 2)
