@@ -1,0 +1,298 @@
+"""Training configuration: one dataclass with commented defaults, and the argparse built from it.
+
+Precedence, lowest to highest: the dataclass defaults, the `--preset` training defaults
+(`TRAIN_PRESETS`), a `--config file.yaml`, then flags given on the command line. The resolved
+config is saved next to the checkpoints (config.yaml) and inside every checkpoint.
+
+The ancestor's (BiHand `train_seednet.py`) flags keep their spelling so existing commands
+still work: `--data_root`, `--datasets`, `-hgs/--hg-stacks`, `-hgb/--hg-blocks`,
+`-nj/--njoints`, `-ckp/--checkpoint`, `--resume_seednet_pth`, `--evaluate_seednet_pth`,
+`-sp/--saved_prefix`, `--snapshot`, `-j/--workers`, `--epochs`, `-se/--start_epoch`,
+`-b/--train_batch`, `-tb/--test_batch`, `-lr/--learning-rate`, `--lr_decay_step`, `--gamma`,
+`--net_modules`, `--ups_loss`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DATASET_NAMES = ("rhd", "stb", "synth")
+PRESETS = ("default", "small")
+
+
+def _opt(help_text: str, *flags: str, choices: Sequence[str] | None = None) -> dict[str, Any]:
+    """Field metadata read by `build_parser`: help text, extra flag spellings, choices."""
+    return {"help": help_text, "flags": flags, "choices": choices}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; the saved copy is enough to rerun it."""
+
+    # --- data ---
+    # Folder holding RHD/RHD_published_v2, STB/ and SYNTH/ (the synthetic set is generated there).
+    data_root: str = field(default="data", metadata=_opt("dataset root folder"))
+    # Training datasets, mixed; any of rhd, stb, synth.
+    datasets: list[str] = field(
+        default_factory=lambda: ["synth"],
+        metadata=_opt("training datasets (any of rhd stb synth)", choices=DATASET_NAMES),
+    )
+    # Fraction of the training frames held out for model selection (seeded hash of frame ids).
+    val_fraction: float = field(
+        default=0.05, metadata=_opt("fraction of training frames used for validation")
+    )
+    # Size of the synthetic set generated when --datasets synth finds <data_root>/SYNTH empty.
+    synth_num_train: int = field(
+        default=2000, metadata=_opt("synthetic training images to generate if missing")
+    )
+    synth_num_test: int = field(
+        default=300, metadata=_opt("synthetic test images to generate if missing")
+    )
+    # DataLoader worker processes (persistent pool); 0 loads in the main process.
+    workers: int = field(default=2, metadata=_opt("data loading workers", "-j"))
+
+    # --- model ---
+    # Model preset ('default' = BiHand's 2x1 hourglass + flow, 'small' = the CPU demo size);
+    # also selects training defaults (see TRAIN_PRESETS).
+    preset: str = field(default="default", metadata=_opt("model preset", choices=PRESETS))
+    # Hourglass stacks / residual blocks per stack; None keeps the preset's value.
+    hg_stacks: int | None = field(default=None, metadata=_opt("hourglass stacks", "-hgs"))
+    hg_blocks: int | None = field(default=None, metadata=_opt("hourglass blocks", "-hgb"))
+    # Joints predicted; only the canonical 21 are supported.
+    njoints: int = field(default=21, metadata=_opt("number of joints (21)", "-nj"))
+    # Flow head overrides (None keeps the preset's value); flow_steps 0 disables the flow head.
+    flow_steps: int | None = field(default=None, metadata=_opt("flow coupling steps (0: none)"))
+    flow_hidden_ratio: float | None = field(
+        default=None, metadata=_opt("flow subnet width / input width")
+    )
+    flow_clamp: float | None = field(default=None, metadata=_opt("flow soft clamp of log-scales"))
+    flow_detach: bool | None = field(
+        default=None, metadata=_opt("stop flow gradients from reaching the SeedNet")
+    )
+    # Ancestor flags kept for compatibility: 'seed' is the only module this round, and the
+    # up-sampled losses are always on.
+    net_modules: list[str] = field(
+        default_factory=lambda: ["seed"], metadata=_opt("network modules (only 'seed')")
+    )
+    ups_loss: bool = field(default=True, metadata=_opt("ancestor flag; losses are always on"))
+
+    # --- loss weights (HandFlowCriterion) ---
+    loss_heatmap: float = field(default=100.0, metadata=_opt("heatmap MSE loss weight"))
+    loss_mask: float = field(default=1.0, metadata=_opt("hand mask BCE loss weight"))
+    loss_flow: float = field(default=0.01, metadata=_opt("flow NLL (bits/dim) loss weight"))
+
+    # --- optimisation ---
+    epochs: int = field(default=100, metadata=_opt("total epochs"))
+    # Epoch to start at when not resuming (the learning-rate schedule is advanced to it).
+    start_epoch: int = field(default=0, metadata=_opt("first epoch (fresh runs)", "-se"))
+    train_batch: int = field(default=32, metadata=_opt("training batch size per process", "-b"))
+    test_batch: int = field(default=32, metadata=_opt("validation batch size per process", "-tb"))
+    learning_rate: float = field(
+        default=2.5e-4, metadata=_opt("Adam learning rate", "-lr", "--learning-rate")
+    )
+    weight_decay: float = field(default=0.0, metadata=_opt("Adam weight decay"))
+    # StepLR: multiply the learning rate by gamma every lr_decay_step epochs.
+    lr_decay_step: int = field(default=50, metadata=_opt("epochs between learning-rate decays"))
+    gamma: float = field(default=0.1, metadata=_opt("learning-rate decay factor"))
+    # Gradient-norm clipping; 0 disables it.
+    grad_clip: float = field(default=1.0, metadata=_opt("max gradient norm (0: off)"))
+    # Mixed precision (CUDA only; ignored with a warning on CPU).
+    amp: bool = field(default=False, metadata=_opt("mixed precision on CUDA"))
+    # Consecutive non-finite-loss steps tolerated (each is skipped) before the run stops.
+    max_nonfinite_steps: int = field(
+        default=5, metadata=_opt("consecutive non-finite steps before stopping")
+    )
+
+    # --- run control ---
+    # 'cuda' or 'cpu'; None picks cuda when available.
+    device: str | None = field(default=None, metadata=_opt("device (default: cuda if available)"))
+    seed: int = field(default=0, metadata=_opt("seed of weights, data order and augmentation"))
+    # Wall-clock budget in minutes; when used up the run validates, checkpoints and stops.
+    time_budget_min: float | None = field(
+        default=None, metadata=_opt("stop after this many minutes (validates + saves first)")
+    )
+    # Caps for quick runs and tests; None means the whole epoch / validation split.
+    max_steps_per_epoch: int | None = field(
+        default=None, metadata=_opt("training steps per epoch cap")
+    )
+    max_val_batches: int | None = field(default=None, metadata=_opt("validation batches cap"))
+    # Validate the untrained model first (epoch 0 row of metrics.jsonl).
+    val_before_training: bool = field(
+        default=True, metadata=_opt("validate the untrained model first")
+    )
+
+    # --- checkpoints ---
+    checkpoint: str = field(default="checkpoints", metadata=_opt("output folder", "-ckp"))
+    saved_prefix: str = field(
+        default="ckp_seednet", metadata=_opt("prefix of per-epoch snapshots", "-sp")
+    )
+    # Write <saved_prefix>_<epoch>.pth.tar every this many epochs (0: never).
+    snapshot: int = field(default=1, metadata=_opt("snapshot every N epochs (0: never)"))
+    # Also write last.pth.tar every this many steps inside an epoch (0: epoch ends only).
+    save_every_steps: int = field(
+        default=0, metadata=_opt("mid-epoch resumable checkpoint every N steps (0: off)")
+    )
+    # Resume from this checkpoint file, or a folder holding last.pth.tar.
+    resume_seednet_pth: str = field(
+        default="", metadata=_opt("resume from a checkpoint file or folder")
+    )
+    # Evaluate this checkpoint on the validation split and exit.
+    evaluate_seednet_pth: str = field(
+        default="", metadata=_opt("evaluate a checkpoint on the validation split and exit")
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-type copy (lists, numbers, strings, None) for YAML and checkpoints."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build from a mapping, rejecting unknown keys with a message naming `source`."""
+        return apply_overrides(cls(), values, source)
+
+
+# Training defaults per preset, applied below the YAML file and the command line. The small
+# preset is the 2-core CPU demo: a bigger learning rate and smaller batches learn faster in
+# wall-clock time, and validation is kept short.
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "small": {
+        "train_batch": 16,
+        "test_batch": 32,
+        "learning_rate": 1e-3,
+        "lr_decay_step": 1000,
+        "epochs": 1000,
+        "snapshot": 0,
+    },
+}
+
+
+def _field_names() -> set[str]:
+    return {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def apply_overrides(cfg: TrainConfig, values: dict[str, Any], source: str) -> TrainConfig:
+    """Return a copy of `cfg` with `values` set; unknown keys raise naming `source`."""
+    unknown = sorted(set(values) - _field_names())
+    if unknown:
+        raise ValueError(
+            f"{source}: unknown training option(s) {unknown}; "
+            f"known options: {sorted(_field_names())}"
+        )
+    return dataclasses.replace(cfg, **values)
+
+
+def load_yaml_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping of TrainConfig keys (or a saved config.yaml with a 'train' key)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path} (expected a YAML mapping)")
+    with path.open() as f:
+        data = yaml.safe_load(f)
+    if isinstance(data, dict) and isinstance(data.get("train"), dict):
+        data = data["train"]
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"config file {path}: expected a mapping of training options, "
+            f"got {type(data).__name__}"
+        )
+    return data
+
+
+def _base_type(annotation: Any) -> tuple[Any, bool]:
+    """(inner type, is_list) for `int | None`, `list[str]`, ... annotations."""
+    hint = annotation
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0]
+    if typing.get_origin(hint) is list:
+        return typing.get_args(hint)[0], True
+    return hint, False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, one flag per TrainConfig field (defaults are not set here).
+
+    Every argument defaults to `argparse.SUPPRESS`, so the parsed namespace holds only the
+    flags actually given; `config_from_args` layers them over the preset and YAML values.
+    """
+    parser = argparse.ArgumentParser(
+        prog="train_seednet_fastflow.py",
+        description="Train the SeedNet + FastFlow hand model (2DHandFlow).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "--config", metavar="FILE.yaml", help="YAML file of options (below command-line flags)"
+    )
+    hints = typing.get_type_hints(TrainConfig)
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        flags = [*meta.get("flags", ()), f"--{f.name}"]
+        if f.name == "learning_rate":
+            flags.remove("--learning_rate")
+        if f.name in ("hg_stacks", "hg_blocks"):
+            flags.append(f"--{f.name.replace('_', '-')}")
+        default = getattr(defaults, f.name)
+        help_text = f"{meta.get('help', '')} (default: {default!r})"
+        inner, is_list = _base_type(hints[f.name])
+        kwargs: dict[str, Any] = {"dest": f.name, "help": help_text}
+        if inner is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = inner
+            if is_list:
+                kwargs["nargs"] = "+"
+            if meta.get("choices"):
+                kwargs["choices"] = list(meta["choices"])
+        parser.add_argument(*flags, **kwargs)
+    return parser
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Parse `argv` (None: sys.argv[1:]) into a resolved TrainConfig."""
+    ns = vars(build_parser().parse_args(argv))
+    config_file = ns.pop("config", None)
+    file_values = load_yaml_config(config_file) if config_file else {}
+    preset = ns.get("preset", file_values.get("preset", TrainConfig.preset))
+    if preset not in TRAIN_PRESETS:
+        raise ValueError(f"preset must be one of {sorted(TRAIN_PRESETS)}, got {preset!r}")
+    cfg = apply_overrides(TrainConfig(), TRAIN_PRESETS[preset], f"preset {preset!r}")
+    cfg = apply_overrides(cfg, file_values, str(config_file))
+    return apply_overrides(cfg, ns, "command line")
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """Raise ValueError for option values that cannot work (user input, so no asserts)."""
+    if cfg.njoints != 21:
+        raise ValueError(f"--njoints must be 21 (the canonical hand joints), got {cfg.njoints}")
+    unknown = sorted(set(cfg.datasets) - set(DATASET_NAMES))
+    if unknown or not cfg.datasets:
+        raise ValueError(f"--datasets must be among {DATASET_NAMES}, got {cfg.datasets}")
+    if not 0.0 < cfg.val_fraction < 1.0:
+        raise ValueError(f"--val_fraction must be in (0, 1), got {cfg.val_fraction}")
+    for name in ("train_batch", "test_batch", "epochs"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {cfg.workers}")
+    if not 0 <= cfg.start_epoch < cfg.epochs:
+        raise ValueError(
+            f"--start_epoch must be in [0, epochs={cfg.epochs}), got {cfg.start_epoch}"
+        )
+    if cfg.lr_decay_step < 1:
+        raise ValueError(f"--lr_decay_step must be >= 1, got {cfg.lr_decay_step}")
+    if cfg.time_budget_min is not None and cfg.time_budget_min <= 0:
+        raise ValueError(f"--time_budget_min must be > 0, got {cfg.time_budget_min}")
+    if cfg.device is not None and cfg.device.split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be 'cpu' or 'cuda', got {cfg.device!r}")
