@@ -1,0 +1,34 @@
+"""SeedNet (BiHand's bisected stacked hourglass), the FastFlow likelihood head and losses."""
+
+from models.config import BIHAND_MEAN, BIHAND_STD, IMAGENET_MEAN, IMAGENET_STD, ModelConfig
+from models.flow import FlowHead, FlowOutput, build_flow_inn
+from models.handflow import (
+    HandFlowNet,
+    HandFlowOutput,
+    build_model,
+    memory_format_of,
+    prepare_for_inference,
+)
+from models.losses import DEFAULT_WEIGHTS, HandFlowCriterion, LossTerms
+from models.seednet import SeedNet, SeedNetOutput
+
+__all__ = [
+    "BIHAND_MEAN",
+    "BIHAND_STD",
+    "DEFAULT_WEIGHTS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "FlowHead",
+    "FlowOutput",
+    "HandFlowCriterion",
+    "HandFlowNet",
+    "HandFlowOutput",
+    "LossTerms",
+    "ModelConfig",
+    "SeedNet",
+    "SeedNetOutput",
+    "build_flow_inn",
+    "build_model",
+    "memory_format_of",
+    "prepare_for_inference",
+]

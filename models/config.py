@@ -1,0 +1,166 @@
+"""Model configuration: one dataclass with commented defaults, stored with every checkpoint.
+
+`ModelConfig.preset('default')` is BiHand's SeedNet (2 stacks, 256 channels, 256x256 input)
+plus the FastFlow head; `ModelConfig.preset('small')` is the same code with fewer channels,
+one stack and a 128x128 input for CPU demos and tests. `to_dict()` / `from_dict()` round-trip
+through plain types so the training checkpoint can hold the config and the evaluation side
+can rebuild the model from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# BiHand's SeedNet was trained on RGB in [0, 1] minus 0.5, not divided by a std.
+BIHAND_MEAN = (0.5, 0.5, 0.5)
+BIHAND_STD = (1.0, 1.0, 1.0)
+
+# Heatmaps are always a quarter of the input side (stride-2 stem conv + one 2x2 max-pool).
+HEATMAP_STRIDE = 4
+
+MEMORY_FORMATS = ("contiguous", "channels_last")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a HandFlowNet (SeedNet + optional FastFlow head).
+
+    Attributes are documented inline; `preset(name)` gives the two supported starting points.
+    """
+
+    preset_name: str = "default"  # which preset these values came from (informational)
+    # --- SeedNet (BiHand's bisected stacked hourglass) ---
+    nstacks: int = 2  # hourglass stacks; every stack is supervised
+    nblocks: int = 1  # bottleneck blocks per residual
+    njoints: int = 21  # heatmap channels (canonical 21-joint order, datasets/joints.py)
+    channels: int = 256  # hourglass feature channels; the stem uses channels/4 and channels/2
+    hg_depth: int = 4  # hourglass levels (each halves the resolution once)
+    input_size: int = 256  # square input side in pixels (must be divisible by 4 * 2**hg_depth)
+    heatmap_size: int | None = None  # None -> input_size // 4 (the only valid value)
+    # Input normalisation applied inside the model to RGB in [0, 1]:
+    # ImageNet for models trained here; BiHand checkpoints use mean 0.5, std 1.
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    # --- FastFlow likelihood head over SeedNet's final features ---
+    flow_enabled: bool = True  # False -> HandFlowNet.flow is None (e.g. loaded BiHand weights)
+    flow_steps: int = 8  # AllInOneBlock steps
+    flow_hidden_ratio: float = 1.0  # subnet hidden channels = ratio * subnet input channels
+    flow_clamp: float = 2.0  # AllInOneBlock affine_clamping
+    # Average-pool kernel/stride applied before the flow. At 64x64x256 an unpooled 8-step flow
+    # costs more MACs than SeedNet itself; 4 (-> 16x16) makes it a few percent of SeedNet
+    # (measured by bench/bench_models.py).
+    flow_pool: int = 4
+    flow_conv_alternate: bool = False  # True: subnet kernels alternate 3x3 / 1x1 per step
+    # False (default): the flow NLL does not reach SeedNet (features detached), because a
+    # backbone can shrink its features to make the likelihood unbounded.
+    flow_detach: bool = True
+    flow_seed: int = 0  # seeds the fixed channel permutations so a config rebuilds the same flow
+    # Memory format the CLIs should put the model and inputs in (see prepare_for_inference).
+    memory_format: str = "channels_last"
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the config
+
+    def __post_init__(self) -> None:
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"mean and std need 3 values (RGB), got {self.mean}, {self.std}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std values must be positive, got {self.std}")
+        if self.nstacks < 1 or self.nblocks < 1 or self.njoints < 1 or self.hg_depth < 1:
+            raise ValueError(
+                "nstacks, nblocks, njoints and hg_depth must be >= 1, got "
+                f"{self.nstacks}, {self.nblocks}, {self.njoints}, {self.hg_depth}"
+            )
+        if self.channels < 8 or self.channels % 4:
+            raise ValueError(f"channels must be a multiple of 4 and >= 8, got {self.channels}")
+        divisor = HEATMAP_STRIDE * 2**self.hg_depth
+        if self.input_size % divisor:
+            raise ValueError(
+                f"input_size must be divisible by 4 * 2**hg_depth = {divisor}, "
+                f"got {self.input_size}"
+            )
+        expected_hm = self.input_size // HEATMAP_STRIDE
+        if self.heatmap_size is None:
+            self.heatmap_size = expected_hm
+        elif self.heatmap_size != expected_hm:
+            raise ValueError(
+                f"heatmap_size must be input_size / 4 = {expected_hm}, got {self.heatmap_size}"
+            )
+        if self.flow_enabled:
+            if self.flow_steps < 1:
+                raise ValueError(f"flow_steps must be >= 1, got {self.flow_steps}")
+            if self.flow_pool < 1 or expected_hm % self.flow_pool:
+                raise ValueError(
+                    f"flow_pool must be >= 1 and divide heatmap_size {expected_hm}, "
+                    f"got {self.flow_pool}"
+                )
+            if self.flow_hidden_ratio <= 0 or self.flow_clamp <= 0:
+                raise ValueError(
+                    "flow_hidden_ratio and flow_clamp must be positive, got "
+                    f"{self.flow_hidden_ratio}, {self.flow_clamp}"
+                )
+        if self.memory_format not in MEMORY_FORMATS:
+            raise ValueError(
+                f"memory_format must be one of {MEMORY_FORMATS}, got {self.memory_format!r}"
+            )
+
+    @property
+    def flow_size(self) -> int:
+        """Side of the (pooled) feature map the flow models."""
+        return self.heatmap_size // self.flow_pool
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> ModelConfig:
+        """Build a preset config, optionally overriding fields.
+
+        Args:
+            name: 'default' (BiHand SeedNet, 256 input, 2 stacks, 256 channels, 8-step flow)
+                or 'small' (64 channels, 1 stack, 128 input -> 32x32 heatmaps, 4-step flow).
+            **overrides: field values replacing the preset's.
+        """
+        presets: dict[str, dict[str, Any]] = {
+            "default": {},
+            "small": {
+                "nstacks": 1,
+                "channels": 64,
+                "input_size": 128,
+                "flow_steps": 4,
+                "flow_pool": 2,
+            },
+        }
+        if name not in presets:
+            raise ValueError(f"unknown model preset {name!r}; expected one of {sorted(presets)}")
+        values = {"preset_name": name, **presets[name], **overrides}
+        return cls(**values)
+
+    @classmethod
+    def bihand(cls, **overrides: Any) -> ModelConfig:
+        """Config of an original BiHand SeedNet: default architecture, mean 0.5 / std 1, no flow."""
+        values = {
+            "preset_name": "bihand",
+            "mean": BIHAND_MEAN,
+            "std": BIHAND_STD,
+            "flow_enabled": False,
+            **overrides,
+        }
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-typed dict (lists, not tuples) safe for torch.load(weights_only=True)."""
+        out = dataclasses.asdict(self)
+        out["mean"] = list(self.mean)
+        out["std"] = list(self.std)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        """Inverse of to_dict; unknown keys are an error (they mean a version mismatch)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys {unknown}; known keys: {sorted(known)}")
+        return cls(**values)

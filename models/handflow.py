@@ -1,0 +1,118 @@
+"""HandFlowNet: input normalisation + SeedNet + optional FastFlow head; build_model(cfg)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.config import ModelConfig
+from models.flow import FlowHead, FlowOutput
+from models.seednet import SeedNet, SeedNetOutput
+
+_MEMORY_FORMATS = {
+    "contiguous": torch.contiguous_format,
+    "channels_last": torch.channels_last,
+}
+
+
+@dataclass
+class HandFlowOutput:
+    """HandFlowNet outputs.
+
+    Attributes:
+        seed: SeedNet predictions for every stack and the final features.
+        flow: flow head outputs on the final features, or None when the model has no flow.
+    """
+
+    seed: SeedNetOutput
+    flow: FlowOutput | None
+
+    @property
+    def heatmaps(self) -> torch.Tensor:
+        """(B, njoints, H/4, W/4) heatmaps of the last stack (the final prediction)."""
+        return self.seed.heatmaps[-1]
+
+    @property
+    def confidence(self) -> torch.Tensor | None:
+        """(B,) per-image log-likelihood (nats) from the flow, or None without a flow."""
+        return None if self.flow is None else self.flow.log_likelihood
+
+
+class HandFlowNet(nn.Module):
+    """SeedNet with its input normalisation and, optionally, the FastFlow likelihood head.
+
+    The input is RGB in [0, 1]; it is normalised with cfg.mean / cfg.std (non-persistent
+    buffers: the config stored with the weights is the source of truth). The flow sees
+    SeedNet's final features, detached unless cfg.flow_detach is False.
+
+    Args:
+        cfg: the model config.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer(
+            "mean", torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
+        )
+        self.seednet = SeedNet(cfg)
+        self.flow = FlowHead(cfg) if cfg.flow_enabled else None
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> normalised network input."""
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(
+                f"HandFlowNet expects images of shape (B, 3, H, W), got {tuple(image.shape)}"
+            )
+        if not image.is_floating_point():
+            raise TypeError(f"HandFlowNet expects float images in [0, 1], got {image.dtype}")
+        return (image - self.mean) / self.std
+
+    def forward(self, image: torch.Tensor) -> HandFlowOutput:
+        """(B, 3, H, W) RGB in [0, 1] -> HandFlowOutput (heatmaps at H/4 x W/4)."""
+        seed = self.seednet(self.normalize(image))
+        flow = None
+        if self.flow is not None:
+            features = seed.features.detach() if self.cfg.flow_detach else seed.features
+            flow = self.flow(features)
+        return HandFlowOutput(seed=seed, flow=flow)
+
+
+def build_model(cfg: ModelConfig | dict[str, Any] | str) -> HandFlowNet:
+    """Build a randomly initialised HandFlowNet.
+
+    Args:
+        cfg: a ModelConfig, its to_dict() form (e.g. checkpoint['config']['model']) or a
+            preset name ('default' | 'small').
+    """
+    if isinstance(cfg, str):
+        cfg = ModelConfig.preset(cfg)
+    elif isinstance(cfg, dict):
+        cfg = ModelConfig.from_dict(cfg)
+    elif not isinstance(cfg, ModelConfig):
+        raise TypeError(f"build_model expects a ModelConfig, dict or preset name, got {type(cfg)}")
+    return HandFlowNet(cfg)
+
+
+def memory_format_of(name: str) -> torch.memory_format:
+    """'contiguous' | 'channels_last' -> the torch memory format."""
+    if name not in _MEMORY_FORMATS:
+        raise ValueError(f"memory format must be one of {sorted(_MEMORY_FORMATS)}, got {name!r}")
+    return _MEMORY_FORMATS[name]
+
+
+def prepare_for_inference(model: HandFlowNet, memory_format: str | None = None) -> HandFlowNet:
+    """Put a model in eval mode and in the given memory format (default cfg.memory_format).
+
+    Inputs may stay NCHW-contiguous: convolutions with channels_last weights produce
+    channels_last outputs (bench/bench_models.py measures both layouts). Returns the model.
+    """
+    fmt = memory_format_of(memory_format or model.cfg.memory_format)
+    model.eval()
+    return model.to(memory_format=fmt)

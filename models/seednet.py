@@ -1,0 +1,112 @@
+"""SeedNet: BiHand's stacked bisected hourglass predicting joint heatmaps and a hand mask.
+
+Module and attribute names mirror BiHand's SeedNet exactly (conv1/bn1/layer1..3, hg2b, res1,
+res2, fc1, fc2, hm, mask, _fc1, _fc2, _hm, _mask), so a BiHand state dict loads with the
+identity key mapping and strict checking (see models/bihand.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import ModelConfig
+from models.hourglass import BisectedHourglass, make_fc, make_residual
+
+
+@dataclass
+class SeedNetOutput:
+    """SeedNet predictions, one entry per stack (the last one is the final prediction).
+
+    Attributes:
+        heatmaps: list of nstacks tensors (B, njoints, H/4, W/4), raw heatmap values.
+        masks: list of nstacks tensors (B, 1, H/4, W/4), mask logits (apply sigmoid for
+            probabilities).
+        features: (B, channels, H/4, W/4) final features: last stack input + fc1 + fc2 outputs.
+    """
+
+    heatmaps: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    features: torch.Tensor
+
+
+class SeedNet(nn.Module):
+    """Stem + `nstacks` bisected hourglasses with joint and mask heads.
+
+    Stem: conv7x7 s2 (3 -> C/4, bias), BN, ReLU; residual C/4 -> C/2; maxpool 2x2;
+    residual C/2 -> C; residual C -> C (C = cfg.channels, 256 for BiHand).
+    Per stack i: (y1, y2) = hg2b[i](x); y1 = fc1[i](res1[i](y1)); heatmaps = hm[i](y1);
+    y2 = fc2[i](res2[i](y2)); mask = mask[i](y2). Between stacks
+    x = x + _fc1(y1) + _fc2(y2) + _hm(heatmaps) + _mask(mask) (1x1 convs without bias);
+    after the last stack features = x + y1 + y2.
+
+    The input is expected already normalised (HandFlowNet does that).
+
+    Args:
+        cfg: the model config (nstacks, nblocks, njoints, channels, hg_depth are used).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        ch = cfg.channels
+        stem = ch // 4
+        nb = cfg.nblocks
+        self.nstacks = cfg.nstacks
+        self.njoints = cfg.njoints
+        self.channels = ch
+
+        self.conv1 = nn.Conv2d(3, stem, kernel_size=7, stride=2, padding=3, bias=True)
+        self.bn1 = nn.BatchNorm2d(stem)
+        self.layer1 = make_residual(stem, 2 * stem, nb)
+        self.layer2 = make_residual(2 * stem, ch, nb)
+        self.layer3 = make_residual(ch, ch, nb)
+
+        stacks = range(cfg.nstacks)
+        merges = range(cfg.nstacks - 1)
+        self.hg2b = nn.ModuleList(BisectedHourglass(ch, nb, cfg.hg_depth) for _ in stacks)
+        # Registration order follows BiHand's so state_dict() lists keys in the same order.
+        # The `_`-prefixed 1x1 convs (no bias) map a stack's outputs back to `ch` channels
+        # and are added to the next stack's input.
+        self.res1 = nn.ModuleList(make_residual(ch, ch, nb) for _ in stacks)
+        self.fc1 = nn.ModuleList(make_fc(ch) for _ in stacks)
+        self._fc1 = nn.ModuleList(nn.Conv2d(ch, ch, 1, bias=False) for _ in merges)
+        self.res2 = nn.ModuleList(make_residual(ch, ch, nb) for _ in stacks)
+        self.fc2 = nn.ModuleList(make_fc(ch) for _ in stacks)
+        self._fc2 = nn.ModuleList(nn.Conv2d(ch, ch, 1, bias=False) for _ in merges)
+        self.hm = nn.ModuleList(nn.Conv2d(ch, cfg.njoints, kernel_size=1) for _ in stacks)
+        self._hm = nn.ModuleList(nn.Conv2d(cfg.njoints, ch, 1, bias=False) for _ in merges)
+        self.mask = nn.ModuleList(nn.Conv2d(ch, 1, kernel_size=1) for _ in stacks)
+        self._mask = nn.ModuleList(nn.Conv2d(1, ch, 1, bias=False) for _ in merges)
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised image -> (B, C, H/4, W/4) stem features."""
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer1(x)
+        x = F.max_pool2d(x, kernel_size=2, stride=2)
+        x = self.layer2(x)
+        return self.layer3(x)
+
+    def forward(self, x: torch.Tensor) -> SeedNetOutput:
+        """(B, 3, H, W) normalised image -> SeedNetOutput at (H/4, W/4)."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"SeedNet expects (B, 3, H, W) images, got {tuple(x.shape)}")
+        x = self.forward_stem(x)
+        heatmaps: list[torch.Tensor] = []
+        masks: list[torch.Tensor] = []
+        features = x
+        for i in range(self.nstacks):
+            y1, y2 = self.hg2b[i](x)
+            y1 = self.fc1[i](self.res1[i](y1))
+            y2 = self.fc2[i](self.res2[i](y2))
+            hm = self.hm[i](y1)
+            mask = self.mask[i](y2)
+            heatmaps.append(hm)
+            masks.append(mask)
+            if i < self.nstacks - 1:
+                x = x + self._fc1[i](y1) + self._fc2[i](y2) + self._hm[i](hm) + self._mask[i](mask)
+            else:
+                features = x + y1 + y2
+        return SeedNetOutput(heatmaps=heatmaps, masks=masks, features=features)
