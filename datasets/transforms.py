@@ -1,0 +1,295 @@
+"""Crop geometry, mirroring and photometric augmentation as pure functions.
+
+Pixel convention (everywhere in the project): OpenCV's. Pixel centres sit at integer
+coordinates, so an affine matrix maps keypoints exactly as ``cv2.warpAffine`` maps pixels,
+and a horizontal flip of an image of width W maps ``u -> W - 1 - u``.
+
+The crop of a sample is ONE affine warp of the original image, composed of three steps
+(all 3x3 homogeneous matrices acting on original pixel coordinates):
+
+1. ``F``: the mirror ``u -> W - 1 - u`` when a left hand is turned into a right hand. The
+   camera stays a pinhole camera: 3D joints get ``x -> -x`` and ``cx -> W - 1 - cx``.
+2. ``R``: a rotation of the image about the principal point, equal to rotating the 3D
+   joints about the camera's z axis by the same angle (``S Rot S^-1`` with ``S = diag(fx,
+   fy)``, exact for any pinhole camera without skew). K is unchanged by this step.
+3. ``C``: scale + translation to the ``out_size`` crop around the (rotated) keypoint box:
+   side ``factor * max(box w, box h)`` (times a scale jitter), the box's centre (plus a
+   centre jitter). The crop intrinsics are ``K' = C K``.
+
+``affine = C R F`` maps original pixels to crop pixels, and ``project_points(K', joints_m)``
+with the rotated (and mirrored) joints equals the crop keypoints. `crop_to_original`
+inverts the affine to put predictions back into the original image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from utils.geometry import project_points
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """How the crop is framed (no randomness here).
+
+    Attributes:
+        out_size: side of the square crop, pixels.
+        factor: crop side = factor x max(width, height) of the keypoint box (BiHand: 2).
+    """
+
+    out_size: int = 256
+    factor: float = 2.0
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation ranges (all uniform draws from a per-sample generator).
+
+    Attributes:
+        center_jitter: max shift of the crop centre, as a fraction of the crop side.
+        scale_jitter: the crop side is multiplied by exp(U(-s, s)).
+        rotation_deg: max rotation about the optical axis, degrees.
+        brightness: image multiplied by 1 + U(-b, b).
+        contrast: blend towards the mean grey with factor 1 + U(-c, c).
+        saturation: blend towards per-pixel grey with factor 1 + U(-s, s).
+        hue_deg: hue rotation (in YIQ space) by U(-h, h) degrees.
+        blur_prob: probability of a Gaussian blur of the crop.
+        blur_sigma_max: blur sigma drawn from U(0.3, max), crop pixels.
+    """
+
+    center_jitter: float = 0.08
+    scale_jitter: float = 0.15
+    rotation_deg: float = 45.0
+    brightness: float = 0.3
+    contrast: float = 0.3
+    saturation: float = 0.3
+    hue_deg: float = 10.0
+    blur_prob: float = 0.3
+    blur_sigma_max: float = 1.5
+
+
+@dataclass(frozen=True)
+class GeometricParams:
+    """One draw of the geometric augmentation (identity by default)."""
+
+    angle_rad: float = 0.0
+    center_shift: tuple[float, float] = (0.0, 0.0)  # fraction of the crop side
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class CropResult:
+    """Geometry of one crop.
+
+    Attributes:
+        affine: (3, 3) float64, original pixels -> crop pixels (flip included).
+        K: (3, 3) float64 crop intrinsics.
+        joints_m: (21, 3) float64 joints in the crop camera frame (mirrored, rotated).
+        kp2d_px: (21, 2) float64 keypoints in crop pixels (the labels through ``affine``).
+        flipped: the image was mirrored.
+    """
+
+    affine: np.ndarray
+    K: np.ndarray
+    joints_m: np.ndarray
+    kp2d_px: np.ndarray
+    flipped: bool
+
+
+def flip_matrix(width: int) -> np.ndarray:
+    """(3, 3) horizontal mirror ``u -> width - 1 - u`` of an image ``width`` pixels wide."""
+    return np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+def flip_joints(joints: np.ndarray) -> np.ndarray:
+    """(..., 3) camera-frame points mirrored in the camera's y-z plane (x -> -x)."""
+    out = np.array(joints, dtype=np.float64, copy=True)
+    out[..., 0] *= -1.0
+    return out
+
+
+def flip_intrinsics(K: np.ndarray, width: int) -> np.ndarray:
+    """Intrinsics seeing `flip_joints` points where `flip_matrix` puts the pixels."""
+    out = np.array(K, dtype=np.float64, copy=True)
+    out[0, 2] = width - 1.0 - K[0, 2]
+    return out
+
+
+def rotation_z(angle_rad: float) -> np.ndarray:
+    """(3, 3) rotation about the camera's z axis (x towards y for positive angles)."""
+    c, s = np.cos(angle_rad), np.sin(angle_rad)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def image_rotation_matrix(K: np.ndarray, angle_rad: float) -> np.ndarray:
+    """(3, 3) image affine equal to rotating the scene by `rotation_z` (skew-free K)."""
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    c, s = np.cos(angle_rad), np.sin(angle_rad)
+    lin = np.array([[c, -s * fx / fy], [s * fy / fx, c]])
+    out = np.eye(3)
+    out[:2, :2] = lin
+    out[:2, 2] = np.array([cx, cy]) - lin @ np.array([cx, cy])
+    return out
+
+
+def crop_matrix(center_px: np.ndarray, side_px: float, out_size: int) -> np.ndarray:
+    """(3, 3) scale+shift mapping the square (centre, side) onto an ``out_size`` crop.
+
+    The square's continuous extent ``centre +- side / 2`` maps onto the crop's pixel area
+    ``[-0.5, out_size - 0.5]``, so its centre lands on ``(out_size - 1) / 2``.
+    """
+    if not side_px > 0:
+        raise ValueError(f"crop side must be positive, got {side_px}")
+    scale = out_size / side_px
+    out = np.eye(3)
+    out[0, 0] = out[1, 1] = scale
+    out[:2, 2] = (out_size - 1) / 2.0 - scale * np.asarray(center_px, dtype=np.float64)
+    return out
+
+
+def apply_affine(affine: np.ndarray, points_px: np.ndarray) -> np.ndarray:
+    """Map (..., 2) points with a (2, 3) or (3, 3) affine (float64 result)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    points_px = np.asarray(points_px, dtype=np.float64)
+    return points_px @ affine[:2, :2].T + affine[:2, 2]
+
+
+def crop_to_original(kp2d_px: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Map crop-pixel keypoints back to the original image with the sample's affine.
+
+    Args:
+        kp2d_px: (..., J, 2) keypoints in crop pixels (e.g. decoded predictions).
+        affine: (..., 2, 3) or (..., 3, 3) original -> crop affine of the sample (the batch's
+            ``affine``; it includes the left->right flip, so the result is in the unflipped
+            original image).
+
+    Returns:
+        (..., J, 2) float64 keypoints in original-image pixels.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    kp2d_px = np.asarray(kp2d_px, dtype=np.float64)
+    lin = affine[..., :2, :2]
+    shift = affine[..., :2, 2]
+    inv = np.linalg.inv(lin)
+    return np.einsum("...ij,...nj->...ni", inv, kp2d_px - shift[..., None, :])
+
+
+def keypoint_box(kp2d_px: np.ndarray, joints_m: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Min and max corner (2,) of the keypoints usable for framing.
+
+    Joints behind the camera (z <= 0, which RHD has) and non-finite points are ignored;
+    raises if nothing is left.
+    """
+    usable = np.isfinite(kp2d_px).all(axis=1)
+    if joints_m is not None:
+        usable &= joints_m[:, 2] > 0
+    if not usable.any():
+        raise ValueError("no keypoint in front of the camera to frame the crop")
+    pts = kp2d_px[usable]
+    return pts.min(axis=0), pts.max(axis=0)
+
+
+def compute_crop(kp2d_px: np.ndarray, joints_m: np.ndarray, K: np.ndarray,
+                 image_wh: tuple[int, int], *, flip: bool, crop: CropConfig,
+                 params: GeometricParams | None = None) -> CropResult:
+    """The crop geometry of one hand (see the module docstring for the composition).
+
+    Args:
+        kp2d_px: (21, 2) keypoint labels in original pixels (OpenCV convention).
+        joints_m: (21, 3) joints in the original camera frame, metres.
+        K: (3, 3) intrinsics of the original image (OpenCV convention).
+        image_wh: original image (width, height).
+        flip: mirror the image (left hand -> right hand).
+        crop: framing.
+        params: geometric augmentation draw (None: identity).
+
+    Returns:
+        The crop's `CropResult`.
+    """
+    params = params or GeometricParams()
+    width = int(image_wh[0])
+    affine = np.eye(3)
+    K_cur = np.asarray(K, dtype=np.float64)
+    joints = np.asarray(joints_m, dtype=np.float64)
+    if flip:
+        affine = flip_matrix(width)
+        K_cur = flip_intrinsics(K_cur, width)
+        joints = flip_joints(joints)
+    if params.angle_rad != 0.0:
+        rot = image_rotation_matrix(K_cur, params.angle_rad)
+        affine = rot @ affine
+        joints = joints @ rotation_z(params.angle_rad).T
+    kp_rot = apply_affine(affine, kp2d_px)
+    lo, hi = keypoint_box(kp_rot, joints)
+    side = crop.factor * float(max(hi[0] - lo[0], hi[1] - lo[1], 1.0)) * params.scale
+    center = (lo + hi) / 2.0 + side * np.asarray(params.center_shift, dtype=np.float64)
+    cmat = crop_matrix(center, side, crop.out_size)
+    affine = cmat @ affine
+    return CropResult(affine=affine, K=cmat @ K_cur, joints_m=joints,
+                      kp2d_px=apply_affine(affine, kp2d_px), flipped=bool(flip))
+
+
+def sample_geometric(rng: np.random.Generator, aug: AugmentConfig) -> GeometricParams:
+    """Draw the geometric augmentation of one sample."""
+    angle = np.deg2rad(rng.uniform(-aug.rotation_deg, aug.rotation_deg))
+    shift = rng.uniform(-aug.center_jitter, aug.center_jitter, size=2)
+    scale = float(np.exp(rng.uniform(-aug.scale_jitter, aug.scale_jitter)))
+    return GeometricParams(angle_rad=float(angle), center_shift=(float(shift[0]),
+                           float(shift[1])), scale=scale)
+
+
+def warp_image(image: np.ndarray, affine: np.ndarray, out_size: int) -> np.ndarray:
+    """Bilinear warp of an (H, W[, C]) image into an ``out_size`` square (zero border)."""
+    return cv2.warpAffine(image, np.asarray(affine[:2], dtype=np.float64), (out_size, out_size),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def warp_mask(mask: np.ndarray, affine: np.ndarray, crop_size: int, mask_size: int) -> np.ndarray:
+    """Nearest-neighbour warp of an (H, W) mask to the ``mask_size`` grid of the crop.
+
+    The mask grid is centre-aligned with the crop like the heatmaps
+    (``m = (u_crop + 0.5) * mask_size / crop_size - 0.5``).
+    """
+    s = mask_size / crop_size
+    to_grid = np.array([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5], [0.0, 0.0, 1.0]])
+    full = to_grid @ np.vstack([np.asarray(affine, dtype=np.float64)[:2], [0.0, 0.0, 1.0]])
+    return cv2.warpAffine(mask, full[:2], (mask_size, mask_size), flags=cv2.INTER_NEAREST,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def color_matrix(rng: np.random.Generator, aug: AugmentConfig) -> tuple[np.ndarray, float]:
+    """One draw of brightness/saturation/hue as a (3, 3) RGB matrix, and a contrast factor."""
+    brightness = 1.0 + rng.uniform(-aug.brightness, aug.brightness)
+    contrast = 1.0 + rng.uniform(-aug.contrast, aug.contrast)
+    saturation = 1.0 + rng.uniform(-aug.saturation, aug.saturation)
+    hue = np.deg2rad(rng.uniform(-aug.hue_deg, aug.hue_deg))
+    luma = np.array([0.299, 0.587, 0.114])
+    sat = saturation * np.eye(3) + (1.0 - saturation) * np.tile(luma, (3, 1))
+    # Hue: rotate the chroma (I, Q) plane of YIQ.
+    to_yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
+                       [0.211, -0.523, 0.312]])
+    c, s = np.cos(hue), np.sin(hue)
+    rot = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    hue_mat = np.linalg.inv(to_yiq) @ rot @ to_yiq
+    return brightness * (hue_mat @ sat), float(contrast)
+
+
+def photometric(image: np.ndarray, rng: np.random.Generator, aug: AugmentConfig) -> np.ndarray:
+    """Colour jitter then optional Gaussian blur of a float32 RGB crop in [0, 1] (H, W, 3)."""
+    mat, contrast = color_matrix(rng, aug)
+    out = cv2.transform(image, mat.astype(np.float32))
+    grey_mean = float(out.mean())
+    out = out * np.float32(contrast) + np.float32((1.0 - contrast) * grey_mean)
+    if rng.uniform() < aug.blur_prob:
+        sigma = rng.uniform(0.3, max(aug.blur_sigma_max, 0.3))
+        out = cv2.GaussianBlur(out, (0, 0), sigmaX=sigma, sigmaY=sigma)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def projection_error_px(K: np.ndarray, joints_m: np.ndarray, kp2d_px: np.ndarray) -> np.ndarray:
+    """(21,) distance between ``project_points(K, joints_m)`` and ``kp2d_px`` (diagnostics)."""
+    return np.linalg.norm(project_points(K, joints_m) - kp2d_px, axis=-1)

@@ -1,0 +1,218 @@
+"""Gaussian heatmap targets and their sub-pixel decoding (numpy and batched torch).
+
+One codec object is shared by the data pipeline (targets), the evaluator (decoding) and the
+visualiser, so that all three agree on the geometry:
+
+* Pixel convention: OpenCV's, in both spaces (pixel centres at integer coordinates).
+* Crop pixels and heatmap pixels are centre-aligned: with ``stride = input_size /
+  heatmap_size``, ``kp_hm = (kp_crop + 0.5) / stride - 0.5`` (`crop_to_heatmap`).
+* A target is an unnormalised Gaussian ``exp(-|x - mu|^2 / (2 sigma^2))`` with a sub-pixel
+  centre ``mu`` (no rounding), so its peak value is at most 1.
+* Decoding takes the arg-max and refines it with one Newton step on the log-heatmap
+  (DARK, Zhang et al. CVPR 2020): for an exact Gaussian target ``log h`` is quadratic and
+  the step recovers ``mu`` exactly; when the local Hessian is not negative definite (flat or
+  noisy maps) it falls back to the classic quarter-pixel shift towards the larger neighbour.
+
+Supervision weights: by default (BiHand) a joint gets weight 0 only when its Gaussian falls
+off the heatmap (its 3-sigma disc touches no heatmap pixel) or its position is not finite;
+``zero_invisible=True`` also gives weight 0 to joints marked invisible (MMPose's choice).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+_LOG_EPS = 1e-10  # floor before the log so that zero-valued pixels stay finite
+
+
+class HeatmapCodec:
+    """Encode keypoints in crop pixels to Gaussian heatmaps and decode them back.
+
+    Args:
+        input_size: side of the square input crop, pixels.
+        heatmap_size: side of the square heatmaps, pixels.
+        sigma: Gaussian standard deviation in heatmap pixels.
+        zero_invisible: also give weight 0 to joints whose ``visible`` flag is False.
+    """
+
+    def __init__(self, input_size: int = 256, heatmap_size: int = 64, sigma: float = 2.0,
+                 zero_invisible: bool = False) -> None:
+        if input_size <= 0 or heatmap_size <= 0:
+            raise ValueError(f"sizes must be positive, got input_size={input_size}, "
+                             f"heatmap_size={heatmap_size}")
+        if sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
+        self.input_size = int(input_size)
+        self.heatmap_size = int(heatmap_size)
+        self.sigma = float(sigma)
+        self.zero_invisible = bool(zero_invisible)
+        self.stride = self.input_size / self.heatmap_size
+
+    def __repr__(self) -> str:
+        return (f"HeatmapCodec(input_size={self.input_size}, heatmap_size={self.heatmap_size}, "
+                f"sigma={self.sigma}, zero_invisible={self.zero_invisible})")
+
+    # --- coordinate maps ---------------------------------------------------------------
+
+    def crop_to_heatmap(self, kp_crop_px: np.ndarray) -> np.ndarray:
+        """(..., 2) crop pixels -> heatmap pixels (centre-aligned)."""
+        return (np.asarray(kp_crop_px, dtype=np.float64) + 0.5) / self.stride - 0.5
+
+    def heatmap_to_crop(self, kp_hm: np.ndarray) -> np.ndarray:
+        """(..., 2) heatmap pixels -> crop pixels (inverse of `crop_to_heatmap`)."""
+        return (np.asarray(kp_hm, dtype=np.float64) + 0.5) * self.stride - 0.5
+
+    # --- encode ----------------------------------------------------------------------------
+
+    def encode(self, kp2d_px: np.ndarray, visible: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Gaussian targets for one hand.
+
+        Args:
+            kp2d_px: (J, 2) keypoints in crop pixels (floats; NaN/inf allowed: weight 0).
+            visible: (J,) bool visibility, or None for all visible.
+
+        Returns:
+            heatmaps: (J, H, W) float32, zero for joints of weight 0.
+            weights: (J,) float32 in {0, 1}.
+        """
+        kp2d_px = np.asarray(kp2d_px, dtype=np.float64)
+        if kp2d_px.ndim != 2 or kp2d_px.shape[1] != 2:
+            raise ValueError(f"kp2d_px must have shape (J, 2), got {kp2d_px.shape}")
+        num_joints = kp2d_px.shape[0]
+        if visible is not None:
+            visible = np.asarray(visible, dtype=bool)
+            if visible.shape != (num_joints,):
+                raise ValueError(f"visible must have shape ({num_joints},), got {visible.shape}")
+        size = self.heatmap_size
+        mu = self.crop_to_heatmap(kp2d_px)  # (J, 2)
+        reach = 3.0 * self.sigma
+        finite = np.isfinite(mu).all(axis=1)
+        mu = np.where(finite[:, None], mu, 0.0)
+        # The 3-sigma disc must overlap the pixel area [-0.5, size - 0.5] in both axes.
+        on_map = ((mu + reach > -0.5) & (mu - reach < size - 0.5)).all(axis=1)
+        weights = finite & on_map
+        if self.zero_invisible and visible is not None:
+            weights &= visible
+        grid = np.arange(size, dtype=np.float64)
+        # Separable Gaussian: outer product of the 1-D profiles per joint.
+        gx = np.exp(-((grid[None, :] - mu[:, 0:1]) ** 2) / (2.0 * self.sigma**2))  # (J, W)
+        gy = np.exp(-((grid[None, :] - mu[:, 1:2]) ** 2) / (2.0 * self.sigma**2))  # (J, H)
+        heatmaps = gy[:, :, None] * gx[:, None, :]  # (J, H, W)
+        heatmaps *= weights[:, None, None]
+        return heatmaps.astype(np.float32), weights.astype(np.float32)
+
+    # --- decode (numpy) --------------------------------------------------------------------
+
+    def decode(self, heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sub-pixel keypoints from heatmaps.
+
+        Args:
+            heatmaps: (..., J, H, W) array.
+
+        Returns:
+            kp2d_px: (..., J, 2) float64 keypoints in crop pixels.
+            scores: (..., J) float64 heatmap maxima.
+        """
+        heatmaps = np.asarray(heatmaps, dtype=np.float64)
+        if heatmaps.ndim < 3:
+            raise ValueError(f"heatmaps must have shape (..., J, H, W), got {heatmaps.shape}")
+        *lead, height, width = heatmaps.shape
+        flat = heatmaps.reshape(-1, height, width)  # (N, H, W)
+        n = flat.shape[0]
+        idx = flat.reshape(n, -1).argmax(axis=1)
+        ys, xs = np.divmod(idx, width)
+        rows = np.arange(n)
+        scores = flat[rows, ys, xs]
+        logh = np.log(np.maximum(flat, _LOG_EPS))
+        offset = _newton_offsets_np(logh, rows, ys, xs, flat)
+        kp_hm = np.stack([xs, ys], axis=1).astype(np.float64) + offset
+        kp = self.heatmap_to_crop(kp_hm)
+        return kp.reshape(*lead, 2), scores.reshape(*lead)
+
+    # --- decode (torch) --------------------------------------------------------------------
+
+    def decode_torch(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batched torch version of `decode` (same maths; device and dtype from the input).
+
+        Args:
+            heatmaps: (B, J, H, W) tensor (any float dtype; computed in at least float32).
+
+        Returns:
+            kp2d_px: (B, J, 2) keypoints in crop pixels.
+            scores: (B, J) heatmap maxima.
+        """
+        if heatmaps.ndim != 4:
+            raise ValueError(f"heatmaps must have shape (B, J, H, W), got {tuple(heatmaps.shape)}")
+        hm = heatmaps.detach()
+        if hm.dtype not in (torch.float32, torch.float64):
+            hm = hm.float()
+        b, j, height, width = hm.shape
+        flat = hm.reshape(b * j, height, width)
+        scores, idx = flat.reshape(b * j, -1).max(dim=1)
+        ys = torch.div(idx, width, rounding_mode="floor")
+        xs = idx - ys * width
+        rows = torch.arange(b * j, device=hm.device)
+        logh = torch.log(flat.clamp_min(_LOG_EPS))
+
+        def at(dy: int, dx: int) -> torch.Tensor:
+            yy = (ys + dy).clamp(0, height - 1)
+            xx = (xs + dx).clamp(0, width - 1)
+            return logh[rows, yy, xx]
+
+        def raw(dy: int, dx: int) -> torch.Tensor:
+            yy = (ys + dy).clamp(0, height - 1)
+            xx = (xs + dx).clamp(0, width - 1)
+            return flat[rows, yy, xx]
+
+        interior_x = (xs >= 1) & (xs <= width - 2)
+        interior_y = (ys >= 1) & (ys <= height - 2)
+        c = at(0, 0)
+        dx = 0.5 * (at(0, 1) - at(0, -1))
+        dy = 0.5 * (at(1, 0) - at(-1, 0))
+        dxx = at(0, 1) - 2 * c + at(0, -1)
+        dyy = at(1, 0) - 2 * c + at(-1, 0)
+        dxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
+        det = dxx * dyy - dxy * dxy
+        both = interior_x & interior_y
+        newton_ok = both & (dxx < 0) & (det > 1e-12)
+        safe_det = torch.where(newton_ok, det, torch.ones_like(det))
+        ox = -(dyy * dx - dxy * dy) / safe_det
+        oy = -(dxx * dy - dxy * dx) / safe_det
+        newton_ok = newton_ok & (ox.abs() <= 1) & (oy.abs() <= 1)
+        # Fallback: quarter pixel towards the larger neighbour (interior axes only).
+        qx = 0.25 * torch.sign(raw(0, 1) - raw(0, -1)) * interior_x
+        qy = 0.25 * torch.sign(raw(1, 0) - raw(-1, 0)) * interior_y
+        ox = torch.where(newton_ok, ox, qx.to(ox.dtype))
+        oy = torch.where(newton_ok, oy, qy.to(oy.dtype))
+        kp_hm = torch.stack([xs.to(ox.dtype) + ox, ys.to(oy.dtype) + oy], dim=1)
+        kp = (kp_hm + 0.5) * self.stride - 0.5
+        return kp.reshape(b, j, 2), scores.reshape(b, j)
+
+
+def _newton_offsets_np(logh: np.ndarray, rows: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+                       raw_maps: np.ndarray) -> np.ndarray:
+    """Sub-pixel offsets (N, 2) at the arg-max (ys, xs) of each map (see module docstring)."""
+    _, height, width = logh.shape
+
+    def at(maps: np.ndarray, dy: int, dx: int) -> np.ndarray:
+        return maps[rows, np.clip(ys + dy, 0, height - 1), np.clip(xs + dx, 0, width - 1)]
+
+    interior_x = (xs >= 1) & (xs <= width - 2)
+    interior_y = (ys >= 1) & (ys <= height - 2)
+    c = at(logh, 0, 0)
+    dx = 0.5 * (at(logh, 0, 1) - at(logh, 0, -1))
+    dy = 0.5 * (at(logh, 1, 0) - at(logh, -1, 0))
+    dxx = at(logh, 0, 1) - 2 * c + at(logh, 0, -1)
+    dyy = at(logh, 1, 0) - 2 * c + at(logh, -1, 0)
+    dxy = 0.25 * (at(logh, 1, 1) - at(logh, 1, -1) - at(logh, -1, 1) + at(logh, -1, -1))
+    det = dxx * dyy - dxy * dxy
+    newton_ok = interior_x & interior_y & (dxx < 0) & (det > 1e-12)
+    safe_det = np.where(newton_ok, det, 1.0)
+    ox = -(dyy * dx - dxy * dy) / safe_det
+    oy = -(dxx * dy - dxy * dx) / safe_det
+    newton_ok &= (np.abs(ox) <= 1) & (np.abs(oy) <= 1)
+    qx = 0.25 * np.sign(at(raw_maps, 0, 1) - at(raw_maps, 0, -1)) * interior_x
+    qy = 0.25 * np.sign(at(raw_maps, 1, 0) - at(raw_maps, -1, 0)) * interior_y
+    return np.stack([np.where(newton_ok, ox, qx), np.where(newton_ok, oy, qy)], axis=1)
