@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-DATASET_NAMES = ("rhd", "stb", "synth")
+DATASET_NAMES = ("rhd", "stb", "synth", "synth_stb")
 PRESETS = ("default", "small")
 
 
@@ -41,14 +41,21 @@ class TrainConfig:
     # --- data ---
     # Folder holding RHD/RHD_published_v2, STB/ and SYNTH/ (the synthetic set is generated there).
     data_root: str = field(default="data", metadata=_opt("dataset root folder"))
-    # Training datasets, mixed; any of rhd, stb, synth.
+    # Training datasets, mixed; any of rhd, stb, synth, synth_stb (datasets.build_dataset).
     datasets: list[str] = field(
         default_factory=lambda: ["synth"],
-        metadata=_opt("training datasets (any of rhd stb synth)", choices=DATASET_NAMES),
+        metadata=_opt("training datasets, mixed", choices=DATASET_NAMES),
     )
-    # Fraction of the training frames held out for model selection (seeded hash of frame ids).
+    # Fraction of the training frames held out for model selection (seeded hash of frame ids;
+    # the test split is never used for selection).
     val_fraction: float = field(
         default=0.05, metadata=_opt("fraction of training frames used for validation")
+    )
+    # Seed of that hash; keep it fixed so runs with different --seed share one val split.
+    split_seed: int = field(default=0, metadata=_opt("seed of the train/val frame hash"))
+    # STB only: hold out these whole training sequences as validation instead of the hash.
+    stb_val_sequences: list[str] | None = field(
+        default=None, metadata=_opt("STB sequences used as validation (e.g. B6Random)")
     )
     # Size of the synthetic set generated when --datasets synth finds <data_root>/SYNTH empty.
     synth_num_train: int = field(
@@ -56,6 +63,10 @@ class TrainConfig:
     )
     synth_num_test: int = field(
         default=300, metadata=_opt("synthetic test images to generate if missing")
+    )
+    synth_difficulty: str = field(
+        default="easy",
+        metadata=_opt("difficulty of a generated synthetic set", choices=("easy", "hard")),
     )
     # DataLoader worker processes (persistent pool); 0 loads in the main process.
     workers: int = field(default=2, metadata=_opt("data loading workers", "-j"))
@@ -88,7 +99,7 @@ class TrainConfig:
     # --- loss weights (HandFlowCriterion) ---
     loss_heatmap: float = field(default=100.0, metadata=_opt("heatmap MSE loss weight"))
     loss_mask: float = field(default=1.0, metadata=_opt("hand mask BCE loss weight"))
-    loss_flow: float = field(default=0.01, metadata=_opt("flow NLL (bits/dim) loss weight"))
+    loss_flow: float = field(default=0.1, metadata=_opt("flow NLL (bits/dim) loss weight"))
 
     # --- optimisation ---
     epochs: int = field(default=100, metadata=_opt("total epochs"))

@@ -1,0 +1,334 @@
+"""One training epoch and one validation pass; read top to bottom.
+
+`train_one_epoch` runs the optimisation steps of one epoch (or what is left of it after a
+mid-epoch resume), with gradient clipping, optional CUDA mixed precision, a guard against
+non-finite losses and per-step hooks used for the time budget and mid-epoch checkpoints.
+`evaluate` scores the model on the validation split with utils.evaluator (final-stack
+heatmaps decoded, mapped back to original-image pixels, MMPose's PCK@0.2 / AUC / EPE).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from models.losses import TERM_NAMES, HandFlowCriterion, LossTerms
+from training.distributed import (
+    all_reduce_sums,
+    any_process,
+    broadcast_from_main,
+    unwrap_model,
+)
+from utils.evaluator import evaluate as run_evaluation
+
+# Batch keys that are tensors the model or the criterion read (moved to the device).
+DEVICE_KEYS = ("image", "heatmaps", "heatmap_weights", "mask", "has_mask")
+
+
+class TrainingDivergedError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+@dataclass
+class EpochProgress:
+    """Running state of the current epoch; saved in mid-epoch checkpoints.
+
+    Attributes:
+        step: optimisation steps attempted in this epoch (skipped ones included).
+        sums: name -> sum over samples of each loss term (and 'total').
+        samples: samples that contributed to `sums`.
+        skipped_steps: steps skipped because of a non-finite loss or gradient.
+        nonfinite_streak: consecutive skipped steps so far.
+    """
+
+    step: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    samples: int = 0
+    skipped_steps: int = 0
+    nonfinite_streak: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "sums": dict(self.sums),
+            "samples": self.samples,
+            "skipped_steps": self.skipped_steps,
+            "nonfinite_streak": self.nonfinite_streak,
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> EpochProgress:
+        return cls(
+            step=int(values["step"]),
+            sums={k: float(v) for k, v in values["sums"].items()},
+            samples=int(values["samples"]),
+            skipped_steps=int(values["skipped_steps"]),
+            nonfinite_streak=int(values["nonfinite_streak"]),
+        )
+
+
+@dataclass
+class EpochResult:
+    """What one call of `train_one_epoch` did.
+
+    Attributes:
+        losses: name -> mean over samples of each loss term, across all processes.
+        progress: the epoch's running state at return (resume point if `stopped`).
+        stopped: True when `should_stop` ended the epoch early (time budget).
+    """
+
+    losses: dict[str, float]
+    progress: EpochProgress
+    stopped: bool
+
+
+def move_batch(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    """Copy of the batch with the model/criterion tensors on `device`."""
+    out = dict(batch)
+    for key in DEVICE_KEYS:
+        if key in out and isinstance(out[key], torch.Tensor):
+            out[key] = out[key].to(device, non_blocking=True)
+    return out
+
+
+def describe_frames(batch: Mapping[str, Any]) -> str:
+    """'synth:12, rhd:7, ...' for warnings about a batch."""
+    names = batch.get("dataset", ["?"] * len(batch["frame_id"]))
+    ids = batch["frame_id"].tolist() if isinstance(batch["frame_id"], torch.Tensor) else []
+    return ", ".join(f"{n}:{i}" for n, i in zip(names, ids, strict=False))
+
+
+def loss_term_values(terms: LossTerms) -> dict[str, float]:
+    """The unweighted loss terms and the weighted 'total', as floats."""
+    return {name: float(getattr(terms, name).detach()) for name in (*TERM_NAMES, "total")}
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    criterion: HandFlowCriterion,
+    loader: Iterable[dict[str, Any]],
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device,
+    epoch: int,
+    progress: EpochProgress | None = None,
+    max_steps: int | None = None,
+    grad_clip: float = 0.0,
+    scaler: torch.amp.GradScaler | None = None,
+    max_nonfinite_steps: int = 5,
+    should_stop: Callable[[], bool] | None = None,
+    after_step: Callable[[EpochProgress], None] | None = None,
+    show_progress: bool = True,
+) -> EpochResult:
+    """Train for one epoch (or its remainder after a mid-epoch resume).
+
+    Args:
+        model: the network (possibly DDP-wrapped), in any mode; set to train mode here.
+        criterion: maps (HandFlowOutput, batch) -> LossTerms; raises FloatingPointError.
+        loader: yields batches; for a resumed epoch it already skips the done steps.
+        optimizer: the optimiser.
+        device: device of the model; batches are moved there.
+        epoch: 0-based epoch index (for messages).
+        progress: running state to continue from (None: a fresh epoch).
+        max_steps: stop the epoch after this many steps (None: the whole loader).
+        grad_clip: max global gradient norm; 0 disables clipping.
+        scaler: CUDA GradScaler when mixed precision is on, else None.
+        max_nonfinite_steps: consecutive skipped steps after which TrainingDivergedError.
+        should_stop: checked before each step (same answer on every process); True ends the
+            epoch early, e.g. when the time budget is used.
+        after_step: called with the progress after each step (mid-epoch checkpoints).
+        show_progress: tqdm bar (rank 0 only).
+
+    Returns:
+        An EpochResult; `losses` are means over all samples of all processes.
+
+    Raises:
+        TrainingDivergedError: `max_nonfinite_steps` consecutive non-finite steps.
+    """
+    model.train()
+    progress = progress if progress is not None else EpochProgress()
+    use_amp = scaler is not None
+    total_steps = len(loader) + progress.step if hasattr(loader, "__len__") else None
+    if max_steps is not None and total_steps is not None:
+        total_steps = min(total_steps, max_steps)
+    bar = tqdm(
+        total=total_steps,
+        initial=progress.step,
+        desc=f"epoch {epoch + 1}",
+        disable=not show_progress,
+        dynamic_ncols=True,
+        leave=False,
+    )
+    stopped = False
+    for batch in loader:
+        if max_steps is not None and progress.step >= max_steps:
+            break
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
+        batch = move_batch(batch, device)
+        batch_size = int(batch["image"].shape[0])
+
+        # Forward + loss. The criterion raises FloatingPointError naming a non-finite term;
+        # every process must then skip the step together, or DDP's gradient all-reduce would
+        # wait forever.
+        nonfinite_msg = ""
+        with torch.autocast(device_type=device.type, enabled=use_amp):
+            output = model(batch["image"])
+            try:
+                terms = criterion(output, batch)
+            except FloatingPointError as e:
+                nonfinite_msg = str(e)
+        if any_process(bool(nonfinite_msg), device):
+            _skip_step(optimizer, progress, epoch, batch, nonfinite_msg, max_nonfinite_steps)
+            bar.update(1)
+            continue
+
+        # Backward, clip, step.
+        optimizer.zero_grad(set_to_none=True)
+        if use_amp:
+            scaler.scale(terms.total).backward()
+            scaler.unscale_(optimizer)
+        else:
+            terms.total.backward()
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        if grad_clip > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+        else:
+            grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad
+                                                             is not None]))
+        if use_amp:
+            # GradScaler skips steps with inf/NaN gradients itself and lowers its scale.
+            scaler.step(optimizer)
+            scaler.update()
+        elif not math.isfinite(grad_norm):
+            _skip_step(optimizer, progress, epoch, batch, f"non-finite gradient norm "
+                       f"{grad_norm}", max_nonfinite_steps)
+            bar.update(1)
+            continue
+        else:
+            optimizer.step()
+
+        # Book-keeping: sample-weighted sums of every term.
+        progress.nonfinite_streak = 0
+        progress.step += 1
+        progress.samples += batch_size
+        values = loss_term_values(terms)
+        for name, value in values.items():
+            progress.sums[name] = progress.sums.get(name, 0.0) + value * batch_size
+        bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()})
+        bar.update(1)
+        if after_step is not None:
+            after_step(progress)
+    bar.close()
+
+    totals = all_reduce_sums({**progress.sums, "__samples": float(progress.samples)}, device)
+    samples = totals.pop("__samples")
+    losses = {k: (v / samples if samples else float("nan")) for k, v in totals.items()}
+    return EpochResult(losses=losses, progress=progress, stopped=stopped)
+
+
+def _skip_step(
+    optimizer: torch.optim.Optimizer,
+    progress: EpochProgress,
+    epoch: int,
+    batch: Mapping[str, Any],
+    reason: str,
+    max_nonfinite_steps: int,
+) -> None:
+    """Drop this step's gradients, warn naming the frames, stop after too many in a row."""
+    optimizer.zero_grad(set_to_none=True)
+    progress.step += 1
+    progress.skipped_steps += 1
+    progress.nonfinite_streak += 1
+    where = f"epoch {epoch + 1} step {progress.step}"
+    reason = reason or "non-finite loss on another process"
+    frames = describe_frames(batch)
+    if progress.nonfinite_streak >= max_nonfinite_steps:
+        raise TrainingDivergedError(
+            f"{progress.nonfinite_streak} consecutive steps skipped for non-finite values "
+            f"(last: {reason} at {where}, frames {frames}); lower --learning-rate, raise "
+            f"--grad_clip strictness or check the data"
+        )
+    warnings.warn(
+        f"skipping {where}: {reason}; frames (dataset:frame_id) {frames}",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+@dataclass
+class ValResult:
+    """Validation scores (MMPose definitions, original-image pixels, utils.metrics).
+
+    Attributes:
+        pck: PCK@0.2 of the 1.2x ground-truth box.
+        auc: mean PCK over thresholds 0..28.5 px (MMPose AUC; model selection uses it).
+        epe_px: mean end-point error over visible joints, pixels.
+        num_samples: frames scored.
+        mean_log_likelihood: mean flow log-likelihood (nats) or None without a flow head.
+        seconds: wall time of the pass.
+    """
+
+    pck: float
+    auc: float
+    epe_px: float
+    num_samples: int
+    mean_log_likelihood: float | None
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "val_pck": self.pck,
+            "val_auc": self.auc,
+            "val_epe_px": self.epe_px,
+            "val_samples": self.num_samples,
+            "val_mean_loglik": self.mean_log_likelihood,
+            "val_seconds": self.seconds,
+        }
+
+
+def evaluate(
+    model: torch.nn.Module,
+    loader: Iterable[dict[str, Any]],
+    *,
+    is_main: bool = True,
+    max_batches: int | None = None,
+    show_progress: bool = True,
+) -> ValResult:
+    """Score the model on the validation loader with utils.evaluator (no flip test).
+
+    Under DDP only rank 0 evaluates, on the whole validation split with the bare model (no
+    collective calls), and the result is broadcast, so every process takes the same
+    model-selection decision and no frame is scored twice.
+
+    Args:
+        model: HandFlowNet, possibly DDP-wrapped; its training mode is restored afterwards.
+        loader: the full validation loader (used on rank 0 only).
+        is_main: this process is rank 0.
+        max_batches: stop after this many batches (None: all).
+        show_progress: tqdm bar.
+    """
+    result = None
+    if is_main:
+        wrap = (lambda it: tqdm(it, desc="val", leave=False)) if show_progress else None
+        out = run_evaluation(
+            unwrap_model(model), loader, collect_predictions=False, max_batches=max_batches,
+            progress=wrap,
+        )  # fmt: skip
+        m = out.metrics
+        result = ValResult(
+            pck=m.pck,
+            auc=m.auc,
+            epe_px=m.epe_mean_px,
+            num_samples=out.num_samples,
+            mean_log_likelihood=m.mean_log_likelihood,
+            seconds=out.seconds,
+        )
+    return broadcast_from_main(result)

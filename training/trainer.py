@@ -1,0 +1,524 @@
+"""A whole training run from a TrainConfig: data, model, optimiser, resume, epochs, files.
+
+`run_training(cfg)` is what `training/train_seednet_fastflow.py` calls. Files written to
+`cfg.checkpoint` (rank 0 only):
+
+    config.yaml              resolved {'model': ModelConfig, 'train': TrainConfig}
+    last.pth.tar             the latest resumable state (epoch ends, time-budget stop, and
+                             every --save_every_steps steps)
+    ckp_seednet_all.pth.tar  the best validation AUC so far (MMPose's AUC)
+    <prefix>_<epoch>.pth.tar every --snapshot epochs
+    metrics.jsonl            one row per validation (epoch 0 = the untrained model)
+    curves.png               loss terms and validation PCK/AUC per epoch
+
+Reproducibility: weights are initialised from --seed; the data order is a function of
+(seed, epoch) (ResumableSampler) and augmentation of (seed, epoch, index) (the datasets), so
+neither depends on the number of loader workers or on where a run was interrupted. A resumed
+run restores model, optimiser, scheduler, RNG states and the position inside the epoch, and
+on CPU reaches bit-identical weights to an uninterrupted run with the same flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from datasets import build_datasets, dataset_root
+from datasets.synthetic import generate
+from models import HandFlowCriterion, HandFlowNet, ModelConfig, build_model
+from training.checkpoint import (
+    BEST_NAME,
+    CHECKPOINT_VERSION,
+    LAST_NAME,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    snapshot_name,
+    strip_module_prefix,
+)
+from training.config import TrainConfig, validate_config
+from training.distributed import (
+    DistInfo,
+    EpochDataset,
+    ResumableSampler,
+    any_process,
+    barrier,
+    cleanup,
+    dist_info_from_env,
+    init_distributed,
+    unwrap_model,
+)
+from training.engine import EpochProgress, ValResult, evaluate, train_one_epoch
+from training.plots import plot_history
+
+logger = logging.getLogger("training")
+
+METRICS_NAME = "metrics.jsonl"
+CONFIG_NAME = "config.yaml"
+PLOT_NAME = "curves.png"
+# Train-config keys that change the optimisation path; a resume with different values warns.
+TRAJECTORY_KEYS = (
+    "datasets", "val_fraction", "split_seed", "train_batch", "learning_rate", "weight_decay",
+    "lr_decay_step", "gamma", "grad_clip", "seed", "loss_heatmap", "loss_mask", "loss_flow",
+    "max_steps_per_epoch", "amp",
+)  # fmt: skip
+
+
+@dataclass
+class RunHooks:
+    """Optional callbacks (tests use `after_step` to simulate a kill at a given step).
+
+    Attributes:
+        after_step: called with (epoch, global_step) after each optimisation step and after
+            any mid-epoch checkpoint of that step.
+    """
+
+    after_step: Callable[[int, int], None] | None = None
+
+
+@dataclass
+class TrainResult:
+    """What a run produced.
+
+    Attributes:
+        model: the trained bare model (not DDP-wrapped), in train mode.
+        history: the metrics.jsonl rows.
+        best_val_auc: best validation AUC (-inf if never validated).
+        checkpoint_dir: where the files are.
+        stopped_by_budget: the time budget ended the run.
+    """
+
+    model: HandFlowNet
+    history: list[dict[str, Any]]
+    best_val_auc: float
+    checkpoint_dir: Path
+    stopped_by_budget: bool
+
+
+@dataclass
+class RunState:
+    """Mutable training state saved in every checkpoint."""
+
+    epoch: int = 0  # completed epochs
+    progress: EpochProgress = field(default_factory=EpochProgress)
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val_auc: float = -math.inf
+
+
+# --- setup -----------------------------------------------------------------------------------
+
+
+def resolve_device(name: str | None, info: DistInfo) -> torch.device:
+    """--device (None: cuda when available) -> torch.device; one GPU per local rank."""
+    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"--device {name} requested but CUDA is not available")
+        if device.index is None:
+            device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy's legacy global RNG and Python's random."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)  # noqa: NPY002  (third-party code may draw from the global state)
+    random.seed(seed)
+
+
+def model_config_from(cfg: TrainConfig) -> ModelConfig:
+    """The model preset with the command-line overrides (-hgs, -hgb, flow settings)."""
+    overrides: dict[str, Any] = {"njoints": cfg.njoints}
+    if cfg.hg_stacks is not None:
+        overrides["nstacks"] = cfg.hg_stacks
+    if cfg.hg_blocks is not None:
+        overrides["nblocks"] = cfg.hg_blocks
+    if cfg.flow_steps is not None:
+        overrides["flow_enabled"] = cfg.flow_steps > 0
+        if cfg.flow_steps > 0:
+            overrides["flow_steps"] = cfg.flow_steps
+    for name in ("flow_hidden_ratio", "flow_clamp", "flow_detach"):
+        if getattr(cfg, name) is not None:
+            overrides[name] = getattr(cfg, name)
+    return ModelConfig.preset(cfg.preset, **overrides)
+
+
+def warn_compat_flags(cfg: TrainConfig, device: torch.device) -> None:
+    """The ancestor flags that are accepted but have no effect this round, and AMP on CPU."""
+    extra = [m for m in cfg.net_modules if m != "seed"]
+    if extra:
+        warnings.warn(
+            f"--net_modules {cfg.net_modules}: only 'seed' exists in this version; "
+            f"ignoring {extra}",
+            UserWarning,
+            stacklevel=2,
+        )
+    if not cfg.ups_loss:
+        warnings.warn(
+            "--no-ups_loss ignored: every stack's heatmap and mask losses are always on",
+            UserWarning,
+            stacklevel=2,
+        )
+    if cfg.amp and device.type != "cuda":
+        warnings.warn(
+            f"--amp is for CUDA only; training in float32 on {device.type}",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
+def ensure_synthetic(cfg: TrainConfig, info: DistInfo) -> None:
+    """Generate <data_root>/SYNTH (rank 0) when --datasets asks for it and it is missing."""
+    wanted = [n for n in cfg.datasets if n in ("synth", "synth_stb")]
+    missing = [n for n in wanted if not dataset_root(n, cfg.data_root).is_dir()]
+    if missing and info.is_main:
+        out = Path(cfg.data_root) / "SYNTH"
+        logger.info(
+            "generating the synthetic set (%d train, %d test, %s) in %s",
+            cfg.synth_num_train, cfg.synth_num_test, cfg.synth_difficulty, out,
+        )  # fmt: skip
+        generate(
+            out, cfg.synth_num_train, cfg.synth_num_test, seed=0,
+            difficulty=cfg.synth_difficulty, stb="synth_stb" in wanted,
+            workers=max(1, cfg.workers), progress=True,
+        )  # fmt: skip
+    barrier()
+
+
+def build_split(cfg: TrainConfig, mcfg: ModelConfig, split: str) -> Dataset:
+    """The mixed training datasets' 'train' or 'val' split at the model's input size."""
+    return build_datasets(
+        cfg.datasets,
+        cfg.data_root,
+        split,
+        train_aug=split == "train",
+        seed=cfg.seed,
+        split_seed=cfg.split_seed,
+        val_fraction=cfg.val_fraction,
+        input_size=mcfg.input_size,
+        heatmap_size=mcfg.heatmap_size,
+        stb_val_sequences=cfg.stb_val_sequences,
+    )
+
+
+def _loader_options(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    return {
+        "num_workers": cfg.workers,
+        "persistent_workers": cfg.workers > 0,
+        "pin_memory": device.type == "cuda",
+    }
+
+
+def build_val_loader(cfg: TrainConfig, val_set: Dataset, device: torch.device) -> DataLoader:
+    """The whole validation split in order (rank 0 scores it; see engine.evaluate)."""
+    return DataLoader(
+        val_set, batch_size=cfg.test_batch, shuffle=False, **_loader_options(cfg, device)
+    )
+
+
+def build_train_loader(
+    cfg: TrainConfig, train_set: Dataset, info: DistInfo, device: torch.device
+) -> tuple[DataLoader, ResumableSampler]:
+    """Training loader: seeded per-epoch order, sharded across processes, resumable."""
+    sampler = ResumableSampler(
+        train_set, info.world_size, info.rank, seed=cfg.seed, shuffle=True, drop_last=True
+    )
+    if sampler.num_samples < cfg.train_batch:
+        raise ValueError(
+            f"{len(train_set)} training samples over {info.world_size} process(es) give "
+            f"{sampler.num_samples} per process, fewer than one batch of {cfg.train_batch}"
+        )
+    train_loader = DataLoader(
+        EpochDataset(train_set),
+        batch_size=cfg.train_batch,
+        sampler=sampler,
+        drop_last=True,  # BatchNorm and the per-step checkpoint arithmetic want full batches
+        # Its own generator: creating loader iterators must not consume the global torch RNG.
+        generator=torch.Generator().manual_seed(cfg.seed),
+        **_loader_options(cfg, device),
+    )
+    return train_loader, sampler
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_config(out_dir: Path, cfg: TrainConfig, mcfg: ModelConfig) -> None:
+    text = yaml.safe_dump({"model": mcfg.to_dict(), "train": cfg.to_dict()}, sort_keys=False)
+    write_text_atomic(out_dir / CONFIG_NAME, text)
+
+
+def write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite metrics.jsonl and the curves from the history (a resumed run drops the rows
+    its predecessor wrote after the checkpoint it resumed from)."""
+    write_text_atomic(out_dir / METRICS_NAME, "".join(json.dumps(r) + "\n" for r in history))
+    plot_history(history, out_dir / PLOT_NAME)
+
+
+def checkpoint_state(
+    state: RunState,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler | None,
+    cfg: TrainConfig,
+    mcfg: ModelConfig,
+) -> dict[str, Any]:
+    """The checkpoint dict (plain types only; see training.checkpoint)."""
+    return {
+        "model": strip_module_prefix(unwrap_model(model).state_dict()),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": state.epoch,
+        "step": state.progress.step,
+        "progress": state.progress.to_dict(),
+        "config": {"model": mcfg.to_dict(), "train": cfg.to_dict()},
+        "metrics": {
+            "history": list(state.history),
+            "best_val_auc": state.best_val_auc,
+            "global_step": state.global_step,
+        },
+        "rng": capture_rng_state(),
+        "version": CHECKPOINT_VERSION,
+    }
+
+
+def resolve_resume_path(cfg: TrainConfig) -> Path | None:
+    """--resume_seednet_pth as a file (a folder means its last.pth.tar); None when unset."""
+    if not cfg.resume_seednet_pth:
+        return None
+    path = Path(cfg.resume_seednet_pth)
+    return path / LAST_NAME if path.is_dir() else path
+
+
+def warn_config_drift(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
+    """Warn when a resume changes options that alter the optimisation path."""
+    changed = {
+        k: (saved.get(k), getattr(cfg, k))
+        for k in TRAJECTORY_KEYS
+        if k in saved and saved.get(k) != getattr(cfg, k)
+    }
+    if changed:
+        warnings.warn(
+            f"resuming {path} with changed options (saved, now): {changed}; the run will not "
+            f"match an uninterrupted one",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def run_training(cfg: TrainConfig, hooks: RunHooks | None = None) -> TrainResult:
+    """Train (or, with --evaluate_seednet_pth, evaluate) as configured.
+
+    Joins the torchrun process group when launched by torchrun and leaves it at the end.
+    """
+    validate_config(cfg)
+    info = dist_info_from_env()
+    device = resolve_device(cfg.device, info)
+    init_distributed(device.type)
+    try:
+        return _run(cfg, info, device, hooks or RunHooks())
+    finally:
+        cleanup()
+
+
+def _run(cfg: TrainConfig, info: DistInfo, device: torch.device, hooks: RunHooks) -> TrainResult:
+    cfg = dataclasses.replace(cfg, device=str(device))
+    warn_compat_flags(cfg, device)
+    seed_everything(cfg.seed)
+    out_dir = Path(cfg.checkpoint)
+
+    resume_path = resolve_resume_path(cfg)
+    eval_only = bool(cfg.evaluate_seednet_pth)
+    ckpt = None
+    if eval_only:
+        ckpt = load_checkpoint(cfg.evaluate_seednet_pth)
+    elif resume_path is not None:
+        ckpt = load_checkpoint(resume_path)
+        warn_config_drift(ckpt["config"].get("train", {}), cfg, resume_path)
+    elif info.is_main and (out_dir / LAST_NAME).is_file():
+        warnings.warn(
+            f"{out_dir} already holds a run ({LAST_NAME}); starting a fresh one that "
+            f"overwrites it (to continue it, pass --resume_seednet_pth {out_dir})",
+            UserWarning,
+            stacklevel=2,
+        )
+    # A checkpoint carries its architecture; command-line model flags only shape new runs.
+    mcfg = ModelConfig.from_dict(ckpt["config"]["model"]) if ckpt else model_config_from(cfg)
+
+    ensure_synthetic(cfg, info)
+    val_loader = build_val_loader(cfg, build_split(cfg, mcfg, "val"), device)
+    model = build_model(mcfg).to(device)
+    if eval_only:
+        model.load_state_dict(strip_module_prefix(ckpt["model"]))
+        val = evaluate(model, val_loader, is_main=info.is_main, max_batches=cfg.max_val_batches)
+        if info.is_main:
+            logger.info("validation of %s: %s", cfg.evaluate_seednet_pth, json.dumps(val.to_dict()))
+        return TrainResult(model, [val.to_dict()], val.auc, out_dir, False)
+
+    train_loader, sampler = build_train_loader(
+        cfg, build_split(cfg, mcfg, "train"), info, device
+    )
+    criterion = HandFlowCriterion(
+        {"heatmap": cfg.loss_heatmap, "mask": cfg.loss_mask, "flow": cfg.loss_flow}
+    )
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_decay_step, cfg.gamma)
+    scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
+
+    state = RunState(epoch=cfg.start_epoch)
+    if ckpt is not None:
+        model.load_state_dict(strip_module_prefix(ckpt["model"]))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler") is not None:
+            scaler.load_state_dict(ckpt["scaler"])
+        metrics = ckpt["metrics"]
+        state = RunState(
+            epoch=int(ckpt["epoch"]),
+            progress=EpochProgress.from_dict(ckpt["progress"]),
+            global_step=int(metrics["global_step"]),
+            history=list(metrics["history"]),
+            best_val_auc=float(metrics["best_val_auc"]),
+        )
+        restore_rng_state(ckpt["rng"])
+        logger.info(
+            "resumed %s at epoch %d step %d", resume_path, state.epoch, state.progress.step
+        )
+    else:
+        for _ in range(cfg.start_epoch):  # the ancestor's -se: start later in the schedule
+            scheduler.step()
+
+    ddp_model: torch.nn.Module = model
+    if info.is_distributed:
+        ddp_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_config(out_dir, cfg, mcfg)
+
+    def save(name: str) -> None:
+        save_checkpoint(
+            checkpoint_state(state, ddp_model, optimizer, scheduler, scaler, cfg, mcfg),
+            out_dir / name,
+        )
+
+    # Time budget: stop early enough to validate and save once more.
+    start = time.monotonic()
+    budget_s = cfg.time_budget_min * 60.0 if cfg.time_budget_min is not None else None
+    last_val_s = 0.0
+
+    def elapsed() -> float:
+        return time.monotonic() - start
+
+    def out_of_time() -> bool:
+        over = budget_s is not None and elapsed() + 1.5 * last_val_s + 5.0 >= budget_s
+        return any_process(over, device)
+
+    def after_step(progress: EpochProgress) -> None:
+        state.global_step += 1
+        if info.is_main and cfg.save_every_steps and state.global_step % cfg.save_every_steps == 0:
+            save(LAST_NAME)
+        if hooks.after_step is not None:
+            hooks.after_step(state.epoch, state.global_step)
+
+    def validate_and_log(row: dict[str, Any]) -> ValResult:
+        nonlocal last_val_s
+        val = evaluate(ddp_model, val_loader, is_main=info.is_main,
+                       max_batches=cfg.max_val_batches, show_progress=info.is_main)
+        last_val_s = val.seconds
+        row.update(val.to_dict())
+        row["lr"] = optimizer.param_groups[0]["lr"]
+        row["elapsed_s"] = round(elapsed(), 2)
+        state.history.append(row)
+        if info.is_main:
+            logger.info(
+                "epoch %s: val AUC %.4f PCK@0.2 %.4f EPE %.2f px%s", row["epoch_float"],
+                val.auc, val.pck, val.epe_px,
+                "".join(f", {k} {v:.4g}" for k, v in row.items() if k.startswith("train_")),
+            )  # fmt: skip
+        return val
+
+    if ckpt is None and cfg.val_before_training:
+        validate_and_log({"epoch": state.epoch, "epoch_float": float(state.epoch), "step": 0})
+        if info.is_main:
+            write_metrics(out_dir, state.history)
+
+    steps_per_epoch = len(train_loader)
+    if cfg.max_steps_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    stopped = False
+    while state.epoch < cfg.epochs and not stopped:
+        sampler.set_epoch(state.epoch, skip=state.progress.step * cfg.train_batch)
+        result = train_one_epoch(
+            ddp_model, criterion, train_loader, optimizer,
+            device=device, epoch=state.epoch, progress=state.progress,
+            max_steps=cfg.max_steps_per_epoch, grad_clip=cfg.grad_clip, scaler=scaler,
+            max_nonfinite_steps=cfg.max_nonfinite_steps, should_stop=out_of_time,
+            after_step=after_step, show_progress=info.is_main,
+        )  # fmt: skip
+        stopped = result.stopped
+        row: dict[str, Any] = {
+            "epoch": state.epoch + (0 if stopped else 1),
+            "epoch_float": round(state.epoch + result.progress.step / steps_per_epoch, 3),
+            "step": result.progress.step if stopped else 0,
+            "partial": stopped,
+            "global_step": state.global_step,
+            "skipped_steps": result.progress.skipped_steps,
+            **{f"train_{k}": v for k, v in result.losses.items()},
+        }
+        if not stopped:
+            scheduler.step()
+            state.epoch += 1
+            state.progress = EpochProgress()
+        val = validate_and_log(row)
+        is_best = val.auc > state.best_val_auc
+        state.best_val_auc = max(state.best_val_auc, val.auc)
+        if info.is_main:
+            save(LAST_NAME)
+            if is_best:
+                save(BEST_NAME)
+            if not stopped and cfg.snapshot and state.epoch % cfg.snapshot == 0:
+                save(snapshot_name(cfg.saved_prefix, state.epoch))
+            write_metrics(out_dir, state.history)
+    if stopped and info.is_main:
+        logger.info(
+            "time budget of %.1f min used after %.1f min: stopped at epoch %d step %d "
+            "(resume with --resume_seednet_pth %s)",
+            cfg.time_budget_min, elapsed() / 60, state.epoch, state.progress.step, out_dir,
+        )  # fmt: skip
+    barrier()
+    return TrainResult(model, state.history, state.best_val_auc, out_dir, stopped)
