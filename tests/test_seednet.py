@@ -1,0 +1,136 @@
+"""SeedNet / HandFlowNet: shapes, gradients, determinism, config round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import HandFlowNet, ModelConfig, SeedNet, build_model, prepare_for_inference
+
+# BiHand's SeedNet(nstacks=2, nblocks=1, njoints=21), per the reference key list.
+BIHAND_SEEDNET_PARAMS = 11_222_700
+
+
+def test_default_seednet_matches_bihand_parameter_count() -> None:
+    seednet = SeedNet(ModelConfig.preset("default"))
+    assert sum(p.numel() for p in seednet.parameters()) == BIHAND_SEEDNET_PARAMS
+
+
+@pytest.mark.parametrize("preset", ["small", "default"])
+def test_output_shapes_and_dtypes(preset: str) -> None:
+    model = build_model(preset).eval()
+    cfg = model.cfg
+    size, hm = cfg.input_size, cfg.heatmap_size
+    assert hm == size // 4
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, size, size))
+    assert len(out.seed.heatmaps) == len(out.seed.masks) == cfg.nstacks
+    for heatmaps, mask in zip(out.seed.heatmaps, out.seed.masks, strict=True):
+        assert heatmaps.shape == (1, cfg.njoints, hm, hm)
+        assert mask.shape == (1, 1, hm, hm)
+        assert heatmaps.dtype == mask.dtype == torch.float32
+    assert out.seed.features.shape == (1, cfg.channels, hm, hm)
+    side = hm // cfg.flow_pool
+    assert out.flow.z.shape == (1, cfg.channels, side, side)
+    assert out.flow.loglik_map.shape == (1, side, side)
+    for vec in (out.flow.log_det, out.flow.nll_bpd, out.flow.log_likelihood):
+        assert vec.shape == (1,)
+    assert out.heatmaps is out.seed.heatmaps[-1]
+    assert torch.equal(out.confidence, out.flow.log_likelihood)
+    for tensor in (*out.seed.heatmaps, *out.seed.masks, out.seed.features, out.flow.z):
+        assert torch.isfinite(tensor).all()
+
+
+def _small_loss(model: HandFlowNet, batch: int = 2) -> torch.Tensor:
+    size = model.cfg.input_size
+    out = model(torch.rand(batch, 3, size, size))
+    terms = [h.square().mean() for h in out.seed.heatmaps]
+    terms += [m.square().mean() for m in out.seed.masks]
+    terms.append(out.flow.nll_bpd.mean())
+    return sum(terms)
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_every_trainable_parameter_gets_a_finite_gradient(detach: bool) -> None:
+    cfg = ModelConfig.preset("small", nstacks=2, input_size=64, flow_detach=detach)
+    model = build_model(cfg).train()
+    _small_loss(model).backward()
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            # FrEIA's fixed channel permutations are parameters without gradients.
+            assert param.grad is None, name
+            continue
+        assert param.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(param.grad).all(), f"{name} has a non-finite gradient"
+
+
+def test_flow_detach_controls_whether_the_flow_loss_reaches_seednet() -> None:
+    for detach, reaches in [(True, False), (False, True)]:
+        model = build_model(ModelConfig.preset("small", input_size=64, flow_detach=detach))
+        size = model.cfg.input_size
+        model(torch.rand(2, 3, size, size)).flow.nll_bpd.mean().backward()
+        grad = model.seednet.conv1.weight.grad
+        assert (grad is not None and grad.abs().sum() > 0) == reaches
+
+
+def test_eval_mode_is_deterministic_and_batch_independent() -> None:
+    model = build_model("small").eval()
+    size = model.cfg.input_size
+    images = torch.rand(3, 3, size, size)
+    with torch.no_grad():
+        first = model(images)
+        second = model(images)
+        single = model(images[1:2])
+    assert torch.equal(first.seed.heatmaps[-1], second.seed.heatmaps[-1])
+    assert torch.equal(first.flow.log_likelihood, second.flow.log_likelihood)
+    torch.testing.assert_close(single.seed.heatmaps[-1], first.seed.heatmaps[-1][1:2])
+    torch.testing.assert_close(single.flow.nll_bpd, first.flow.nll_bpd[1:2])
+
+
+def test_input_normalisation_uses_config_mean_std() -> None:
+    cfg = ModelConfig.preset("small", mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0))
+    model = build_model(cfg)
+    image = torch.full((1, 3, 4, 4), 0.75)
+    torch.testing.assert_close(model.normalize(image), torch.full((1, 3, 4, 4), 0.25))
+    assert "mean" not in model.state_dict()  # the config, not the weights, holds them
+
+
+def test_same_config_builds_the_same_flow_permutations() -> None:
+    state_a = build_model("small").flow.state_dict()
+    state_b = build_model("small").flow.state_dict()
+    perms = [k for k in state_a if k.endswith("w_perm")]
+    assert perms
+    for key in perms:
+        assert torch.equal(state_a[key], state_b[key])
+
+
+def test_config_round_trip_and_validation() -> None:
+    cfg = ModelConfig.preset("small", flow_pool=4)
+    again = ModelConfig.from_dict(cfg.to_dict())
+    assert again == cfg
+    assert isinstance(cfg.to_dict()["mean"], list)
+    with pytest.raises(ValueError, match="unknown model preset"):
+        ModelConfig.preset("huge")
+    with pytest.raises(ValueError, match="heatmap_size must be input_size / 4"):
+        ModelConfig(input_size=256, heatmap_size=32)
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(input_size=200)
+    with pytest.raises(ValueError, match="unknown ModelConfig keys"):
+        ModelConfig.from_dict({**cfg.to_dict(), "stacks": 3})
+
+
+def test_bad_input_shape_is_a_clear_error() -> None:
+    model = build_model("small")
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        model(torch.rand(1, 1, 128, 128))
+
+
+def test_channels_last_inference_matches_contiguous() -> None:
+    model = build_model("small").eval()
+    images = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        expected = model(images)
+        prepare_for_inference(model, "channels_last")
+        got = model(images)
+    torch.testing.assert_close(got.seed.heatmaps[-1], expected.seed.heatmaps[-1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.flow.nll_bpd, expected.flow.nll_bpd, atol=1e-4, rtol=0)
