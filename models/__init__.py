@@ -1,5 +1,6 @@
 """SeedNet (BiHand's bisected stacked hourglass), the FastFlow likelihood head and losses."""
 
+from models.bihand import load_bihand_seednet, read_bihand_state_dict
 from models.config import BIHAND_MEAN, BIHAND_STD, IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from models.flow import FlowHead, FlowOutput, build_flow_inn
 from models.handflow import (
@@ -29,6 +30,8 @@ __all__ = [
     "SeedNetOutput",
     "build_flow_inn",
     "build_model",
+    "load_bihand_seednet",
     "memory_format_of",
     "prepare_for_inference",
+    "read_bihand_state_dict",
 ]
