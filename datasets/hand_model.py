@@ -69,11 +69,13 @@ class HandShape:
         phalanx_m: (5, 3) bone lengths of each finger from the base joint outwards.
         radius_m: (21,) half-thickness of the hand at each canonical joint (row 0: palm
             half-thickness at the wrist).
+        size: overall scale relative to the mean hand (1.0).
     """
 
     base_m: np.ndarray
     phalanx_m: np.ndarray
     radius_m: np.ndarray
+    size: float
 
 
 @dataclass(frozen=True)
@@ -102,10 +104,10 @@ def sample_shape(rng: np.random.Generator) -> HandShape:
     finger_scale = rng.normal(1.0, 0.05, size=(5, 1)) * rng.normal(1.0, 0.035, size=(5, 3))
     phalanx = np.array([_PHALANX_M[f] for f in FINGERS]) * size * finger_scale
     radius = np.zeros(NUM_JOINTS)
-    radius[0] = 0.0135 * size * thickness
+    radius[0] = 0.0125 * size * thickness
     for finger in FINGERS:
         radius[list(FINGER_JOINTS[finger])] = np.array(_RADIUS_M[finger]) * size * thickness
-    return HandShape(base_m=base, phalanx_m=phalanx, radius_m=radius)
+    return HandShape(base_m=base, phalanx_m=phalanx, radius_m=radius, size=float(size))
 
 
 def _deg(lo_hi: tuple[float, float]) -> tuple[float, float]:

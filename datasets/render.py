@@ -204,18 +204,30 @@ def random_rgb(rng: np.random.Generator) -> np.ndarray:
 
 # --- Backgrounds --------------------------------------------------------------------------
 
+def _ramp(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """(H, W) float32 in [0, 1] rising linearly along a random direction."""
+    angle = rng.uniform(0.0, 2 * np.pi)
+    xs = np.arange(width, dtype=np.float32) * np.float32(np.cos(angle))
+    ys = np.arange(height, dtype=np.float32)[:, None] * np.float32(np.sin(angle))
+    proj = xs + ys
+    lo, hi = float(proj.min()), float(proj.max())
+    return (proj - np.float32(lo)) / np.float32(max(hi - lo, 1.0))
+
+
+def _blend(c0: np.ndarray, c1: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float32: c0 where w = 0, c1 where w = 1."""
+    c0 = c0.astype(np.float32)
+    return c0 + w[..., None] * (c1.astype(np.float32) - c0)
+
+
 def _gradient(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     c0, c1 = random_rgb(rng), random_rgb(rng)
-    angle = rng.uniform(0.0, 2 * np.pi)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    proj = xs * np.cos(angle) + ys * np.sin(angle)
-    proj = (proj - proj.min()) / max(float(proj.max() - proj.min()), 1.0)
-    return c0[None, None, :] * (1 - proj[..., None]) + c1[None, None, :] * proj[..., None]
+    return _blend(c0, c1, _ramp(rng, height, width))
 
 
 def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int,
                   channels: int) -> np.ndarray:
-    small = rng.random((cells, cells, channels)).astype(np.float32)
+    small = rng.random((cells, cells, channels), dtype=np.float32)
     out = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
     return out.reshape(height, width, channels)
 
@@ -224,21 +236,22 @@ def _texture_patch(rng: np.random.Generator, height: int, width: int) -> np.ndar
     """(H, W, 3) a full-frame texture: stripes, checker, colour noise or fine grain."""
     kind = rng.integers(0, 4)
     c0, c1 = random_rgb(rng), random_rgb(rng)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     if kind == 0:
-        angle = rng.uniform(0, np.pi)
         period = rng.uniform(4.0, 40.0)
-        w = 0.5 + 0.5 * np.sin((xs * np.cos(angle) + ys * np.sin(angle)) * 2 * np.pi / period)
+        w = 0.5 + 0.5 * np.sin(_ramp(rng, height, width) * np.float32(width * 2 * np.pi / period))
     elif kind == 1:
         period = rng.uniform(6.0, 48.0)
-        w = ((np.floor(xs / period) + np.floor(ys / period)) % 2).astype(np.float32)
+        xs = (np.arange(width) // period).astype(np.int32)
+        ys = (np.arange(height) // period).astype(np.int32)[:, None]
+        w = ((xs + ys) % 2).astype(np.float32)
     elif kind == 2:
         w = _smooth_noise(rng, height, width, int(rng.integers(4, 24)), 1)[..., 0]
     else:
-        w = cv2.GaussianBlur(rng.random((height, width)).astype(np.float32), (0, 0),
-                             rng.uniform(0.5, 2.0))
+        small = rng.random((height // 2, width // 2), dtype=np.float32)
+        w = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+        w = cv2.GaussianBlur(w, (0, 0), rng.uniform(0.5, 2.0))
         w = (w - w.min()) / max(float(w.max() - w.min()), 1e-6)
-    return c0 * (1 - w[..., None]) + c1 * w[..., None]
+    return _blend(c0, c1, w)
 
 
 def _draw_shapes(rng: np.random.Generator, image: np.ndarray, count: int) -> None:
@@ -285,7 +298,7 @@ def make_background(rng: np.random.Generator, height: int, width: int,
             image = np.broadcast_to(random_rgb(rng), (height, width, 3)).astype(np.float32)
         else:
             image = _gradient(rng, height, width).astype(np.float32)
-        return image + rng.normal(0.0, 2.0, (height, width, 1)).astype(np.float32)
+        return image
 
     image = _gradient(rng, height, width).astype(np.float32)
     for _ in range(int(rng.integers(1, 4))):
@@ -293,10 +306,9 @@ def make_background(rng: np.random.Generator, height: int, width: int,
         # Blend each texture in under a random smooth mask so regions differ.
         mask = _smooth_noise(rng, height, width, int(rng.integers(2, 6)), 1)
         mask = np.clip((mask - rng.uniform(0.3, 0.7)) * rng.uniform(3.0, 12.0) + 0.5, 0, 1)
-        image = image * (1 - mask) + layer * mask
+        image += mask * (layer - image)
     _draw_shapes(rng, image, int(rng.integers(5, 30)))
-    shadow = 0.6 + 0.6 * _smooth_noise(rng, height, width, 3, 1)
-    image = image * shadow
+    image *= 0.6 + 0.6 * _smooth_noise(rng, height, width, 3, 1)
     sigma = rng.uniform(0.0, 2.5)
     if sigma > 0.3:
         image = cv2.GaussianBlur(image, (0, 0), sigma)
@@ -307,9 +319,9 @@ def background_depth(rng: np.random.Generator, height: int, width: int) -> np.nd
     """(H, W) float32 depth of a random tilted plane between 1.2 m and RHD's 5 m limit."""
     d0 = rng.uniform(1.2, 4.5)
     gu, gv = rng.uniform(-0.004, 0.004, 2)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    depth = d0 + gu * (xs - width / 2) + gv * (ys - height / 2)
-    return np.clip(depth, 1.0, RHD_DEPTH_MAX_M - 0.01).astype(np.float32)
+    xs = (np.arange(width, dtype=np.float32) - width / 2) * np.float32(gu)
+    ys = (np.arange(height, dtype=np.float32)[:, None] - height / 2) * np.float32(gv)
+    return np.clip(np.float32(d0) + xs + ys, 1.0, RHD_DEPTH_MAX_M - 0.01).astype(np.float32)
 
 
 # --- RHD depth encoding --------------------------------------------------------------------

@@ -28,7 +28,7 @@ coordinates; pixel (row v, column u) is the sample at (u, v); ``uv = (K @ xyz)[:
 exactly, with cx = cy = 160.0 as in RHD. ``uv_vis`` rows are that projection (float32)
 for all 42 rows. A joint is visible when its pixel ``(round(u), round(v))`` is inside the
 image, shows that hand (mask class of the same side) and the rendered depth there is not in
-front of the joint by more than the hand's thickness there plus 6 mm.
+front of the joint by more than the hand's half-thickness there plus 6 mm (at most 19.5 mm).
 
 Masks (uint8, mode L): 0 background and objects, 1 arm ("person"), 2-16 left fingers (three
 classes per finger, thumb first, each tip -> palm), 17 left palm, 18-32 right fingers,
@@ -114,6 +114,7 @@ _STREAM_STB_SEQUENCE = 200
 # Hand-frame points besides the 21 joints: the two sides of the wrist (right hand, metres).
 _WRIST_SIDES_M = np.array([[0.017, 0.008, 0.0], [-0.019, 0.008, 0.0]])
 _VIS_MARGIN_M = 0.006
+_VIS_MARGIN_MAX_M = 0.0195
 _LEFT_LABEL_OFFSET = 0
 _RIGHT_LABEL_OFFSET = 16
 ARM_LABEL = 1
@@ -250,7 +251,7 @@ def place_hand(rng: np.random.Generator, side: str, rotation: np.ndarray, K: np.
         shape_joints: a fixed (joints, shape) pair instead of a random hand.
     """
     joints_h, shape = shape_joints if shape_joints is not None else sample_hand(rng, side)
-    size = float(shape.phalanx_m[2, 0] / 0.046)
+    size = shape.size
     wrist_sides = _WRIST_SIDES_M * size
     if side == "left":
         wrist_sides = wrist_sides * np.array([-1.0, 1.0, 1.0])
@@ -331,7 +332,7 @@ def draw_hand(buf: Buffers, K: np.ndarray, hand: PlacedHand, skin_material: int,
                  skin_material)
     draw_capsule(buf, K, thumb_cmc, mcps[0], rw * 0.7, mcp_r[0] * 0.8, palm, skin_material)
     if arm_material is not None:
-        size = rw / 0.0135
+        size = hand.shape.size
         draw_capsule(buf, K, hand.arm_m[0], hand.arm_m[1], 0.021 * size, 0.032 * size,
                      ARM_LABEL, arm_material)
 
@@ -349,7 +350,8 @@ def joint_visibility(buf: Buffers, K: np.ndarray, hand: PlacedHand) -> np.ndarra
         u, v = int(np.round(uv[j, 0])), int(np.round(uv[j, 1]))
         label = int(buf.label[v, u])
         own = offset + 2 <= label <= offset + 17
-        margin = hand.shape.radius_m[j] + _VIS_MARGIN_M
+        # Capped so that a visible joint's depth-map value is always within 2 cm of its z.
+        margin = min(hand.shape.radius_m[j] + _VIS_MARGIN_M, _VIS_MARGIN_MAX_M)
         visible[j] = own and buf.depth_m[v, u] >= joints[j, 2] - margin
     return visible
 
@@ -376,8 +378,9 @@ def _draw_occluders(rng: np.random.Generator, buf: Buffers, K: np.ndarray, targe
 def _finish(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Camera effects: slight blur (anti-aliasing), exposure, noise; -> uint8."""
     image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.45, 1.0))
-    image = image * rng.uniform(0.8, 1.2) + rng.uniform(-15.0, 15.0)
-    image = image + rng.normal(0.0, rng.uniform(0.5, 5.0), image.shape).astype(np.float32)
+    image = image * np.float32(rng.uniform(0.8, 1.2)) + np.float32(rng.uniform(-15.0, 15.0))
+    noise = rng.standard_normal(image.shape, dtype=np.float32)
+    image += noise * np.float32(rng.uniform(0.5, 5.0))
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
