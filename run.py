@@ -1,0 +1,520 @@
+"""Evaluate a checkpoint, visualise predictions, or run the model on your own images.
+
+Evaluation (BiHand's command line still works):
+
+    python run.py --batch_size 8 --fine_tune rhd --checkpoint checkpoints --data_root data
+    python run.py --fine_tune synth --checkpoint checkpoints/demo --vis --flip_test
+
+Own images (no dataset needed):
+
+    python run.py --checkpoint checkpoints/demo --image hand.jpg [more.jpg ...] \
+        [--bbox x y w h] [--side left]
+
+See `python run.py --help` and the README section "Evaluating".
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import os
+import pickle
+import sys
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from datasets.base import DatasetLayoutError, ImageReadError, read_image_rgb
+from datasets.joints import JOINT_NAMES, NUM_JOINTS
+from datasets.transforms import crop_matrix, crop_to_original, flip_matrix, warp_image
+from models import ModelConfig, build_model, prepare_for_inference
+from training.checkpoint import BEST_NAME, CheckpointError, load_checkpoint
+from utils import vis
+from utils.evaluator import BatchOutput, EvalResult, evaluate
+from utils.heatmap import HeatmapCodec
+from utils.metrics import MetricsSummary
+
+DATASET_NAMES = ("rhd", "stb", "synth")
+
+
+class CliError(Exception):
+    """A user-facing problem (missing file, bad flag); printed without a traceback."""
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser (built on demand; nothing is parsed at import time)."""
+    p = argparse.ArgumentParser(
+        description="Evaluate a 2DHandFlow (or BiHand SeedNet) checkpoint on RHD, STB or the "
+        "synthetic set, write metrics/predictions/plots, or run it on your own images.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("checkpoint and model")
+    g.add_argument("-ckp", "--checkpoint", default="checkpoints",
+                   help=f"checkpoint file, or a folder holding {BEST_NAME}")
+    g.add_argument("-hgs", "--hg-stacks", dest="hg_stacks", type=int, default=None,
+                   help="hourglass stacks (checked against the checkpoint's config, which wins)")
+    g.add_argument("-hgb", "--hg-blocks", dest="hg_blocks", type=int, default=None,
+                   help="residual blocks per hourglass level (checked, the checkpoint wins)")
+    g.add_argument("-nj", "--njoints", type=int, default=None,
+                   help="heatmap channels (checked, the checkpoint wins)")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device, e.g. cpu, cuda, cuda:1")
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--fine_tune", default="rhd", choices=DATASET_NAMES,
+                   help="dataset to evaluate on (the ancestor's flag name)")
+    g.add_argument("-dr", "--data_root", default="data",
+                   help="folder holding RHD/, STB/ and SYNTH/")
+    g.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="dataset split")
+    g.add_argument("-b", "--batch_size", type=int, default=8, help="batch size")
+    g.add_argument("-j", "--workers", type=int, default=2, help="data loading workers")
+    g.add_argument("--flip_test", action="store_true",
+                   help="also report metrics with heatmaps averaged over the image and its "
+                   "mirror")
+    g.add_argument("--bbox_factor", type=float, default=1.2,
+                   help="PCK box = ground-truth keypoint box enlarged by this factor (MMPose)")
+    g.add_argument("--max_batches", type=int, default=None,
+                   help="evaluate only the first N batches (quick checks)")
+    g.add_argument("--synth_num_test", type=int, default=300,
+                   help="evaluation frames to generate when the synthetic set is missing")
+    g.add_argument("--synth_difficulty", default="hard", choices=("easy", "hard"),
+                   help="difficulty of the synthetic frames generated when missing")
+    g.add_argument("--out", default=None,
+                   help="results folder (default: <checkpoint folder>/eval_<dataset>_<split>, "
+                   "or <checkpoint folder>/demo for --image)")
+    g = p.add_argument_group("visualisation")
+    g.add_argument("--vis", action="store_true",
+                   help="write an image grid per evaluated batch to <out>/vis")
+    g.add_argument("--max_vis", type=int, default=None,
+                   help="with --vis: draw at most this many samples (default: every batch)")
+    g.add_argument("--show", action="store_true",
+                   help="open the PCK plot and the first grid in a window when a display exists")
+    g = p.add_argument_group("own images (demo)")
+    g.add_argument("--image", nargs="+", default=None, metavar="PATH",
+                   help="run on these images instead of a dataset")
+    g.add_argument("--bbox", nargs=4, type=float, default=None, metavar=("X", "Y", "W", "H"),
+                   help="hand box in the image (pixels); default: the whole image is the crop")
+    g.add_argument("--bbox_scale", type=float, default=2.0,
+                   help="with --bbox: crop side = this x the box's longer side (training "
+                   "crops frame the keypoint box the same way)")
+    g.add_argument("--side", default="right", choices=("left", "right"),
+                   help="hand side; left hands are mirrored in and the result mirrored back")
+    return p
+
+
+# --- checkpoint -----------------------------------------------------------------------------
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or ``<folder>/ckp_seednet_all.pth.tar``; clear error if missing."""
+    path = Path(path)
+    candidate = path / BEST_NAME if path.is_dir() else path
+    if candidate.is_file():
+        return candidate
+    looked = f"{candidate}" if path.is_dir() else f"{path} (a file) or {path / BEST_NAME}"
+    raise CliError(
+        f"no checkpoint found: looked for {looked}.\n"
+        "  Train one: python training/train_seednet_fastflow.py --datasets synth "
+        f"--preset small -ckp {path}\n"
+        "  (or `make demo`), or put BiHand's released SeedNet checkpoint "
+        f"({BEST_NAME}) there."
+    )
+
+
+def _load_state_dict(model: torch.nn.Module, state_dict: dict, path: Path, what: str) -> None:
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()][:4]
+        raise CliError(
+            f"checkpoint {path}: its weights do not fit {what}. The file was written by a "
+            "different architecture or is not a 2DHandFlow/BiHand SeedNet checkpoint.\n  "
+            + "\n  ".join(lines)
+        ) from e
+
+
+def load_model(path: Path, args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the model from a checkpoint (2DHandFlow, or BiHand's SeedNet).
+
+    Returns:
+        (model on CPU, info dict for metrics.json).
+    """
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError:
+        # BiHand's release is {'state_dict': ..., ...} without a config: not an error here.
+        raw = _peek(path)
+        if isinstance(raw, dict) and "state_dict" in raw and "config" not in raw:
+            return _load_bihand(path, raw, args)
+        raise
+    cfg_dict = ckpt.get("config", {}).get("model") if isinstance(ckpt.get("config"), dict) else None
+    if not isinstance(cfg_dict, dict):
+        raise CliError(f"checkpoint {path} has no config['model'] to rebuild the network from")
+    try:
+        cfg = ModelConfig.from_dict(cfg_dict)
+    except (TypeError, ValueError) as e:
+        raise CliError(f"checkpoint {path}: config['model'] is not a valid ModelConfig: {e}") from e
+    _warn_flag_mismatch(cfg, args)
+    model = build_model(cfg)
+    _load_state_dict(model, ckpt["model"], path, f"the {cfg.preset_name!r} model in its config")
+    info = {"checkpoint": str(path), "kind": "2dhandflow", "epoch": ckpt.get("epoch"),
+            "model_config": cfg.to_dict()}  # fmt: skip
+    return model, info
+
+
+def _peek(path: Path) -> Any:
+    """The raw content of a checkpoint file, or None if torch cannot read it safely."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError):
+        return None
+
+
+def _load_bihand(path: Path, raw: dict, args: argparse.Namespace):
+    from models.bihand import load_bihand_seednet
+
+    try:
+        model = load_bihand_seednet(raw)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise CliError(f"checkpoint {path} looks like BiHand's but does not load: {e}") from e
+    _warn_flag_mismatch(model.cfg, args)
+    return model, {"checkpoint": str(path), "kind": "bihand_seednet",
+                   "model_config": model.cfg.to_dict()}  # fmt: skip
+
+
+def _warn_flag_mismatch(cfg: ModelConfig, args: argparse.Namespace) -> None:
+    for flag, given, stored in (("-hgs", args.hg_stacks, cfg.nstacks),
+                                ("-hgb", args.hg_blocks, cfg.nblocks),
+                                ("-nj", args.njoints, cfg.njoints)):  # fmt: skip
+        if given is not None and given != stored:
+            print(f"warning: {flag} {given} disagrees with the checkpoint's config "
+                  f"({stored}); using the checkpoint's value", file=sys.stderr)
+
+
+# --- dataset --------------------------------------------------------------------------------
+
+
+def build_eval_dataset(args: argparse.Namespace, cfg: ModelConfig) -> Dataset:
+    """The evaluation dataset at the model's input size; generates the synthetic set's
+    evaluation split when it is missing."""
+    import datasets
+    from datasets.rhd import SPLIT_FOLDERS
+
+    data_root = Path(args.data_root)
+    if args.fine_tune == "synth":
+        split_dir = datasets.dataset_root("synth", data_root) / SPLIT_FOLDERS[args.split]
+        if not (split_dir / "color").is_dir():
+            synth_root = data_root / "SYNTH"
+            if args.split != "test":
+                raise CliError(
+                    f"synthetic {args.split} frames not found in {split_dir}: generate them "
+                    f"with `python -m datasets.synthetic --out {synth_root} --num-train 2000`"
+                )
+            from datasets import synthetic
+
+            print(f"synthetic evaluation set not found at {split_dir}: generating "
+                  f"{args.synth_num_test} frames, as `python -m datasets.synthetic --out "
+                  f"{synth_root} --num-train 0 --num-test {args.synth_num_test} --seed 0 "
+                  f"--difficulty {args.synth_difficulty} --no-stb` would", flush=True)
+            synthetic.generate(synth_root, num_train=0, num_test=args.synth_num_test, seed=0,
+                               difficulty=args.synth_difficulty, stb=False)
+    elif not data_root.is_dir():
+        raise CliError(
+            f"data root {data_root} does not exist: expected {data_root}/RHD/RHD_published_v2 "
+            f"(RHD) or {data_root}/STB (STB). Download RHD/STB (see README) or evaluate on the "
+            "built-in synthetic set with --fine_tune synth."
+        )
+    return datasets.build_dataset(args.fine_tune, data_root, args.split, train_aug=False,
+                                  input_size=cfg.input_size, heatmap_size=cfg.heatmap_size)
+
+
+def dataset_record(dataset: Dataset, index: int):
+    """The reader record behind sample ``index`` of a HandDataset or a concatenation."""
+    if isinstance(dataset, ConcatDataset):
+        part = bisect.bisect_right(dataset.cumulative_sizes, index)
+        start = dataset.cumulative_sizes[part - 1] if part else 0
+        return dataset_record(dataset.datasets[part], index - start)
+    return dataset.record(index)
+
+
+# --- outputs --------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, spec: str = ".4f") -> str:
+    return "n/a" if value is None or not np.isfinite(value) else format(value, spec)
+
+
+def format_table(m: MetricsSummary, title: str, has_flow: bool) -> str:
+    """The printed summary: both protocols, accH, likelihood, per-joint table."""
+    flow_note = "no flow head"
+    lines = [
+        f"== {title}: {m.num_samples} samples, {m.num_keypoints} visible keypoints "
+        "(original-image pixels)",
+        f"  MMPose   PCK@{m.pck_thr:g} (box x{m.bbox_factor:g}) {_fmt(m.pck)}   "
+        f"AUC(0-30px) {_fmt(m.auc)}   EPE mean {_fmt(m.epe_mean_px, '.2f')} px",
+        f"  Z&B      AUC(0-30px, trapz) {_fmt(m.zb_auc)}   EPE mean "
+        f"{_fmt(m.zb_epe_mean_px, '.2f')} px   EPE median {_fmt(m.zb_epe_median_px, '.2f')} px",
+        f"  BiHand   accH (argmax, 3.2 hm px) {_fmt(m.acc_hm)}",
+        "  flow     "
+        + (f"mean log-lik {_fmt(m.mean_log_likelihood, '.1f')}   Spearman(log-lik, EPE) "
+           f"{_fmt(m.loglik_epe_spearman, '.3f')} (p={_fmt(m.loglik_epe_pvalue, '.2g')})"
+           if has_flow else f"log-lik: {flow_note}   Spearman(log-lik, EPE): {flow_note}"),
+        f"  {'joint':<12} {'PCK':>7} {'AUC-ZB':>7} {'EPE':>7} {'median':>7} {'accH':>7}",
+    ]  # fmt: skip
+    pj = m.per_joint
+    for j in range(len(pj["pck"])):
+        name = JOINT_NAMES[j] if j < NUM_JOINTS else str(j)
+        lines.append(
+            f"  {name:<12} {_fmt(pj['pck'][j], '7.3f')} {_fmt(pj['zb_auc'][j], '7.3f')} "
+            f"{_fmt(pj['epe_mean_px'][j], '7.2f')} {_fmt(pj['epe_median_px'][j], '7.2f')} "
+            f"{_fmt(pj['acc_hm'][j], '7.3f')}"
+        )
+    return "\n".join(lines)
+
+
+def coco_results(result_preds: Sequence) -> list[dict]:
+    """COCO keypoint results (image_id = frame id, category 1, [x, y, score] * 21)."""
+    out = []
+    for p in result_preds:
+        kps = np.concatenate([p.kp2d_px, p.scores[:, None]], axis=1).reshape(-1)
+        out.append({"image_id": p.frame_id, "category_id": 1,
+                    "keypoints": np.round(kps, 3).tolist(), "score": float(np.mean(p.scores))})
+    return out
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    return path
+
+
+def write_outputs(out: Path, result: EvalResult, info: dict, args: argparse.Namespace) -> None:
+    """metrics.json, predictions*.json, coco_results*.json and pck_curve.png in ``out``."""
+    def summary(m: MetricsSummary | None) -> dict | None:
+        return None if m is None else m.to_dict()
+
+    metrics = {
+        **info, "dataset": args.fine_tune, "split": args.split, "has_flow": result.has_flow,
+        "num_samples": result.num_samples, "seconds": result.seconds,
+        "images_per_s": result.images_per_s, "device": args.device,
+        "metrics": summary(result.metrics), "metrics_flip_test": summary(result.metrics_flip),
+    }  # fmt: skip
+    if not result.has_flow:
+        metrics["likelihood_note"] = "no flow head: log-likelihood columns are empty"
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "predictions.json", [p.to_dict() for p in result.predictions])
+    write_json(out / "coco_results.json", coco_results(result.predictions))
+    curves = {
+        "Z&B (<=, trapz)": (result.metrics.zb_thresholds_px, result.metrics.zb_pck_curve),
+        "MMPose (<)": (result.metrics.mmpose_thresholds_px, result.metrics.mmpose_pck_curve),
+    }
+    if result.metrics_flip is not None:
+        write_json(out / "predictions_flip.json", [p.to_dict() for p in result.predictions_flip])
+        write_json(out / "coco_results_flip.json", coco_results(result.predictions_flip))
+        mf = result.metrics_flip
+        curves["Z&B, flip test"] = (mf.zb_thresholds_px, mf.zb_pck_curve)
+    vis.plot_pck_curves(
+        curves, out / "pck_curve.png",
+        title=f"{args.fine_tune} {args.split}: AUC MMPose {result.metrics.auc:.3f}, "
+        f"Z&B {result.metrics.zb_auc:.3f}",
+    )  # fmt: skip
+
+
+class GridWriter:
+    """`evaluate` hook: writes one grid per batch to ``<out>/vis`` (up to ``max_samples``)."""
+
+    def __init__(self, out_dir: Path, dataset: Dataset, batch_size: int,
+                 max_samples: int | None) -> None:  # fmt: skip
+        self.out_dir = out_dir
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.remaining = max_samples
+        self.written: list[Path] = []
+
+    def __call__(self, b: int, batch: dict, out: BatchOutput) -> None:
+        if out.flip or (self.remaining is not None and self.remaining <= 0):
+            return
+        n = out.kp2d_crop_px.shape[0]
+        if self.remaining is not None:
+            n = min(n, self.remaining)
+            self.remaining -= n
+        samples = []
+        for i in range(n):
+            record = dataset_record(self.dataset, b * self.batch_size + i)
+            errors = out.errors_px[i]
+            samples.append(vis.VisSample(
+                image_rgb=vis.to_uint8_rgb(batch["image"][i].numpy()),
+                kp2d_pred_px=out.kp2d_crop_px[i],
+                heatmaps=out.heatmaps[i],
+                kp2d_gt_px=batch["kp2d_px"][i].numpy(),
+                visible=batch["visible"][i].numpy(),
+                mask_prob=out.mask_prob[i],
+                loglik_map=None if out.loglik_map is None else out.loglik_map[i],
+                log_likelihood=None if out.log_likelihood is None else float(out.log_likelihood[i]),
+                full_image_rgb=read_image_rgb(record.image_path),
+                kp2d_pred_orig_px=out.kp2d_orig_px[i],
+                title=f"{batch['dataset'][i]} #{int(batch['frame_id'][i])}",
+                epe_px=float(np.nanmean(errors)) if np.isfinite(errors).any() else None,
+            ))  # fmt: skip
+        path = vis.save_rgb(self.out_dir / f"batch_{b:04d}.png", vis.render_grid(samples))
+        self.written.append(path)
+
+
+def _has_display() -> bool:
+    return sys.platform in ("darwin", "win32") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+
+
+def show_files(paths: Sequence[Path]) -> None:
+    """Open images in matplotlib windows if a display exists; else say where they are."""
+    if not _has_display():
+        print("--show: no display found; the files are written above.")
+        return
+    import matplotlib.pyplot as plt
+
+    for path in paths:
+        plt.figure(path.name)
+        plt.imshow(plt.imread(path))
+        plt.axis("off")
+    plt.show()
+
+
+# --- the two modes ------------------------------------------------------------------------------
+
+
+def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: Path) -> int:
+    dataset = build_eval_dataset(args, model.cfg)
+    if len(dataset) == 0:
+        raise CliError(f"{args.fine_tune} split {args.split!r} under {args.data_root} is empty")
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
+                        num_workers=args.workers, persistent_workers=False)  # fmt: skip
+    writer = GridWriter(out / "vis", dataset, args.batch_size, args.max_vis) if args.vis else None
+    print(f"evaluating {info['checkpoint']} on {args.fine_tune}/{args.split} "
+          f"({len(dataset)} samples) on {args.device}", flush=True)  # fmt: skip
+    try:
+        from tqdm import tqdm
+
+        progress = lambda it: tqdm(it, total=len(loader), desc="eval", leave=False)  # noqa: E731
+    except ImportError:
+        progress = None
+    result = evaluate(model, loader, flip_test=args.flip_test, max_batches=args.max_batches,
+                      on_batch=writer, progress=progress, bbox_factor=args.bbox_factor)
+    print(format_table(result.metrics, "single view", result.has_flow))
+    if result.metrics_flip is not None:
+        print(format_table(result.metrics_flip, "flip test", result.has_flow))
+    print(f"{result.num_samples} images in {result.seconds:.1f} s "
+          f"({result.images_per_s:.1f} images/s, data loading included)")  # fmt: skip
+    write_outputs(out, result, info, args)
+    print(f"wrote metrics.json, predictions.json, coco_results.json, pck_curve.png to {out}")
+    if writer is not None:
+        print(f"wrote {len(writer.written)} image grids to {out / 'vis'}")
+    if args.show:
+        show_files([out / "pck_curve.png", *writer.written[:1]] if writer else
+                   [out / "pck_curve.png"])  # fmt: skip
+    return 0
+
+
+def demo_crop_affine(image_wh: tuple[int, int], side: str, bbox: Sequence[float] | None,
+                     bbox_scale: float, size: int) -> np.ndarray:  # fmt: skip
+    """(3, 3) affine from the original image to the model input for the own-image demo.
+
+    A left hand is mirrored first (``u -> W - 1 - u``) so that the model sees a right hand;
+    ``bbox`` is in the original (unmirrored) image. Without a box the whole image is the
+    crop (a square of its longer side, centred, padded with black).
+    """
+    width, height = image_wh
+    if bbox is None:
+        center = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
+        side_px = float(max(width, height))
+    else:
+        x, y, w, h = bbox
+        if w <= 0 or h <= 0:
+            raise CliError(f"--bbox width and height must be positive, got {w} x {h}")
+        center = np.array([x + w / 2.0 - 0.5, y + h / 2.0 - 0.5])
+        side_px = bbox_scale * max(w, h)
+    flip = flip_matrix(width) if side == "left" else np.eye(3)
+    center = (flip @ np.array([center[0], center[1], 1.0]))[:2]
+    return crop_matrix(center, side_px, size) @ flip
+
+
+@torch.no_grad()
+def run_demo(args: argparse.Namespace, model: torch.nn.Module, out: Path) -> int:
+    cfg = model.cfg
+    codec = HeatmapCodec(input_size=cfg.input_size, heatmap_size=cfg.heatmap_size)
+    device = next(model.parameters()).device
+    for image_path in map(Path, args.image):
+        if not image_path.is_file():
+            raise CliError(f"image not found: {image_path}")
+        try:
+            image = read_image_rgb(image_path)
+        except ImageReadError as e:
+            raise CliError(f"cannot decode image {image_path}: not an image OpenCV can read "
+                           "(PNG, JPEG, ...) or the file is truncated") from e  # fmt: skip
+        height, width = image.shape[:2]
+        affine = demo_crop_affine((width, height), args.side, args.bbox, args.bbox_scale,
+                                  cfg.input_size)  # fmt: skip
+        crop = warp_image(image, affine, cfg.input_size).astype(np.float32) / 255.0
+        x = torch.from_numpy(crop.transpose(2, 0, 1).copy())[None].to(device)
+        pred = model(x)
+        kp_crop, scores = codec.decode(pred.seed.heatmaps[-1].float().cpu().numpy())
+        kp_orig = crop_to_original(kp_crop[0], affine)
+        loglik = None if pred.flow is None else float(pred.flow.log_likelihood[0])
+        thick = max(2, round(max(width, height) / 200))
+        overlay = vis.draw_skeleton(image, kp_orig, thickness=thick, radius=thick + 1)
+        label = "log-lik: no flow head" if loglik is None else f"log-lik {loglik:.1f}"
+        vis.put_label(overlay, f"{args.side} hand, {label}")
+        overlay_path = vis.save_rgb(out / f"{image_path.stem}_overlay.png", overlay)
+        result = {
+            "image": str(image_path), "side": args.side, "bbox_xywh": args.bbox,
+            "image_size_wh": [width, height],
+            "keypoints": [{"name": JOINT_NAMES[j], "x": float(kp_orig[j, 0]),
+                           "y": float(kp_orig[j, 1]), "score": float(scores[0, j])}
+                          for j in range(kp_orig.shape[0])],
+            "kp2d_px": np.round(kp_orig, 3).tolist(), "scores": scores[0].tolist(),
+            "log_likelihood": loglik,
+            "likelihood_note": None if loglik is not None else "no flow head",
+        }  # fmt: skip
+        json_path = write_json(out / f"{image_path.stem}.json", result)
+        print(f"{image_path}: wrote {overlay_path} and {json_path} ({label})")
+        if args.show:
+            show_files([overlay_path])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code (2 for a user-facing error)."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.max_vis is not None and args.max_vis < 1:
+            raise CliError(f"--max_vis must be >= 1, got {args.max_vis}")
+        ckpt_path = resolve_checkpoint(args.checkpoint)
+        try:
+            device = torch.device(args.device)
+        except RuntimeError as e:
+            raise CliError(f"--device {args.device!r} is not a valid torch device") from e
+        model, info = load_model(ckpt_path, args)
+        model = prepare_for_inference(model.to(device))
+        default_out = ckpt_path.parent / ("demo" if args.image else
+                                          f"eval_{args.fine_tune}_{args.split}")  # fmt: skip
+        out = Path(args.out) if args.out else default_out
+        if args.image:
+            return run_demo(args, model, out)
+        return run_eval(args, model, info, out)
+    except (CliError, CheckpointError, DatasetLayoutError, ImageReadError,
+            FileNotFoundError) as e:  # fmt: skip
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""`python run.py`: evaluation outputs, --vis, the own-image demo and its error messages."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import run
+from models import ModelConfig, build_model
+from training.checkpoint import BEST_NAME, CHECKPOINT_VERSION, save_checkpoint
+
+REAL_IMAGE = "HandGraphCNN_RealWorld/real_world_testset/images/00000.jpg"
+
+
+def _save(path, cfg: ModelConfig, state_dict=None):
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    save_checkpoint(
+        {"model": state_dict if state_dict is not None else model.state_dict(),
+         "config": {"model": cfg.to_dict(), "train": {}}, "epoch": 0, "metrics": {},
+         "version": CHECKPOINT_VERSION},
+        path,
+    )  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpt_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckp")
+    _save(folder / BEST_NAME, ModelConfig.preset("small"))
+    return folder
+
+
+@pytest.mark.slow
+def test_eval_synth_writes_outputs_and_vis(ckpt_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    rc = run.main([
+        "--checkpoint", str(ckpt_dir), "--fine_tune", "synth", "--data_root",
+        str(tmp_path / "data"), "--synth_num_test", "5", "-b", "3", "-j", "0", "--vis",
+        "--max_vis", "4", "--flip_test", "--out", str(out), "-hgs", "2",
+    ])  # fmt: skip
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "-hgs 2 disagrees" in captured.err  # the checkpoint's 1 stack wins
+    assert "generating 5 frames" in captured.out  # the synthetic set was missing
+    assert "Spearman" in captured.out and "flip test" in captured.out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_samples"] == 5 and metrics["has_flow"]
+    assert metrics["metrics"]["auc"] is not None and metrics["metrics_flip_test"] is not None
+    preds = json.loads((out / "predictions.json").read_text())
+    assert [p["frame_id"] for p in preds] == list(range(5))
+    assert np.asarray(preds[0]["kp2d_px"]).shape == (21, 2)
+    coco = json.loads((out / "coco_results.json").read_text())
+    assert coco[0]["category_id"] == 1 and len(coco[0]["keypoints"]) == 63
+    for name in ("pck_curve.png", "predictions_flip.json", "coco_results_flip.json"):
+        assert (out / name).is_file(), name
+    # --max_vis 4 with batches of 3: a full grid, then a one-row grid, then nothing.
+    grids = sorted((out / "vis").glob("*.png"))
+    assert [g.name for g in grids] == ["batch_0000.png", "batch_0001.png"]
+    assert cv2.imread(str(grids[0])).shape == (3 * 256 + 2 * 2, 6 * 256, 3)
+    assert cv2.imread(str(grids[1])).shape == (256, 6 * 256, 3)
+
+
+def test_demo_on_real_image(ckpt_dir, realdata, tmp_path):
+    image = realdata / REAL_IMAGE
+    rc = run.main(["--checkpoint", str(ckpt_dir / BEST_NAME), "--image", str(image),
+                   "--out", str(tmp_path), "--device", "cpu"])  # fmt: skip
+    assert rc == 0
+    overlay = cv2.imread(str(tmp_path / "00000_overlay.png"))
+    assert overlay.shape == cv2.imread(str(image)).shape
+    result = json.loads((tmp_path / "00000.json").read_text())
+    assert len(result["keypoints"]) == 21 and result["keypoints"][0]["name"] == "wrist"
+    assert isinstance(result["log_likelihood"], float)
+    kp = np.asarray(result["kp2d_px"])
+    assert kp.shape == (21, 2) and np.isfinite(kp).all()
+
+
+def test_demo_left_hand_mirrors_in_and_out(ckpt_dir, realdata, tmp_path):
+    # A left hand in an image = a right hand in the mirrored image, mirrored back.
+    image = cv2.imread(str(realdata / REAL_IMAGE))
+    width = image.shape[1]
+    cv2.imwrite(str(tmp_path / "orig.png"), image)
+    cv2.imwrite(str(tmp_path / "mirror.png"), image[:, ::-1])
+    box = ["30", "20", "180", "200"]
+    mirrored_box = [str(width - 30 - 180), "20", "180", "200"]
+    common = ["--checkpoint", str(ckpt_dir), "--out", str(tmp_path / "o")]
+    assert run.main([*common, "--image", str(tmp_path / "orig.png"), "--side", "left",
+                     "--bbox", *box]) == 0  # fmt: skip
+    assert run.main([*common, "--image", str(tmp_path / "mirror.png"), "--side", "right",
+                     "--bbox", *mirrored_box]) == 0  # fmt: skip
+    left = np.asarray(json.loads((tmp_path / "o/orig.json").read_text())["kp2d_px"])
+    right = np.asarray(json.loads((tmp_path / "o/mirror.json").read_text())["kp2d_px"])
+    right[:, 0] = width - 1 - right[:, 0]
+    np.testing.assert_allclose(left, right, atol=1e-2)
+
+
+def test_demo_crop_affine_whole_image_is_centre_aligned():
+    affine = run.demo_crop_affine((256, 256), "right", None, 2.0, 128)
+    corners = np.array([[-0.5, -0.5, 1.0], [255.5, 255.5, 1.0]]) @ affine.T
+    np.testing.assert_allclose(corners[:, :2], [[-0.5, -0.5], [127.5, 127.5]])
+
+
+def test_undecodable_image_is_named(ckpt_dir, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    assert run.main(["--checkpoint", str(ckpt_dir), "--image", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot decode image" in err and str(bad) in err
+
+
+def test_missing_dataset_names_what_was_looked_for(ckpt_dir, tmp_path, capsys):
+    missing = tmp_path / "no_such_root"
+    rc = run.main(["--checkpoint", str(ckpt_dir), "--fine_tune", "rhd", "--data_root",
+                   str(missing), "--out", str(tmp_path / "o")])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "RHD_published_v2" in err and "--fine_tune synth" in err
+
+
+def test_missing_checkpoint_says_how_to_get_one(tmp_path, capsys):
+    assert run.main(["--checkpoint", str(tmp_path), "--image", "x.png"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / BEST_NAME) in err and "train_seednet_fastflow.py" in err
+
+
+def test_wrong_architecture_checkpoint(tmp_path, capsys):
+    # Weights of a 32-channel network under a config that says 64 channels.
+    other = build_model(ModelConfig.preset("small", channels=32)).state_dict()
+    path = _save(tmp_path / "wrong.pth.tar", ModelConfig.preset("small"), state_dict=other)
+    assert run.main(["--checkpoint", str(path), "--image", "x.png"]) == 2
+    err = capsys.readouterr().err
+    assert "do not fit" in err and str(path) in err and "size mismatch" in err
+
+
+def test_corrupted_checkpoint(tmp_path, capsys):
+    path = tmp_path / BEST_NAME
+    path.write_bytes(b"garbage")
+    assert run.main(["--checkpoint", str(tmp_path), "--image", "x.png"]) == 2
+    assert str(path) in capsys.readouterr().err
+
+
+def test_parser_keeps_ancestor_flags():
+    command = ("--batch_size 8 --fine_tune rhd --checkpoint checkpoints --data_root data --vis "
+               "-j 4 -hgs 2 -hgb 1 -nj 21")  # fmt: skip
+    args = run.build_parser().parse_args(command.split())
+    assert (args.batch_size, args.fine_tune, args.workers, args.hg_stacks) == (8, "rhd", 4, 2)
+    assert args.vis and args.split == "test" and not args.flip_test
