@@ -153,7 +153,7 @@ def load_model(path: Path, args: argparse.Namespace) -> tuple[torch.nn.Module, d
     except CheckpointError:
         # BiHand's release is {'state_dict': ..., ...} without a config: not an error here.
         raw = _peek(path)
-        if isinstance(raw, dict) and "state_dict" in raw and "config" not in raw:
+        if _looks_like_bihand(raw):
             return _load_bihand(path, raw, args)
         raise
     cfg_dict = ckpt.get("config", {}).get("model") if isinstance(ckpt.get("config"), dict) else None
@@ -179,12 +179,19 @@ def _peek(path: Path) -> Any:
         return None
 
 
+def _looks_like_bihand(raw: Any) -> bool:
+    """BiHand's files: {'epoch', 'state_dict'} or a bare state dict, and no 'config'."""
+    if not isinstance(raw, dict) or not raw or "config" in raw:
+        return False
+    return "state_dict" in raw or all(torch.is_tensor(v) for v in raw.values())
+
+
 def _load_bihand(path: Path, raw: dict, args: argparse.Namespace):
     from models.bihand import load_bihand_seednet
 
     try:
         model = load_bihand_seednet(raw)
-    except (RuntimeError, KeyError, ValueError) as e:
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
         raise CliError(f"checkpoint {path} looks like BiHand's but does not load: {e}") from e
     _warn_flag_mismatch(model.cfg, args)
     return model, {"checkpoint": str(path), "kind": "bihand_seednet",

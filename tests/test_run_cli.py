@@ -96,6 +96,19 @@ def test_demo_left_hand_mirrors_in_and_out(ckpt_dir, realdata, tmp_path):
     np.testing.assert_allclose(left, right, atol=1e-2)
 
 
+def test_bihand_seednet_checkpoint_runs_without_flow(realdata, tmp_path):
+    # BiHand's release format: {'epoch', 'state_dict'} with DataParallel prefixes, no config.
+    cfg = ModelConfig.bihand(nstacks=1, channels=64, input_size=128)
+    seednet = build_model(cfg).seednet.state_dict()
+    path = tmp_path / BEST_NAME
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in seednet.items()}}, path)
+    rc = run.main(["--checkpoint", str(tmp_path), "--image", str(realdata / REAL_IMAGE),
+                   "--out", str(tmp_path / "o")])  # fmt: skip
+    assert rc == 0
+    result = json.loads((tmp_path / "o/00000.json").read_text())
+    assert result["log_likelihood"] is None and result["likelihood_note"] == "no flow head"
+
+
 def test_demo_crop_affine_whole_image_is_centre_aligned():
     affine = run.demo_crop_affine((256, 256), "right", None, 2.0, 128)
     corners = np.array([[-0.5, -0.5, 1.0], [255.5, 255.5, 1.0]]) @ affine.T
