@@ -5,14 +5,24 @@ Also reads the project's synthetic data, which the generator writes in RHD's for
 Frame ids are RHD's own indices (the image file name ``%05d.png``) within the folder
 ('training' or 'evaluation').
 
-Pixel convention. RHD was rendered with Blender with cx = cy = 160 = W / 2, the
-continuous convention (pixel centre at x + 0.5). Checked on the 136 real evaluation frames
-in ../shared/realdata by estimating the label-to-mask offset from the finger segments: for
-each finger part of the chosen hand (mask ids 2-16 / 18-32, three per finger), the
-component perpendicular to the bone of (mask-part centroid - bone midpoint label) was
-regressed on a common 2-D shift (least squares over 1,500+ segments of all orientations).
-RHD_PIXEL_OFFSET below records the result; the reader adds it to the labels and to
-(cx, cy) once, giving OpenCV's convention (pixel centres at integer coordinates).
+Pixel convention. RHD was rendered with Blender with cx = cy = 160 = W / 2, i.e. in the
+continuous convention (pixel centre at x + 0.5); this reader subtracts 0.5 px from the
+labels and the principal point once (RHD_PIXEL_OFFSET), giving OpenCV's convention. Evidence
+from the 136 real evaluation frames in ../shared/realdata (reproduce with
+``python bench/bench_dataloader.py --convention``):
+
+* Fingertip labels on the chosen hand's mask (mean bilinear mask value at the 665 visible
+  fingertips): shift 0: 0.808, shift -0.5: 0.893, shift -1.0: 0.925 (all visible joints:
+  0.950 / 0.970 / 0.978), so -0.5 beats 0, but the score keeps rising past -0.5.
+* Finger-part centroids of the mask vs the bone midpoints of the labels (perpendicular
+  component, least squares over 2,096 segments of both hands): the labels sit
+  (+0.87, +1.06) px right/below the mask (bootstrap s.d. 0.05; every finger, part and
+  hand side gives 0.6-1.4 px in both axes).
+* The mask itself sits up-left of the colour image: edge alignment of the blurred hand mask
+  with the colour image's gradients peaks at a mask shift of about (+0.375, +0.375) px (the
+  person mask: about (+0.1, +0.25)). So relative to the IMAGE the labels sit about
+  +0.5..+0.7 px off, matching the continuous convention (-0.5), not 0 and not -1.
+  The mask's own residual offset (about 0.1 heatmap pixel at 64x64) is left uncorrected.
 """
 
 from __future__ import annotations
@@ -33,10 +43,8 @@ from datasets.cache import CacheDir, cached_arrays
 from datasets.joints import RHD_LEFT_ROWS, RHD_RIGHT_ROWS, RHD_TO_CANONICAL
 from utils.safe_pickle import restricted_load
 
-# Added to RHD's (u, v) labels and principal point to reach OpenCV's pixel convention.
-# Measured on the 136 real evaluation frames (see module docstring and
-# bench/bench_dataloader.py --convention): estimated shift (-0.47, -0.52) px (the labels sit
-# half a pixel right/below the mask's parts), i.e. RHD uses the continuous convention.
+# Added to RHD's (u, v) labels and principal point to reach OpenCV's pixel convention
+# (continuous -> integer pixel centres; measurements in the module docstring).
 RHD_PIXEL_OFFSET = -0.5
 
 SPLIT_FOLDERS = {"train": "training", "val": "training", "test": "evaluation"}

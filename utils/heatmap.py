@@ -10,8 +10,10 @@ visualiser, so that all three agree on the geometry:
   centre ``mu`` (no rounding), so its peak value is at most 1.
 * Decoding takes the arg-max and refines it with one Newton step on the log-heatmap
   (DARK, Zhang et al. CVPR 2020): for an exact Gaussian target ``log h`` is quadratic and
-  the step recovers ``mu`` exactly; when the local Hessian is not negative definite (flat or
-  noisy maps) it falls back to the classic quarter-pixel shift towards the larger neighbour.
+  the step recovers ``mu`` exactly, also for peaks on the heatmap border (the 3x3 stencil
+  moves inwards). When the local Hessian is not negative definite or the step leaves the
+  arg-max's pixel neighbourhood (flat or noisy maps), it falls back to the classic
+  quarter-pixel shift towards the larger neighbour.
 
 Supervision weights: by default (BiHand) a joint gets weight 0 only when its Gaussian falls
 off the heatmap (its 3-sigma disc touches no heatmap pixel) or its position is not finite;
@@ -156,18 +158,15 @@ class HeatmapCodec:
         rows = torch.arange(b * j, device=hm.device)
         logh = torch.log(flat.clamp_min(_LOG_EPS))
 
+        cy = ys.clamp(1, max(height - 2, 1))
+        cx = xs.clamp(1, max(width - 2, 1))
+
         def at(dy: int, dx: int) -> torch.Tensor:
-            yy = (ys + dy).clamp(0, height - 1)
-            xx = (xs + dx).clamp(0, width - 1)
-            return logh[rows, yy, xx]
+            return logh[rows, (cy + dy).clamp(0, height - 1), (cx + dx).clamp(0, width - 1)]
 
-        def raw(dy: int, dx: int) -> torch.Tensor:
-            yy = (ys + dy).clamp(0, height - 1)
-            xx = (xs + dx).clamp(0, width - 1)
-            return flat[rows, yy, xx]
+        def around(dy: int, dx: int) -> torch.Tensor:
+            return flat[rows, (ys + dy).clamp(0, height - 1), (xs + dx).clamp(0, width - 1)]
 
-        interior_x = (xs >= 1) & (xs <= width - 2)
-        interior_y = (ys >= 1) & (ys <= height - 2)
         c = at(0, 0)
         dx = 0.5 * (at(0, 1) - at(0, -1))
         dy = 0.5 * (at(1, 0) - at(-1, 0))
@@ -175,17 +174,17 @@ class HeatmapCodec:
         dyy = at(1, 0) - 2 * c + at(-1, 0)
         dxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
         det = dxx * dyy - dxy * dxy
-        both = interior_x & interior_y
-        newton_ok = both & (dxx < 0) & (det > 1e-12)
+        newton_ok = (dxx < 0) & (det > 1e-12) & (height >= 3) & (width >= 3)
         safe_det = torch.where(newton_ok, det, torch.ones_like(det))
-        ox = -(dyy * dx - dxy * dy) / safe_det
-        oy = -(dxx * dy - dxy * dx) / safe_det
+        ox = (cx - xs).to(det.dtype) - (dyy * dx - dxy * dy) / safe_det
+        oy = (cy - ys).to(det.dtype) - (dxx * dy - dxy * dx) / safe_det
         newton_ok = newton_ok & (ox.abs() <= 1) & (oy.abs() <= 1)
-        # Fallback: quarter pixel towards the larger neighbour (interior axes only).
-        qx = 0.25 * torch.sign(raw(0, 1) - raw(0, -1)) * interior_x
-        qy = 0.25 * torch.sign(raw(1, 0) - raw(-1, 0)) * interior_y
-        ox = torch.where(newton_ok, ox, qx.to(ox.dtype))
-        oy = torch.where(newton_ok, oy, qy.to(oy.dtype))
+        interior_x = ((xs >= 1) & (xs <= width - 2)).to(det.dtype)
+        interior_y = ((ys >= 1) & (ys <= height - 2)).to(det.dtype)
+        qx = 0.25 * torch.sign(around(0, 1) - around(0, -1)) * interior_x
+        qy = 0.25 * torch.sign(around(1, 0) - around(-1, 0)) * interior_y
+        ox = torch.where(newton_ok, ox, qx)
+        oy = torch.where(newton_ok, oy, qy)
         kp_hm = torch.stack([xs.to(ox.dtype) + ox, ys.to(oy.dtype) + oy], dim=1)
         kp = (kp_hm + 0.5) * self.stride - 0.5
         return kp.reshape(b, j, 2), scores.reshape(b, j)
@@ -193,14 +192,19 @@ class HeatmapCodec:
 
 def _newton_offsets_np(logh: np.ndarray, rows: np.ndarray, ys: np.ndarray, xs: np.ndarray,
                        raw_maps: np.ndarray) -> np.ndarray:
-    """Sub-pixel offsets (N, 2) at the arg-max (ys, xs) of each map (see module docstring)."""
+    """Sub-pixel offsets (N, 2) from the arg-max (ys, xs) of each map (see module docstring).
+
+    The 3x3 stencil is centred at the arg-max moved one pixel inwards at the border, so a
+    peak on the edge is refined too (one Newton step is exact for a log-quadratic map from
+    any stencil centre). A step further than one pixel from the arg-max is rejected.
+    """
     _, height, width = logh.shape
+    cy = np.clip(ys, 1, height - 2)
+    cx = np.clip(xs, 1, width - 2)
 
     def at(maps: np.ndarray, dy: int, dx: int) -> np.ndarray:
-        return maps[rows, np.clip(ys + dy, 0, height - 1), np.clip(xs + dx, 0, width - 1)]
+        return maps[rows, np.clip(cy + dy, 0, height - 1), np.clip(cx + dx, 0, width - 1)]
 
-    interior_x = (xs >= 1) & (xs <= width - 2)
-    interior_y = (ys >= 1) & (ys <= height - 2)
     c = at(logh, 0, 0)
     dx = 0.5 * (at(logh, 0, 1) - at(logh, 0, -1))
     dy = 0.5 * (at(logh, 1, 0) - at(logh, -1, 0))
@@ -208,11 +212,18 @@ def _newton_offsets_np(logh: np.ndarray, rows: np.ndarray, ys: np.ndarray, xs: n
     dyy = at(logh, 1, 0) - 2 * c + at(logh, -1, 0)
     dxy = 0.25 * (at(logh, 1, 1) - at(logh, 1, -1) - at(logh, -1, 1) + at(logh, -1, -1))
     det = dxx * dyy - dxy * dxy
-    newton_ok = interior_x & interior_y & (dxx < 0) & (det > 1e-12)
+    newton_ok = (height >= 3) & (width >= 3) & (dxx < 0) & (det > 1e-12)
     safe_det = np.where(newton_ok, det, 1.0)
-    ox = -(dyy * dx - dxy * dy) / safe_det
-    oy = -(dxx * dy - dxy * dx) / safe_det
+    ox = cx - xs - (dyy * dx - dxy * dy) / safe_det
+    oy = cy - ys - (dxx * dy - dxy * dx) / safe_det
     newton_ok &= (np.abs(ox) <= 1) & (np.abs(oy) <= 1)
-    qx = 0.25 * np.sign(at(raw_maps, 0, 1) - at(raw_maps, 0, -1)) * interior_x
-    qy = 0.25 * np.sign(at(raw_maps, 1, 0) - at(raw_maps, -1, 0)) * interior_y
+    # Fallback: a quarter pixel towards the larger neighbour, on axes with both neighbours.
+    interior_x = (xs >= 1) & (xs <= width - 2)
+    interior_y = (ys >= 1) & (ys <= height - 2)
+
+    def around(dy_: int, dx_: int) -> np.ndarray:
+        return raw_maps[rows, np.clip(ys + dy_, 0, height - 1), np.clip(xs + dx_, 0, width - 1)]
+
+    qx = 0.25 * np.sign(around(0, 1) - around(0, -1)) * interior_x
+    qy = 0.25 * np.sign(around(1, 0) - around(-1, 0)) * interior_y
     return np.stack([np.where(newton_ok, ox, qx), np.where(newton_ok, oy, qy)], axis=1)
