@@ -102,10 +102,12 @@ def draw_capsule(buf: Buffers, K: np.ndarray, p0: np.ndarray, p1: np.ndarray, r0
     if not win.any():
         return
     zbuf[win] = depth[win]
-    rr = np.maximum(r, 1e-6)
-    normal = np.stack([dx / rr, dy / rr, -cover], axis=-1)
-    normal /= np.linalg.norm(normal, axis=-1, keepdims=True) + 1e-6
-    buf.normal[region][win] = normal[win]
+    # (dx, dy) / r and the cover term make a unit vector: |n|^2 = d2/r^2 + 1 - d2/r^2.
+    inv_r = 1.0 / np.maximum(r, 1e-6)
+    normal = buf.normal[region]
+    normal[..., 0][win] = (dx * inv_r)[win]
+    normal[..., 1][win] = (dy * inv_r)[win]
+    normal[..., 2][win] = -cover[win]
     buf.label[region][win] = label
     buf.material[region][win] = material
 
@@ -233,23 +235,25 @@ def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int,
 
 
 def _texture_patch(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """(H, W, 3) a full-frame texture: stripes, checker, colour noise or fine grain."""
+    """(H, W, 3) a full-frame texture: stripes, checker, colour noise or fine grain.
+
+    Sizes (stripe period, checker cell) are for a half-resolution texture.
+    """
     kind = rng.integers(0, 4)
     c0, c1 = random_rgb(rng), random_rgb(rng)
     if kind == 0:
-        period = rng.uniform(4.0, 40.0)
+        period = rng.uniform(2.0, 20.0)
         w = 0.5 + 0.5 * np.sin(_ramp(rng, height, width) * np.float32(width * 2 * np.pi / period))
     elif kind == 1:
-        period = rng.uniform(6.0, 48.0)
+        period = rng.uniform(3.0, 24.0)
         xs = (np.arange(width) // period).astype(np.int32)
         ys = (np.arange(height) // period).astype(np.int32)[:, None]
         w = ((xs + ys) % 2).astype(np.float32)
     elif kind == 2:
         w = _smooth_noise(rng, height, width, int(rng.integers(4, 24)), 1)[..., 0]
     else:
-        small = rng.random((height // 2, width // 2), dtype=np.float32)
-        w = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
-        w = cv2.GaussianBlur(w, (0, 0), rng.uniform(0.5, 2.0))
+        w = rng.random((height, width), dtype=np.float32)
+        w = cv2.GaussianBlur(w, (0, 0), rng.uniform(0.3, 1.0))
         w = (w - w.min()) / max(float(w.max() - w.min()), 1e-6)
     return _blend(c0, c1, w)
 
@@ -300,19 +304,23 @@ def make_background(rng: np.random.Generator, height: int, width: int,
             image = _gradient(rng, height, width).astype(np.float32)
         return image
 
-    image = _gradient(rng, height, width).astype(np.float32)
+    # Textures are made at half resolution (4x less work) and upsampled; shapes are drawn
+    # at full resolution so that edges stay sharp.
+    h2, w2 = (height + 1) // 2, (width + 1) // 2
+    image = _gradient(rng, h2, w2)
     for _ in range(int(rng.integers(1, 4))):
-        layer = _texture_patch(rng, height, width).astype(np.float32)
+        layer = _texture_patch(rng, h2, w2)
         # Blend each texture in under a random smooth mask so regions differ.
-        mask = _smooth_noise(rng, height, width, int(rng.integers(2, 6)), 1)
+        mask = _smooth_noise(rng, h2, w2, int(rng.integers(2, 6)), 1)
         mask = np.clip((mask - rng.uniform(0.3, 0.7)) * rng.uniform(3.0, 12.0) + 0.5, 0, 1)
         image += mask * (layer - image)
+    image *= 0.6 + 0.6 * _smooth_noise(rng, h2, w2, 3, 1)
+    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
     _draw_shapes(rng, image, int(rng.integers(5, 30)))
-    image *= 0.6 + 0.6 * _smooth_noise(rng, height, width, 3, 1)
     sigma = rng.uniform(0.0, 2.5)
     if sigma > 0.3:
         image = cv2.GaussianBlur(image, (0, 0), sigma)
-    return image.astype(np.float32)
+    return image.astype(np.float32, copy=False)
 
 
 def background_depth(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
