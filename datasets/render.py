@@ -112,6 +112,63 @@ def draw_capsule(buf: Buffers, K: np.ndarray, p0: np.ndarray, p1: np.ndarray, r0
     buf.material[region][win] = material
 
 
+def draw_plate(buf: Buffers, K: np.ndarray, points: np.ndarray, half_thickness: float,
+               label: int, material: int, near_m: float = 0.05) -> None:
+    """Draw the camera-facing side of a thick flat polygon (a palm) with the depth test.
+
+    The polygon's best-fit plane is moved ``half_thickness`` towards the camera; its
+    outline is the projection of ``points`` (drawn in order). Rounded rims are the
+    caller's job (capsules along the outline).
+
+    Args:
+        buf: render targets, updated in place.
+        K: (3, 3) intrinsics.
+        points: (N, 3) outline in the camera frame, metres.
+        half_thickness: metres.
+        label: segmentation label.
+        material: material index.
+        near_m: plates with a point closer than this are skipped.
+    """
+    if points[:, 2].min() < near_m:
+        return
+    centre = points.mean(axis=0)
+    normal = np.linalg.svd(points - centre)[2][2]
+    if normal @ centre > 0:
+        normal = -normal  # face the camera
+    front = centre + half_thickness * normal
+    uv = points[:, :2] / points[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
+    height, width = buf.depth_m.shape
+    u_lo, v_lo = np.maximum(np.floor(uv.min(axis=0)).astype(int), 0)
+    u_hi = min(int(np.ceil(uv[:, 0].max())), width - 1)
+    v_hi = min(int(np.ceil(uv[:, 1].max())), height - 1)
+    if u_lo > u_hi or v_lo > v_hi:
+        return
+    inside = np.zeros((v_hi - v_lo + 1, u_hi - u_lo + 1), dtype=np.uint8)
+    shift = 4
+    poly = np.round((uv - (u_lo, v_lo)) * (1 << shift)).astype(np.int32)
+    cv2.fillPoly(inside, [poly], 1, cv2.LINE_8, shift)
+    inside = inside.astype(bool)
+    if not inside.any():
+        return
+    # Ray through pixel (u, v): ((u - cx) / fx, (v - cy) / fy, 1); depth where it meets
+    # the front plane n . X = n . front.
+    rx = (np.arange(u_lo, u_hi + 1, dtype=np.float32) - np.float32(K[0, 2])) / np.float32(K[0, 0])
+    ry = (np.arange(v_lo, v_hi + 1, dtype=np.float32)[:, None] - np.float32(K[1, 2])) / np.float32(
+        K[1, 1])
+    denom = np.float32(normal[0]) * rx + np.float32(normal[1]) * ry + np.float32(normal[2])
+    grazing = np.abs(denom) < 0.2  # nearly edge-on: leave it to the rims
+    depth = np.float32(normal @ front) / np.where(grazing, np.float32(1.0), denom)
+    region = (slice(v_lo, v_hi + 1), slice(u_lo, u_hi + 1))
+    zbuf = buf.depth_m[region]
+    win = inside & ~grazing & (depth > near_m) & (depth < zbuf)
+    if not win.any():
+        return
+    zbuf[win] = depth[win]
+    buf.normal[region][win] = normal.astype(np.float32)
+    buf.label[region][win] = label
+    buf.material[region][win] = material
+
+
 @dataclass(frozen=True)
 class Light:
     """Directional light plus ambient term.

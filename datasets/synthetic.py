@@ -83,6 +83,7 @@ from datasets.render import (
     Light,
     background_depth,
     draw_capsule,
+    draw_plate,
     encode_depth_rhd,
     make_background,
     random_light,
@@ -335,6 +336,9 @@ def draw_hand(buf: Buffers, K: np.ndarray, hand: PlacedHand, skin_material: int,
     thumb_cmc = joints[FINGER_JOINTS["thumb"][0]]
     draw_capsule(buf, K, wrist, thumb_cmc, rw, radius[FINGER_JOINTS["thumb"][0]], palm,
                  skin_material)
+    # The flat of the palm between the rims, slightly inside them so the rims round it off.
+    outline = np.stack([ulnar, radial, thumb_cmc, *mcps])
+    draw_plate(buf, K, outline, rw * 0.95, palm, skin_material)
     draw_capsule(buf, K, thumb_cmc, mcps[0], rw * 0.7, mcp_r[0] * 0.8, palm, skin_material)
     if arm_material is not None:
         size = hand.shape.size
@@ -607,7 +611,10 @@ def _map(tasks: list[tuple], workers: int, progress: bool) -> Iterator[tuple]:
             yield _run_task(task)
             bar.update()
     else:
-        ctx = multiprocessing.get_context("spawn")
+        # A fork server that has imported this module once forks clean workers quickly;
+        # plain fork is unsafe once torch or OpenCV threads exist in the caller.
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["datasets.synthetic"])
         with ctx.Pool(workers, initializer=_worker_init) as pool:
             for result in pool.imap_unordered(_run_task, tasks, chunksize=8):
                 yield result
