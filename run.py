@@ -233,7 +233,8 @@ def build_eval_dataset(args: argparse.Namespace, cfg: ModelConfig) -> Dataset:
                   f"{synth_root} --num-train 0 --num-test {args.synth_num_test} --seed 0 "
                   f"--difficulty {args.synth_difficulty} --no-stb` would", flush=True)
             synthetic.generate(synth_root, num_train=0, num_test=args.synth_num_test, seed=0,
-                               difficulty=args.synth_difficulty, stb=False)
+                               difficulty=args.synth_difficulty, stb=False,
+                               workers=max(1, args.workers))
     elif not data_root.is_dir():
         raise CliError(
             f"data root {data_root} does not exist: expected {data_root}/RHD/RHD_published_v2 "
