@@ -9,14 +9,23 @@ import numpy as np
 import pytest
 import scipy.io as sio
 
+from datasets.hand_model import (
+    MCP_FLEX_DEG,
+    PIP_FLEX_DEG,
+    forward_kinematics,
+    sample_pose,
+    sample_shape,
+)
 from datasets.joints import (
+    FINGER_JOINTS,
+    FINGERS,
     RHD_LEFT_ROWS,
     RHD_RIGHT_ROWS,
     RHD_TO_CANONICAL,
     STB_TO_CANONICAL,
     stb_palm_to_wrist,
 )
-from datasets.render import decode_depth_rhd
+from datasets.render import Buffers, decode_depth_rhd, draw_capsule, encode_depth_rhd
 from datasets.stb_calibration import SK_COLOR_K, sk_depth_to_color
 from datasets.synthetic import (
     STB_TEST_SEQUENCES,
@@ -25,7 +34,7 @@ from datasets.synthetic import (
     render_rhd_sample,
     render_stb_sample,
 )
-from utils.geometry import project_points
+from utils.geometry import intrinsics, project_points
 from utils.safe_pickle import restricted_load
 
 SIDES = {"left": RHD_LEFT_ROWS, "right": RHD_RIGHT_ROWS}
@@ -37,7 +46,7 @@ SEED = 3
 def hard_set(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("synth_hard")
     return generate(out, num_train=24, num_test=6, seed=SEED, difficulty="hard", workers=1,
-                    stb_frames_per_sequence=2)
+                    stb_frames_per_sequence=1)
 
 
 def _split_dir(dataset, folder: str) -> Path:
@@ -136,10 +145,10 @@ def test_mat_agrees_with_pickle_and_has_the_real_structure(hard_set, realdata: P
 def test_stb_labels_project_onto_the_drawn_left_hand(hard_set) -> None:
     stb = hard_set.stb_root
     assert hard_set.stb_sequences == {"train": STB_TRAIN_SEQUENCES, "test": STB_TEST_SEQUENCES}
-    for sequence in ("B1Counting", "B4Random"):
+    for sequence in ("B1Counting", "B1Random", "B4Counting", "B4Random"):
         para = sio.loadmat(stb / "labels" / f"{sequence}_SK.mat")["handPara"]
-        assert para.shape == (3, 21, 2) and para.dtype == np.float64
-        for frame in range(2):
+        assert para.shape == (3, 21, 1) and para.dtype == np.float64
+        for frame in range(1):
             joints_mm = sk_depth_to_color(para[:, :, frame].T)[list(STB_TO_CANONICAL)]
             uv = project_points(SK_COLOR_K, joints_mm)
             sample = render_stb_sample(SEED, sequence, frame, "hard")
@@ -201,3 +210,40 @@ def test_rhd_rows_are_the_rendered_hands_in_rhd_order(hard_set) -> None:
         np.testing.assert_array_equal(anno["uv_vis"][rows, 2][list(RHD_TO_CANONICAL)], visible)
     # RHD lists each finger tip first: the thumb tip is canonical joint 4.
     np.testing.assert_allclose(anno["xyz"][1], sample.hands[0].joints_m[4], atol=1e-6)
+
+
+def test_pixel_convention_sphere_centroid_is_its_projection() -> None:
+    # OpenCV's convention: a sphere projecting to (100.0, 50.0) covers pixels centred there.
+    K = intrinsics(285.0, 285.0, 160.0, 160.0)
+    centre = np.array([(100.0 - 160.0) / 285.0, (50.0 - 160.0) / 285.0, 1.0]) * 0.5
+    buf = Buffers.empty(320, 320)
+    draw_capsule(buf, K, centre, centre, 0.02, 0.02, 5, 1)
+    vs, us = np.nonzero(buf.label == 5)
+    assert len(us) > 100
+    assert abs(us.mean() - 100.0) < 0.05 and abs(vs.mean() - 50.0) < 0.05
+    assert buf.depth_m[50, 100] == pytest.approx(0.5 - 0.02, abs=1e-4)
+
+
+def test_depth_encoding_round_trip() -> None:
+    depth = np.array([[0.0, 0.3, 0.61234], [1.5, 4.99, 5.0]], dtype=np.float32)
+    rgb = encode_depth_rhd(depth)
+    assert rgb.dtype == np.uint8 and (rgb[..., 2] == 0).all()
+    np.testing.assert_allclose(decode_depth_rhd(rgb), depth, atol=0.5 * 5.0 / 65535 + 1e-7)
+
+
+def test_hand_model_keeps_bone_lengths_and_mirrors_left() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        shape, pose = sample_shape(rng), sample_pose(rng)
+        right = forward_kinematics(shape, pose, "right")
+        left = forward_kinematics(shape, pose, "left")
+        np.testing.assert_allclose(left, right * np.array([-1.0, 1.0, 1.0]))
+        for i, finger in enumerate(FINGERS):
+            ids = FINGER_JOINTS[finger]
+            lengths = np.linalg.norm(np.diff(right[list(ids)], axis=0), axis=1)
+            np.testing.assert_allclose(lengths, shape.phalanx_m[i], rtol=1e-9)
+        flex = np.rad2deg(pose.flex[1:])
+        assert (flex[:, 0] >= MCP_FLEX_DEG[0] - 1e-9).all()
+        assert (flex[:, 1] <= PIP_FLEX_DEG[1] + 1e-9).all()
+    with pytest.raises(ValueError, match="hand side"):
+        forward_kinematics(shape, pose, "middle")
