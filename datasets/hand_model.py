@@ -97,7 +97,7 @@ def sample_shape(rng: np.random.Generator) -> HandShape:
     size = rng.uniform(0.82, 1.18)
     palm_width = rng.normal(1.0, 0.06)
     palm_length = rng.normal(1.0, 0.05)
-    thickness = rng.uniform(0.85, 1.2)
+    thickness = rng.uniform(0.9, 1.25)
     base = np.array([_BASE_XYZ[f] for f in FINGERS]) * size
     base[:, 0] *= palm_width
     base[:, 1] *= palm_length

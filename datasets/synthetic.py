@@ -229,7 +229,7 @@ def _arm_in_hand_frame(rng: np.random.Generator, size: float, side: str) -> np.n
     deviation = np.deg2rad(rng.uniform(-25.0, 15.0))
     direction = _axis_rotation(2, deviation) @ _axis_rotation(0, flexion) @ np.array([0, -1.0, 0])
     start = 0.03 * size * direction
-    end = 0.27 * size * direction
+    end = rng.uniform(0.28, 0.45) * size * direction
     arm = np.stack([start, end])
     if side == "left":
         arm[:, 0] *= -1.0
