@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from datasets.base import DatasetLayoutError, ImageReadError, read_image_rgb
 from datasets.joints import JOINT_NAMES, NUM_JOINTS
@@ -246,7 +246,9 @@ def build_eval_dataset(args: argparse.Namespace, cfg: ModelConfig) -> Dataset:
 
 
 def dataset_record(dataset: Dataset, index: int):
-    """The reader record behind sample ``index`` of a HandDataset or a concatenation."""
+    """The reader record behind sample ``index`` of a HandDataset, a Subset or a Concat."""
+    if isinstance(dataset, Subset):
+        return dataset_record(dataset.dataset, int(dataset.indices[index]))
     if isinstance(dataset, ConcatDataset):
         part = bisect.bisect_right(dataset.cumulative_sizes, index)
         start = dataset.cumulative_sizes[part - 1] if part else 0

@@ -6,7 +6,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import ConcatDataset, Subset
 
+import datasets
 import run
 from models import ModelConfig, build_model
 from training.checkpoint import BEST_NAME, CHECKPOINT_VERSION, save_checkpoint
@@ -160,3 +162,12 @@ def test_parser_keeps_ancestor_flags():
     args = run.build_parser().parse_args(command.split())
     assert (args.batch_size, args.fine_tune, args.workers, args.hg_stacks) == (8, "rhd", 4, 2)
     assert args.vis and args.split == "test" and not args.flip_test
+
+
+def test_dataset_record_through_subset_and_concat(realdata):
+    ds = datasets.build_dataset("rhd", realdata, "test", train_aug=False, frame_ids=range(4),
+                                cache_dir=False)  # fmt: skip
+    mixed = ConcatDataset([Subset(ds, [3, 1]), ds])
+    assert run.dataset_record(mixed, 0).frame_id == 3
+    assert run.dataset_record(mixed, 1).frame_id == 1
+    assert run.dataset_record(mixed, 4).frame_id == 2
