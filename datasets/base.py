@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -128,7 +128,6 @@ class FrameRecord:
     hands: tuple[HandAnnotation, ...]
     mask_path: Path | None = None
     mask_is_binary: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Reader(Protocol):
@@ -149,10 +148,10 @@ def read_image_rgb(path: Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB image; raises naming the file when it is missing or unreadable."""
     if not path.is_file():
         raise DatasetLayoutError(f"{path}: image file not found")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
     if image is None:
         raise ImageReadError(f"{path}: cannot decode the image (truncated or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 def read_label_image(path: Path) -> np.ndarray:
@@ -175,8 +174,8 @@ def choose_hand(record: FrameRecord, mask: np.ndarray | None) -> HandAnnotation:
         return record.hands[0]
     if not record.hands:
         raise ValueError(f"{record.dataset} frame {record.frame_id}: record has no hand")
-    counts = (np.bincount(mask.ravel(), minlength=256) if mask is not None
-              else np.zeros(256, dtype=np.int64))
+    counts = (cv2.calcHist([mask], [0], None, [256], [0, 256]).ravel() if mask is not None
+              else np.zeros(256))
     best = max(range(len(record.hands)),
                key=lambda h: (int(counts[list(record.hands[h].mask_ids)].sum()),
                               int(record.hands[h].visible.sum()), -h))
@@ -189,7 +188,7 @@ def hand_mask(record: FrameRecord, hand: HandAnnotation, mask: np.ndarray) -> np
         return (mask > 0).astype(np.uint8)
     lut = np.zeros(256, dtype=np.uint8)
     lut[list(hand.mask_ids)] = 1
-    return lut[mask]
+    return cv2.LUT(mask, lut)
 
 
 # --- the sample pipeline ------------------------------------------------------------------
@@ -240,7 +239,7 @@ def make_sample(record: FrameRecord, image: np.ndarray, mask: np.ndarray | None,
         "kp2d_px": torch.from_numpy(geo.kp2d_px.astype(np.float32)),
         "visible": torch.from_numpy(np.asarray(hand.visible, dtype=bool).copy()),
         "kp2d_orig_px": torch.from_numpy(hand.kp2d_px.astype(np.float32)),
-        "orig_size_wh": torch.tensor([width, height], dtype=torch.int64),
+        "orig_size_wh": torch.from_numpy(np.array([width, height], dtype=np.int64)),
         "affine": torch.from_numpy(geo.affine[:2].astype(np.float32)),
         "flipped": bool(geo.flipped),
         "K": torch.from_numpy(geo.K.astype(np.float32)),

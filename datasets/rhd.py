@@ -16,13 +16,15 @@ from the 136 real evaluation frames in ../shared/realdata (reproduce with
   0.950 / 0.970 / 0.978), so -0.5 beats 0, but the score keeps rising past -0.5.
 * Finger-part centroids of the mask vs the bone midpoints of the labels (perpendicular
   component, least squares over 2,096 segments of both hands): the labels sit
-  (+0.87, +1.06) px right/below the mask (bootstrap s.d. 0.05; every finger, part and
+  (+0.87, +1.06) px right/below the mask (bootstrap s.d. about 0.05; every finger, part and
   hand side gives 0.6-1.4 px in both axes).
 * The mask itself sits up-left of the colour image: edge alignment of the blurred hand mask
-  with the colour image's gradients peaks at a mask shift of about (+0.375, +0.375) px (the
-  person mask: about (+0.1, +0.25)). So relative to the IMAGE the labels sit about
-  +0.5..+0.7 px off, matching the continuous convention (-0.5), not 0 and not -1.
+  with the colour image's gradients peaks at a mask shift of (+0.34, +0.35) px (the method
+  returns 0 on an ideal supersampled disc). So relative to the IMAGE the labels sit about
+  (+0.53, +0.71) px off: the continuous convention (-0.5), not 0 and not -1.
   The mask's own residual offset (about 0.1 heatmap pixel at 64x64) is left uncorrected.
+* Control: on the project's synthetic RHD-format data (OpenCV convention by construction)
+  the same part-centroid fit gives (0.00, 0.00) px, so the fit itself is unbiased.
 """
 
 from __future__ import annotations
@@ -251,6 +253,14 @@ class RHDReader:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    def labels_rhd_order(self) -> tuple[np.ndarray, np.ndarray]:
+        """All selected frames' labels in RHD's 42-row order (for diagnostics).
+
+        Returns:
+            uv: (N, 42, 2) labels with ``pixel_offset`` applied; visible: (N, 42) bool.
+        """
+        return self._uv.copy(), self._vis.copy()
 
     def _hand(self, row: int, side: int) -> HandAnnotation:
         rows = RHD_LEFT_ROWS if side == 0 else RHD_RIGHT_ROWS

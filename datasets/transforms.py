@@ -261,20 +261,22 @@ def warp_mask(mask: np.ndarray, affine: np.ndarray, crop_size: int, mask_size: i
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+_LUMA_ROWS = np.tile([0.299, 0.587, 0.114], (3, 1))
+_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_FROM_YIQ = np.linalg.inv(_TO_YIQ)
+
+
 def color_matrix(rng: np.random.Generator, aug: AugmentConfig) -> tuple[np.ndarray, float]:
     """One draw of brightness/saturation/hue as a (3, 3) RGB matrix, and a contrast factor."""
     brightness = 1.0 + rng.uniform(-aug.brightness, aug.brightness)
     contrast = 1.0 + rng.uniform(-aug.contrast, aug.contrast)
     saturation = 1.0 + rng.uniform(-aug.saturation, aug.saturation)
     hue = np.deg2rad(rng.uniform(-aug.hue_deg, aug.hue_deg))
-    luma = np.array([0.299, 0.587, 0.114])
-    sat = saturation * np.eye(3) + (1.0 - saturation) * np.tile(luma, (3, 1))
+    sat = saturation * np.eye(3) + (1.0 - saturation) * _LUMA_ROWS
     # Hue: rotate the chroma (I, Q) plane of YIQ.
-    to_yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
-                       [0.211, -0.523, 0.312]])
     c, s = np.cos(hue), np.sin(hue)
     rot = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-    hue_mat = np.linalg.inv(to_yiq) @ rot @ to_yiq
+    hue_mat = _FROM_YIQ @ rot @ _TO_YIQ
     return brightness * (hue_mat @ sat), float(contrast)
 
 

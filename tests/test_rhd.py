@@ -77,6 +77,14 @@ def test_sample_keys_shapes_and_types(eval_ds) -> None:
     assert batch["image"].shape == (2, 3, 256, 256) and batch["flipped"].dtype == torch.bool
 
 
+def test_image_is_the_rgb_crop_of_the_file(eval_ds) -> None:
+    s = eval_ds[7]
+    bgr = cv2.imread(str(eval_ds.record(7).image_path))
+    crop = warp_image(bgr[..., ::-1].copy(), s["affine"].numpy().astype(np.float64), 256)
+    np.testing.assert_allclose(s["image"].numpy().transpose(1, 2, 0), crop / 255.0,
+                               atol=1.01 / 255)
+
+
 def test_pixel_offset_applied_once(realdata: Path, cache_dir: Path) -> None:
     raw = RHDReader(rhd_root(realdata), "evaluation", frame_ids=[0], pixel_offset=0.0,
                     cache_dir=cache_dir).record(0)

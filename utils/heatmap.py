@@ -98,12 +98,13 @@ class HeatmapCodec:
         if self.zero_invisible and visible is not None:
             weights &= visible
         grid = np.arange(size, dtype=np.float64)
-        # Separable Gaussian: outer product of the 1-D profiles per joint.
+        # Separable Gaussian: outer product of the 1-D profiles per joint (zero rows for
+        # joints of weight 0), exponent in float64, the product in float32.
         gx = np.exp(-((grid[None, :] - mu[:, 0:1]) ** 2) / (2.0 * self.sigma**2))  # (J, W)
         gy = np.exp(-((grid[None, :] - mu[:, 1:2]) ** 2) / (2.0 * self.sigma**2))  # (J, H)
-        heatmaps = gy[:, :, None] * gx[:, None, :]  # (J, H, W)
-        heatmaps *= weights[:, None, None]
-        return heatmaps.astype(np.float32), weights.astype(np.float32)
+        gy *= weights[:, None]
+        heatmaps = gy.astype(np.float32)[:, :, None] * gx.astype(np.float32)[:, None, :]
+        return heatmaps, weights.astype(np.float32)
 
     # --- decode (numpy) --------------------------------------------------------------------
 
