@@ -566,6 +566,7 @@ PNG_COLOR_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
                     cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
 PNG_MASK_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
                    cv2.IMWRITE_PNG_STRATEGY_RLE]
+PNG_DEPTH_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]
 
 
 def _write_png(path: Path, image: np.ndarray, params: list[int] | None = None) -> None:
@@ -582,7 +583,7 @@ def _rhd_task(task: tuple[int, str, int, str, str]) -> tuple[str, int, dict[str,
                PNG_COLOR_PARAMS)
     _write_png(root / "mask" / name, sample.label, PNG_MASK_PARAMS)
     _write_png(root / "depth" / name,
-               cv2.cvtColor(encode_depth_rhd(sample.depth_m), cv2.COLOR_RGB2BGR))
+               cv2.cvtColor(encode_depth_rhd(sample.depth_m), cv2.COLOR_RGB2BGR), PNG_DEPTH_PARAMS)
     return split, index, rhd_annotation(sample)
 
 
