@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+from tqdm import tqdm
 
 from datasets.base import DatasetLayoutError, ImageReadError, read_image_rgb
 from datasets.joints import JOINT_NAMES, NUM_JOINTS
@@ -411,12 +412,9 @@ def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: 
     writer = GridWriter(out / "vis", dataset, args.batch_size, args.max_vis) if args.vis else None
     print(f"evaluating {info['checkpoint']} on {args.fine_tune}/{args.split} "
           f"({len(dataset)} samples) on {args.device}", flush=True)  # fmt: skip
-    try:
-        from tqdm import tqdm
+    def progress(batches):
+        return tqdm(batches, total=len(loader), desc="eval", leave=False)
 
-        progress = lambda it: tqdm(it, total=len(loader), desc="eval", leave=False)  # noqa: E731
-    except ImportError:
-        progress = None
     result = evaluate(model, loader, flip_test=args.flip_test, max_batches=args.max_batches,
                       on_batch=writer, progress=progress, bbox_factor=args.bbox_factor)
     print(format_table(result.metrics, "single view", result.has_flow))

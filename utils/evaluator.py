@@ -205,8 +205,7 @@ def _predictions(
     batch: dict, kp_orig: np.ndarray, scores: np.ndarray, errors: np.ndarray,
     loglik: np.ndarray | None,
 ) -> list[SamplePrediction]:  # fmt: skip
-    names = batch.get("dataset", ["?"] * kp_orig.shape[0])
-    frame_ids = batch.get("frame_id", torch.full((kp_orig.shape[0],), -1))
+    names, frame_ids = batch["dataset"], batch["frame_id"]
     epe = per_sample_epe(errors)
     return [
         SamplePrediction(

@@ -184,7 +184,10 @@ def render_row(sample: VisSample, size_px: int = PANEL_PX) -> np.ndarray:
     crop = to_uint8_rgb(sample.image_rgb)
     scale = size_px / crop.shape[1]
     crop = _square(crop, size_px)
-    to_panel = lambda kp: (np.asarray(kp, np.float64) + 0.5) * scale - 0.5  # noqa: E731
+
+    def to_panel(kp: np.ndarray) -> np.ndarray:  # crop pixels -> panel pixels, centre-aligned
+        return (np.asarray(kp, np.float64) + 0.5) * scale - 0.5
+
     if sample.kp2d_gt_px is not None:
         occluded = False if sample.visible is None else ~np.asarray(sample.visible, bool)
         gt = draw_skeleton(crop, to_panel(sample.kp2d_gt_px), hollow=occluded)
