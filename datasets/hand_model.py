@@ -114,21 +114,37 @@ def _deg(lo_hi: tuple[float, float]) -> tuple[float, float]:
     return np.deg2rad(lo_hi[0]), np.deg2rad(lo_hi[1])
 
 
-def sample_pose(rng: np.random.Generator) -> HandPose:
+POSE_MODES = ("mixed", "counting")
+# Counting k on one hand: index, middle, ring, pinky, then the thumb are extended.
+_COUNT_ORDER = (1, 2, 3, 4, 0)
+
+
+def sample_pose(rng: np.random.Generator, mode: str = "mixed") -> HandPose:
     """Draw joint angles within anatomical limits.
 
-    A sample mixes independent per-finger curls with typical gestures (fist, pointing,
-    counting, open hand, pinch) so that common hand shapes are well represented.
     Each finger's curl c in [0, 1] couples its three joints like real tendons do, then
     independent noise is added and every angle is clipped to its limit.
+
+    Args:
+        rng: random source.
+        mode: 'mixed' mixes independent per-finger curls with gestures (fist, pointing,
+            open hand, any subset of fingers extended) and relaxed hands; 'counting'
+            shows 0-5 extended fingers in counting order (STB's Counting sequences).
     """
-    mode = rng.choice(["independent", "gesture", "relaxed", "open"], p=[0.35, 0.35, 0.2, 0.1])
-    if mode == "independent":
+    if mode not in POSE_MODES:
+        raise ValueError(f"pose mode must be one of {POSE_MODES}, got {mode!r}")
+    kind = "counting" if mode == "counting" else rng.choice(
+        ["independent", "gesture", "relaxed", "open"], p=[0.35, 0.35, 0.2, 0.1])
+    if kind == "independent":
         curl = rng.uniform(0.0, 1.0, size=5)
-    elif mode == "gesture":
+    elif kind == "gesture":
         extended = rng.random(5) < rng.uniform(0.2, 0.8)
         curl = np.where(extended, rng.uniform(0.0, 0.2, 5), rng.uniform(0.7, 1.0, 5))
-    elif mode == "relaxed":
+    elif kind == "counting":
+        extended = np.zeros(5, dtype=bool)
+        extended[list(_COUNT_ORDER[: int(rng.integers(0, 6))])] = True
+        curl = np.where(extended, rng.uniform(0.0, 0.15, 5), rng.uniform(0.75, 1.0, 5))
+    elif kind == "relaxed":
         curl = np.clip(rng.uniform(0.1, 0.5) + rng.normal(0.0, 0.1, 5), 0.0, 1.0)
     else:
         curl = rng.uniform(0.0, 0.12, size=5)

@@ -198,7 +198,7 @@ def random_light(rng: np.random.Generator) -> Light:
         ambient=rng.uniform(0.2, 0.5),
         diffuse=rng.uniform(0.45, 0.9),
         specular=rng.uniform(0.0, 0.25),
-        color=rng.uniform(0.85, 1.15, 3),
+        color=rng.uniform(0.9, 1.1, 3),
         wrap=rng.uniform(0.1, 0.5),
     )
 

@@ -520,7 +520,8 @@ def render_stb_sample(seed: int, sequence: str, frame: int, difficulty: str) -> 
     width, height = STB_SIZE_WH
     K = np.asarray(SK_COLOR_K, dtype=np.float64)
     shape = sample_shape(np.random.default_rng(look.shape_seed))
-    joints_h = forward_kinematics(shape, sample_pose(rng), "left")
+    pose = sample_pose(rng, "mixed" if look.random_poses else "counting")
+    joints_h = forward_kinematics(shape, pose, "left")
     if look.random_poses:
         rotation = upright_rotation(rng, 70.0, bool(rng.random() < 0.7), 60.0)
     else:
