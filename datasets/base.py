@@ -218,6 +218,10 @@ def make_sample(record: FrameRecord, image: np.ndarray, mask: np.ndarray | None,
         if rng is None:
             raise ValueError("augmentation needs a random generator")
         params = sample_geometric(rng, aug)
+    if not (hand.joints_m[:, 2] > 0).any():
+        raise AnnotationFormatError(f"{record.image_path}: {record.dataset} frame "
+                                    f"{record.frame_id}, {hand.side} hand has no joint in front "
+                                    f"of the camera; cannot frame a crop")
     geo = compute_crop(hand.kp2d_px, hand.joints_m, record.K, (width, height),
                        flip=hand.side == "left", crop=crop, params=params)
     crop_img = warp_image(image, geo.affine, crop.out_size).astype(np.float32)
