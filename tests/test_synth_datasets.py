@@ -75,3 +75,22 @@ def test_synth_stb_sk_format(data_root: Path, cache_dir: Path) -> None:
     val = build_dataset("synth_stb", data_root, "val", train_aug=False,
                         stb_val_sequences=["B2Counting"], cache_dir=cache_dir)
     assert len(val) == 1 and val[0]["frame_id"] == 200000
+
+
+def test_stb_depth_seg_mask_is_used_when_present(data_root: Path, cache_dir: Path) -> None:
+    """BiHand's SK_depth_seg add-on (any non-zero pixel = hand) becomes the mask target."""
+    seg = data_root / "SYNTH" / "STB" / "images" / "B1Counting" / "SK_depth_seg_0.png"
+    plain = build_dataset("synth_stb", data_root, "test", train_aug=False, cache_dir=cache_dir)
+    kp = plain.record(0).hands[0].kp2d_px
+    hull = cv2.convexHull(np.round(kp).astype(np.int32))
+    drawn = cv2.fillConvexPoly(np.zeros((480, 640), np.uint8), hull, 255)
+    cv2.imwrite(str(seg), drawn)
+    try:
+        ds = build_dataset("synth_stb", data_root, "test", train_aug=False, cache_dir=cache_dir)
+        s = ds[0]
+    finally:
+        seg.unlink()
+    assert s["has_mask"] and not ds[1]["has_mask"]
+    kp_hm = np.round(ds.codec.crop_to_heatmap(s["kp2d_px"].numpy())).astype(int)
+    assert s["mask"][0].numpy()[kp_hm[:, 1], kp_hm[:, 0]].mean() > 0.8
+    assert 0.05 < s["mask"].mean() < 0.6
