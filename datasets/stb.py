@@ -6,8 +6,10 @@ the Bumblebee stereo pair 'BB' (both views), 'BB_left', 'BB_right' (labels in th
 camera's frame; Zimmermann & Brox's protocol). STB's palm centre is replaced by a wrist
 estimate (`datasets.joints.stb_palm_to_wrist`, or another ``wrist_fn``). All hands are left
 hands, so every sample is mirrored. 2D labels are the projections of the 3D labels with the
-calibrated intrinsics (the calibration toolbox puts pixel centres at integer coordinates, as
-OpenCV does, so ``pixel_offset`` defaults to 0).
+calibrated intrinsics. ``pixel_offset`` defaults to 0, i.e. we assume the calibration used
+OpenCV's convention (as the common MATLAB calibration toolbox does: pixel centres at integer
+coordinates from 0); this is an assumption, not verified to sub-pixel precision on the single
+labelled real frame (its keypoints fall on the hand in both views, see tests/test_stb.py).
 
 Frame ids: ``sequence_index * 100000 + view_code * 10000 + frame`` with ``sequence_index``
 the position in `SEQUENCES` (B1Counting 0, B1Random 1, B2Counting 2, ...), ``view_code``
