@@ -49,6 +49,7 @@ Determinism: every sample draws from ``numpy.random.default_rng([seed, stream, i
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import multiprocessing
 import os
@@ -421,6 +422,8 @@ def _skin_texture(rng: np.random.Generator, height: int, width: int) -> np.ndarr
 def render_rhd_sample(seed: int, split: str, index: int, difficulty: str) -> RenderedSample:
     """Render RHD-format frame ``index`` of ``split`` ('train' | 'test') for ``seed``."""
     _check_difficulty(difficulty)
+    if split not in _STREAM_RHD:
+        raise ValueError(f"split must be one of {tuple(_STREAM_RHD)}, got {split!r}")
     rng = np.random.default_rng([seed, _STREAM_RHD[split], index])
     hard = difficulty == "hard"
     f = rng.uniform(*RHD_FOCAL_RANGE)
@@ -493,13 +496,16 @@ class _StbSequenceLook:
     random_poses: bool
 
 
+@functools.lru_cache(maxsize=len(STB_TEST_SEQUENCES) + len(STB_TRAIN_SEQUENCES))
 def _stb_sequence_look(seed: int, sequence_id: int, sequence: str,
                        difficulty: str) -> _StbSequenceLook:
+    """The fixed look of one STB sequence (cached: every frame of a sequence shares it)."""
     rng = np.random.default_rng([seed, _STREAM_STB_SEQUENCE, sequence_id])
     width, height = STB_SIZE_WH
     skin = random_skin_rgb(rng)
     sleeve = _arm_albedo(rng, skin)
     background = make_background(rng, height, width, cluttered=difficulty == "hard")
+    background.setflags(write=False)  # shared by every frame of the sequence
     return _StbSequenceLook(shape_seed=int(rng.integers(0, 2**31)), skin=skin, sleeve=sleeve,
                             background=background, random_poses=sequence.endswith("Random"))
 
