@@ -19,12 +19,17 @@ from the 136 real evaluation frames in ../shared/realdata (reproduce with
   (+0.87, +1.06) px right/below the mask (bootstrap s.d. about 0.05; every finger, part and
   hand side gives 0.6-1.4 px in both axes).
 * The mask itself sits up-left of the colour image: edge alignment of the blurred hand mask
-  with the colour image's gradients peaks at a mask shift of (+0.34, +0.35) px (the method
-  returns 0 on an ideal supersampled disc). So relative to the IMAGE the labels sit about
-  (+0.53, +0.71) px off: the continuous convention (-0.5), not 0 and not -1.
-  The mask's own residual offset (about 0.1 heatmap pixel at 64x64) is left uncorrected.
-* Control: on the project's synthetic RHD-format data (OpenCV convention by construction)
-  the same part-centroid fit gives (0.00, 0.00) px, so the fit itself is unbiased.
+  with the colour image's gradients peaks at a mask shift of (+0.34, +0.35) px. The method
+  returns 0 on an ideal supersampled disc but (+0.22, +0.19) on the project's synthetic
+  frames, whose mask and image share one pixel grid, so it carries a scene bias of about
+  0.2 px; the RHD mask is then 0.15-0.35 px up-left of the image.
+* Control: on the synthetic RHD-format data (OpenCV convention by construction) the
+  part-centroid fit gives (0.00, 0.00) px, so that fit itself is unbiased.
+
+Conclusion: relative to the image, RHD's labels sit +0.5 to +0.9 px right/below the
+content; the continuous convention (-0.5, what cx = W / 2 in a Blender render means) is
+applied. It beats 0 clearly; -1 (a 1-based convention) is not excluded by these data, the
+remaining doubt is below a quarter of a heatmap pixel. Pass ``pixel_offset`` to change it.
 """
 
 from __future__ import annotations
