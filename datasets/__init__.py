@@ -111,7 +111,7 @@ def build_dataset(
         stb_camera: STB camera 'SK' (BiHand) | 'BB' | 'BB_left' | 'BB_right'.
         stb_sequences: STB sequences to read instead of the split's default ones.
         stb_val_sequences: STB: use these whole training sequences as 'val' instead of
-            the hash split.
+            the hash split (None or empty: hash split).
 
     Returns:
         A `HandDataset`.
@@ -129,7 +129,7 @@ def build_dataset(
             sequences = tuple(stb_sequences)
         elif split == "test":
             sequences = TEST_SEQUENCES
-        elif stb_val_sequences is not None:
+        elif stb_val_sequences:
             val_seqs = tuple(stb_val_sequences)
             bad = [s for s in val_seqs if s not in TRAIN_SEQUENCES]
             if bad:
@@ -143,7 +143,7 @@ def build_dataset(
                            pixel_offset=0.0 if pixel_offset is None else pixel_offset,
                            cache_dir=cache_dir)
     indices = None
-    whole_sequence_split = name in ("stb", "synth_stb") and stb_val_sequences is not None
+    whole_sequence_split = name in ("stb", "synth_stb") and bool(stb_val_sequences)
     if split in ("train", "val") and not whole_sequence_split:
         indices = train_val_indices(reader.split_keys, split, val_fraction, split_seed)
     codec = HeatmapCodec(input_size, heatmap_size, sigma, zero_invisible=zero_invisible)
