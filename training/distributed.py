@@ -120,6 +120,19 @@ def all_reduce_sums(sums: dict[str, float], device: torch.device) -> dict[str, f
     return dict(zip(names, values.tolist(), strict=True))
 
 
+def sync_buffers(model: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every process.
+
+    DDP broadcasts buffers at the start of each forward, so after the last step of an epoch
+    each process still holds the statistics of its own last batch; syncing them makes every
+    process's weights identical to the ones rank 0 validates and saves.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for buffer in unwrap_model(model).buffers():
+        dist.broadcast(buffer, src=0)
+
+
 def any_process(flag: bool, device: torch.device) -> bool:
     """True when `flag` is set on any process, so that every process takes the same branch."""
     return all_reduce_sums({"flag": float(flag)}, device)["flag"] > 0

@@ -63,6 +63,7 @@ from training.distributed import (
     cleanup,
     dist_info_from_env,
     init_distributed,
+    sync_buffers,
     unwrap_model,
 )
 from training.engine import EpochProgress, ValResult, evaluate, train_one_epoch
@@ -490,6 +491,7 @@ def _run(cfg: TrainConfig, info: DistInfo, device: torch.device, hooks: RunHooks
             max_nonfinite_steps=cfg.max_nonfinite_steps, should_stop=out_of_time,
             after_step=after_step, show_progress=info.is_main,
         )  # fmt: skip
+        sync_buffers(ddp_model)
         stopped = result.stopped
         row: dict[str, Any] = {
             "epoch": state.epoch + (0 if stopped else 1),

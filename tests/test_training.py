@@ -1,0 +1,198 @@
+"""Training: command line, a two-step run evaluated by run.py, overfitting one batch,
+the non-finite-loss guard and a bad image file surfacing from a loader worker."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import run
+from datasets import ImageReadError, build_dataset
+from datasets.synthetic import generate
+from datasets.transforms import crop_to_original
+from models import HandFlowCriterion, ModelConfig, build_model
+from training.checkpoint import BEST_NAME, LAST_NAME, load_checkpoint, snapshot_name
+from training.config import TrainConfig, config_from_args
+from training.engine import EpochProgress, TrainingDivergedError, train_one_epoch
+from training.train_seednet_fastflow import main
+from training.trainer import warn_compat_flags
+from utils.heatmap import HeatmapCodec
+from utils.metrics import gt_bbox_size, pck_mmpose
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: on the shared 2-core machine more threads only contend."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny easy synthetic set (RHD format only) shared by this module's tests."""
+    root = tmp_path_factory.mktemp("data")
+    generate(root / "SYNTH", num_train=24, num_test=4, seed=0, difficulty="easy", workers=1,
+             stb=False)  # fmt: skip
+    return root
+
+
+def tiny_args(data_root: Path, out: Path, *extra: str) -> list[str]:
+    """Flags of a seconds-long CPU run on the tiny set."""
+    return [
+        "--data_root", str(data_root), "--datasets", "synth", "--preset", "small",
+        "-b", "4", "-tb", "8", "-j", "0", "--device", "cpu", "--val_fraction", "0.25",
+        "-ckp", str(out), *extra,
+    ]  # fmt: skip
+
+
+def test_ancestor_flags_and_precedence(tmp_path: Path) -> None:
+    cfg = config_from_args(
+        ["-hgs", "1", "--hg-blocks", "2", "-nj", "21", "-ckp", "out", "-sp", "run", "-j", "0",
+         "-se", "0", "-b", "4", "-tb", "2", "-lr", "0.01", "--lr_decay_step", "7",
+         "--gamma", "0.5", "--snapshot", "3", "--net_modules", "seed", "--ups_loss",
+         "--datasets", "rhd", "stb", "--data_root", "/d", "--epochs", "9",
+         "--resume_seednet_pth", "a.pth.tar", "--evaluate_seednet_pth", "b.pth.tar"]
+    )  # fmt: skip
+    assert (cfg.hg_stacks, cfg.hg_blocks, cfg.train_batch, cfg.test_batch) == (1, 2, 4, 2)
+    assert (cfg.learning_rate, cfg.lr_decay_step, cfg.gamma) == (0.01, 7, 0.5)
+    assert (cfg.checkpoint, cfg.saved_prefix, cfg.snapshot) == ("out", "run", 3)
+    assert cfg.datasets == ["rhd", "stb"] and cfg.epochs == 9
+    assert (cfg.resume_seednet_pth, cfg.evaluate_seednet_pth) == ("a.pth.tar", "b.pth.tar")
+
+    # Preset < YAML file < command line.
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text(yaml.safe_dump({"train_batch": 3, "learning_rate": 0.5}))
+    cfg = config_from_args(["--preset", "small", "--config", str(yaml_file), "-lr", "0.25"])
+    small = TrainConfig.from_dict({"preset": "small"})
+    assert cfg.train_batch == 3 and cfg.learning_rate == 0.25
+    assert cfg.epochs != small.epochs  # the small preset's training defaults applied
+
+    yaml_file.write_text(yaml.safe_dump({"train_btach": 3}))
+    with pytest.raises(ValueError, match="train_btach"):
+        config_from_args(["--config", str(yaml_file)])
+
+
+def test_compat_flags_warn() -> None:
+    cfg = TrainConfig(net_modules=["seed", "lift"], ups_loss=False, amp=True)
+    with pytest.warns(UserWarning) as record:
+        warn_compat_flags(cfg, torch.device("cpu"))
+    text = " ".join(str(w.message) for w in record)
+    assert "lift" in text and "ups_loss" in text and "CUDA only" in text
+
+
+def test_two_step_training_writes_checkpoint_run_py_evaluates(
+    data_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "ckp"
+    result = main(tiny_args(data_root, out, "--epochs", "1", "--max_steps_per_epoch", "2",
+                            "--snapshot", "1"))  # fmt: skip
+    for name in (BEST_NAME, LAST_NAME, snapshot_name("ckp_seednet", 1), "config.yaml",
+                 "metrics.jsonl", "curves.png"):  # fmt: skip
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1]  # untrained, then after epoch 1
+    assert rows[1]["global_step"] == 2 and np.isfinite(rows[1]["train_total"])
+    assert 0.0 <= rows[1]["val_auc"] <= 1.0
+
+    ckpt = load_checkpoint(out / BEST_NAME)
+    assert ckpt["epoch"] == 1 and ckpt["config"]["model"]["preset_name"] == "small"
+    assert not any(k.startswith("module.") for k in ckpt["model"])
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["train"]["train_batch"] == 4 and saved["model"]["input_size"] == 128
+    trained = result.model.state_dict()
+    assert all(torch.equal(trained[k], v) for k, v in ckpt["model"].items())
+
+    eval_out = tmp_path / "eval"
+    code = run.main(["--checkpoint", str(out), "--fine_tune", "synth", "--data_root",
+                     str(data_root), "--device", "cpu", "-j", "0", "-b", "4",
+                     "--out", str(eval_out)])  # fmt: skip
+    assert code == 0
+    assert any(eval_out.iterdir())
+
+
+def _pck_train_mode(model: torch.nn.Module, batch: dict, codec: HeatmapCodec) -> float:
+    kp_crop, _ = codec.decode_torch(model(batch["image"]).seed.heatmaps[-1].detach())
+    kp_orig = crop_to_original(kp_crop.numpy(), batch["affine"].numpy())
+    gt = batch["kp2d_orig_px"].numpy()
+    norm = gt_bbox_size(gt, batch["orig_size_wh"].numpy())
+    return pck_mmpose(kp_orig, gt, batch["visible"].numpy(), norm)[0]
+
+
+@pytest.mark.slow
+def test_overfit_single_batch(data_root: Path) -> None:
+    """Small preset, one batch of 8, model in train mode: the heatmap loss at least halves
+    and PCK@0.2 on the batch reaches 1.0."""
+    torch.manual_seed(0)
+    mcfg = ModelConfig.preset("small")
+    ds = build_dataset("synth", data_root, "train", train_aug=False, input_size=mcfg.input_size,
+                       heatmap_size=mcfg.heatmap_size, cache_dir=False)  # fmt: skip
+    batch = torch.utils.data.default_collate([ds[i] for i in range(8)])
+    model = build_model(mcfg).train()
+    criterion = HandFlowCriterion()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    codec = HeatmapCodec(mcfg.input_size, mcfg.heatmap_size)
+    first = None
+    pck = 0.0
+    for step in range(400):
+        terms = criterion(model(batch["image"]), batch)
+        first = float(terms.heatmap) if first is None else first
+        optimizer.zero_grad()
+        terms.total.backward()
+        optimizer.step()
+        if step % 10 == 9:
+            pck = _pck_train_mode(model, batch, codec)
+            if pck == 1.0 and float(terms.heatmap) <= 0.5 * first:
+                break
+    assert float(terms.heatmap) <= 0.5 * first
+    assert pck == 1.0
+
+
+class _NaNCriterion(HandFlowCriterion):
+    """Raises like the real criterion does on a non-finite term."""
+
+    def forward(self, output, batch):  # type: ignore[override]
+        raise FloatingPointError("non-finite heatmap loss: nan")
+
+
+def test_nonfinite_loss_skips_with_warning_then_stops(data_root: Path) -> None:
+    mcfg = ModelConfig.preset("small", flow_enabled=False)
+    ds = build_dataset("synth", data_root, "train", train_aug=False, input_size=mcfg.input_size,
+                       heatmap_size=mcfg.heatmap_size, cache_dir=False)  # fmt: skip
+    loader = torch.utils.data.DataLoader(ds, batch_size=2)
+    model = build_model(mcfg)
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with pytest.warns(RuntimeWarning, match=r"heatmap loss.*frames .*synth:\d+"):
+        result = train_one_epoch(model, _NaNCriterion(), loader, optimizer,
+                                 device=torch.device("cpu"), epoch=0, max_steps=2,
+                                 max_nonfinite_steps=3, show_progress=False)  # fmt: skip
+    assert result.progress.skipped_steps == 2
+    assert all(torch.equal(before[k], v) for k, v in model.named_parameters())
+    with pytest.raises(TrainingDivergedError, match="3 consecutive"), pytest.warns(
+        RuntimeWarning
+    ):
+        train_one_epoch(model, _NaNCriterion(), loader, optimizer, device=torch.device("cpu"),
+                        epoch=1, progress=EpochProgress(), max_nonfinite_steps=3,
+                        show_progress=False)  # fmt: skip
+
+
+def test_bad_image_in_worker_surfaces(data_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    color = root / "SYNTH" / "RHD" / "RHD_published_v2" / "training" / "color"
+    for png in sorted(color.glob("*.png")):
+        png.write_bytes(b"not a png")
+    # The worker's error is re-raised in the main process with its type and message.
+    with pytest.raises(ImageReadError, match=r"color/\d+\.png: cannot decode") as info:
+        main(tiny_args(root, tmp_path / "ckp", "-j", "2", "--epochs", "1",
+                       "--max_steps_per_epoch", "1", "--no-val_before_training"))  # fmt: skip
+    assert "DataLoader worker" in str(info.value)
