@@ -180,21 +180,34 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def forward_kinematics(shape: HandShape, pose: HandPose, side: str) -> np.ndarray:
-    """Joint positions of a posed hand in its hand frame.
+@dataclass(frozen=True)
+class PosedHand:
+    """A posed hand in its hand frame.
+
+    Attributes:
+        joints_m: (21, 3) canonical joints, metres.
+        nail_normals: (5, 3) unit normal of each finger's nail (the back of the distal
+            phalanx), thumb first.
+        shape: the hand's proportions.
+    """
+
+    joints_m: np.ndarray
+    nail_normals: np.ndarray
+    shape: HandShape
+
+
+def pose_hand(shape: HandShape, pose: HandPose, side: str) -> PosedHand:
+    """Forward kinematics: joints (and nail directions) of a posed hand in its hand frame.
 
     Args:
         shape: proportions from `sample_shape`.
         pose: angles from `sample_pose`.
-        side: 'left' or 'right'.
-
-    Returns:
-        (21, 3) float64 joints in metres, canonical order, in the hand frame (a left hand
-        is mirrored in x).
+        side: 'left' or 'right' (a left hand is the right one mirrored in x).
     """
     if side not in HAND_SIDES:
         raise ValueError(f"hand side must be 'left' or 'right', got {side!r}")
     joints = np.zeros((NUM_JOINTS, 3))
+    nails = np.zeros((5, 3))
     palm_normal = np.array([0.0, 0.0, 1.0])
     for i, finger in enumerate(FINGERS):
         ids = FINGER_JOINTS[finger]
@@ -220,13 +233,21 @@ def forward_kinematics(shape: HandShape, pose: HandPose, side: str) -> np.ndarra
             direction = np.cos(angles[k]) * forward + np.sin(angles[k]) * bend
             position = position + lengths[k] * direction
             joints[ids[k + 1]] = position
+        # The nail faces away from the bending side, perpendicular to the distal phalanx.
+        nails[i] = np.sin(angles[2]) * forward - np.cos(angles[2]) * bend
     if side == "left":
         joints[:, 0] *= -1.0
-    return joints
+        nails[:, 0] *= -1.0
+    return PosedHand(joints_m=joints, nail_normals=nails, shape=shape)
 
 
-def sample_hand(rng: np.random.Generator, side: str) -> tuple[np.ndarray, HandShape]:
-    """A random posed hand of a random person: ((21, 3) hand-frame joints m, shape)."""
+def forward_kinematics(shape: HandShape, pose: HandPose, side: str) -> np.ndarray:
+    """(21, 3) float64 joints in metres, canonical order, hand frame (see `pose_hand`)."""
+    return pose_hand(shape, pose, side).joints_m
+
+
+def sample_hand(rng: np.random.Generator, side: str) -> PosedHand:
+    """A random posed hand of a random person."""
     shape = sample_shape(rng)
     pose = sample_pose(rng)
-    return forward_kinematics(shape, pose, side), shape
+    return pose_hand(shape, pose, side)

@@ -66,7 +66,8 @@ from tqdm import tqdm
 from datasets.hand_model import (
     HAND_SIDES,
     HandShape,
-    forward_kinematics,
+    PosedHand,
+    pose_hand,
     sample_hand,
     sample_pose,
     sample_shape,
@@ -131,6 +132,7 @@ class PlacedHand:
         joints_m: (21, 3) canonical joints, camera frame, metres.
         wrist_sides_m: (2, 3) radial and ulnar side of the wrist, camera frame.
         arm_m: (2, 3) forearm start (just behind the wrist) and elbow, camera frame.
+        nail_normals: (5, 3) unit normal of each finger's nail, camera frame.
         shape: the hand's proportions (radii used for drawing and visibility).
         drawn: whether the hand is drawn in the image.
     """
@@ -139,6 +141,7 @@ class PlacedHand:
     joints_m: np.ndarray
     wrist_sides_m: np.ndarray
     arm_m: np.ndarray
+    nail_normals: np.ndarray
     shape: HandShape
     drawn: bool
 
@@ -237,9 +240,13 @@ def _arm_in_hand_frame(rng: np.random.Generator, size: float, side: str) -> np.n
     return arm
 
 
+def _towards_camera(direction: np.ndarray) -> bool:
+    return bool(direction[2] < -0.3 * np.linalg.norm(direction))
+
+
 def place_hand(rng: np.random.Generator, side: str, rotation: np.ndarray, K: np.ndarray,
                centre_px: np.ndarray, depth_m: float, drawn: bool,
-               shape_joints: tuple[np.ndarray, HandShape] | None = None) -> PlacedHand:
+               posed: PosedHand | None = None) -> PlacedHand:
     """Pose a random hand and put its joint centroid at pixel ``centre_px``, depth ``depth_m``.
 
     Args:
@@ -250,19 +257,23 @@ def place_hand(rng: np.random.Generator, side: str, rotation: np.ndarray, K: np.
         centre_px: (2,) target pixel of the joints' centroid.
         depth_m: target depth of the centroid.
         drawn: recorded on the result.
-        shape_joints: a fixed (joints, shape) pair instead of a random hand.
+        posed: a fixed posed hand instead of a random one.
     """
-    joints_h, shape = shape_joints if shape_joints is not None else sample_hand(rng, side)
+    posed = posed if posed is not None else sample_hand(rng, side)
+    joints_h, shape = posed.joints_m, posed.shape
     size = shape.size
     wrist_sides = _WRIST_SIDES_M * size
     if side == "left":
         wrist_sides = wrist_sides * np.array([-1.0, 1.0, 1.0])
     arm = _arm_in_hand_frame(rng, size, side)
-    arm_dir = rotation @ (arm[1] - arm[0])
-    if arm_dir[2] < -0.3 * np.linalg.norm(arm_dir):
-        # A forearm pointing at the camera would fill the frame; turn the hand half way
-        # round the image's vertical axis (this keeps uniform rotations uniform).
-        rotation = np.diag([-1.0, 1.0, -1.0]) @ rotation
+    # The forearm comes from a body beyond the hand; one pointing at the camera would fill
+    # the frame. First bend the wrist the other way (mirror the forearm through the palm
+    # plane); if that is not enough, turn the hand half way round the image's vertical
+    # axis (this keeps uniform rotations uniform).
+    if _towards_camera(rotation @ (arm[1] - arm[0])):
+        arm = arm * np.array([1.0, 1.0, -1.0])
+        if _towards_camera(rotation @ (arm[1] - arm[0])):
+            rotation = np.diag([-1.0, 1.0, -1.0]) @ rotation
     centroid = joints_h.mean(axis=0)
     ray = np.linalg.solve(K, np.array([centre_px[0], centre_px[1], 1.0]))
     target = ray * depth_m
@@ -271,7 +282,8 @@ def place_hand(rng: np.random.Generator, side: str, rotation: np.ndarray, K: np.
         return (points - centroid) @ rotation.T + target
 
     return PlacedHand(side=side, joints_m=to_camera(joints_h), wrist_sides_m=to_camera(wrist_sides),
-                      arm_m=to_camera(arm), shape=shape, drawn=drawn)
+                      arm_m=to_camera(arm), nail_normals=posed.nail_normals @ rotation.T,
+                      shape=shape, drawn=drawn)
 
 
 def _in_image(uv: np.ndarray, z: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -284,7 +296,7 @@ def _place_outside(rng: np.random.Generator, side: str, K: np.ndarray, width: in
     """An undrawn hand in front of the camera whose joints all project outside the image."""
     rotation = random_rotation(rng)
     depth = rng.uniform(*DISTANCE_RANGE_M)
-    joints_shape = sample_hand(rng, side)
+    posed = sample_hand(rng, side)
     horizontal = rng.random() < 0.5
     sign = 1.0 if rng.random() < 0.5 else -1.0
     along = rng.uniform(0.0, width if horizontal else height)
@@ -295,7 +307,7 @@ def _place_outside(rng: np.random.Generator, side: str, K: np.ndarray, width: in
         else:
             centre = np.array([along, height / 2 + sign * away])
         hand = place_hand(rng, side, rotation, K, centre, depth, drawn=False,
-                          shape_joints=joints_shape)
+                          posed=posed)
         uv = project_points(K, hand.joints_m)
         if not _in_image(uv, hand.joints_m[:, 2], width, height).any():
             return hand
@@ -310,7 +322,10 @@ def _hand_label_offset(side: str) -> int:
 
 def draw_hand(buf: Buffers, K: np.ndarray, hand: PlacedHand, skin_material: int,
               arm_material: int | None) -> None:
-    """Draw fingers, palm and (if ``arm_material``) the forearm of ``hand``."""
+    """Draw fingers, nails, palm and (if ``arm_material``) the forearm of ``hand``.
+
+    Nails use material ``skin_material + 1``.
+    """
     joints = hand.joints_m
     radius = hand.shape.radius_m
     offset = _hand_label_offset(hand.side)
@@ -321,6 +336,12 @@ def draw_hand(buf: Buffers, K: np.ndarray, hand: PlacedHand, skin_material: int,
             label = offset + 2 + 3 * fi + (2 - k)
             draw_capsule(buf, K, joints[ids[k]], joints[ids[k + 1]], radius[ids[k]],
                          radius[ids[k + 1]], label, skin_material)
+        # A nail: a thin capsule just proud of the back of the distal phalanx.
+        tip, r_tip = joints[ids[3]], radius[ids[3]]
+        segment = tip - joints[ids[2]]
+        lift = 0.62 * r_tip * hand.nail_normals[fi]
+        draw_capsule(buf, K, tip - 0.55 * segment + lift, tip - 0.1 * segment + lift,
+                     0.5 * r_tip, 0.5 * r_tip, offset + 2 + 3 * fi, skin_material + 1)
     palm = offset + 17
     rw = radius[0]
     wrist = joints[0]
@@ -410,6 +431,10 @@ def _finish(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.addWeighted(image, gain, noise, sigma, offset, dtype=cv2.CV_8U)
 
 
+def _nail_albedo(skin: np.ndarray) -> np.ndarray:
+    return 0.55 * skin + 0.45 * np.array([250.0, 225.0, 220.0])
+
+
 def _arm_albedo(rng: np.random.Generator, skin: np.ndarray) -> np.ndarray:
     return skin.copy() if rng.random() < 0.5 else random_rgb(rng)
 
@@ -446,12 +471,13 @@ def render_rhd_sample(seed: int, split: str, index: int, difficulty: str) -> Ren
 
     buf = Buffers.empty(RHD_SIZE, RHD_SIZE)
     skin = random_skin_rgb(rng)
-    albedos = [np.zeros(3), skin, _arm_albedo(rng, skin)]
-    draw_hand(buf, K, main, 1, 2 if rng.random() < 0.85 else None)
+    # Materials: 1 skin, 2 nails, 3 forearm (sleeve or skin); 4-6 the same for the other hand.
+    albedos = [np.zeros(3), skin, _nail_albedo(skin), _arm_albedo(rng, skin)]
+    draw_hand(buf, K, main, 1, 3 if rng.random() < 0.85 else None)
     if other.drawn:
         other_skin = skin if rng.random() < 0.7 else random_skin_rgb(rng)
-        albedos += [other_skin, _arm_albedo(rng, other_skin)]
-        draw_hand(buf, K, other, 3, 4 if rng.random() < 0.85 else None)
+        albedos += [other_skin, _nail_albedo(other_skin), _arm_albedo(rng, other_skin)]
+        draw_hand(buf, K, other, 4, 6 if rng.random() < 0.85 else None)
     if hard and rng.random() < 0.35:
         albedos += _draw_occluders(rng, buf, K, main, len(albedos))
     if hard and rng.random() < 0.35:
@@ -527,20 +553,20 @@ def render_stb_sample(seed: int, sequence: str, frame: int, difficulty: str) -> 
     K = np.asarray(SK_COLOR_K, dtype=np.float64)
     shape = sample_shape(np.random.default_rng(look.shape_seed))
     pose = sample_pose(rng, "mixed" if look.random_poses else "counting")
-    joints_h = forward_kinematics(shape, pose, "left")
+    posed = pose_hand(shape, pose, "left")
     if look.random_poses:
         rotation = upright_rotation(rng, 70.0, bool(rng.random() < 0.7), 60.0)
     else:
         rotation = upright_rotation(rng, 35.0, True, 25.0)
     centre = np.array([width / 2, height / 2]) + rng.normal(0.0, [70.0, 50.0])
     hand = place_hand(rng, "left", rotation, K, centre, rng.uniform(0.35, 0.65), True,
-                      shape_joints=(joints_h, shape))
+                      posed=posed)
     buf = Buffers.empty(height, width)
-    draw_hand(buf, K, hand, 1, 2)
+    draw_hand(buf, K, hand, 1, 3)
     visible = joint_visibility(buf, K, hand)
     background = look.background * rng.uniform(0.93, 1.07)
     texture = _skin_texture(rng, height, width)
-    albedos = np.array([np.zeros(3), look.skin, look.sleeve])
+    albedos = np.array([np.zeros(3), look.skin, _nail_albedo(look.skin), look.sleeve])
     image = _finish(shade(buf, background.astype(np.float32), albedos, random_light(rng),
                           texture), rng)
     depth = np.where(np.isfinite(buf.depth_m), buf.depth_m, 2.0).astype(np.float32)
