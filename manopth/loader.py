@@ -21,7 +21,7 @@ scipy sparse matrix. chumpy does not import on modern Python/numpy, and a plain
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +285,25 @@ def mano_model_from_arrays(arrays: dict[str, Any], source: str = "<arrays>") -> 
         hands_mean=values["hands_mean"].astype(np.float64),
         source=source,
     )
+
+
+def fix_left_shapedirs(left: ManoModel, right: ManoModel) -> ManoModel:
+    """Repair the known bug of the official MANO_LEFT.pkl, given MANO_RIGHT.pkl.
+
+    The official left file holds the right hand's ``shapedirs``: the x components are
+    not mirrored, so the same betas give differently shaped left and right hands
+    (smplx issue #48). When the left x components equal the right ones, they are negated;
+    a left model that is already mirrored (or any other model) is returned unchanged.
+
+    Returns:
+        The left model, with ``shapedirs[:, 0, :]`` negated if it had the bug.
+    """
+    if np.abs(left.shapedirs[:, 0] - right.shapedirs[:, 0]).sum() >= 1.0:
+        return left
+    shapedirs = left.shapedirs.copy()
+    shapedirs[:, 0] *= -1.0
+    return replace(left, shapedirs=shapedirs,
+                   source=f"{left.source} (shapedirs x mirrored: known MANO_LEFT bug)")
 
 
 def load_mano(path: str | Path) -> ManoModel:

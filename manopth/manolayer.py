@@ -26,6 +26,7 @@ from manopth.loader import (
     NUM_VERTS,
     SIDES,
     ManoModel,
+    fix_left_shapedirs,
     load_mano,
     mano_model_path,
 )
@@ -59,7 +60,8 @@ class ManoLayer(nn.Module):
     Args:
         side: 'right' or 'left'.
         mano_root: folder with MANO_RIGHT.pkl / MANO_LEFT.pkl (default manopth/mano/models),
-            ignored when ``model`` is given.
+            ignored when ``model`` is given. For the left hand, the right file (if present)
+            is used to repair the left file's known shapedirs bug (`fix_left_shapedirs`).
         model: the model arrays (from `load_mano` or `synthetic_mano_model`), to build the
             layer in memory without a file.
         use_pca: with ``rot_mode='axisang'``, the finger pose is given as coefficients of
@@ -104,6 +106,9 @@ class ManoLayer(nn.Module):
                              f"got {tip_vertex_ids}")
         if model is None:
             model = load_mano(mano_model_path(side, mano_root))
+            right_path = mano_model_path("right", mano_root)
+            if side == "left" and right_path.is_file():
+                model = fix_left_shapedirs(model, load_mano(right_path))
         self.side = side
         self.use_pca = use_pca
         self.ncomps = ncomps if use_pca else NUM_HAND_POSE

@@ -12,7 +12,7 @@ import torch
 
 from datasets.joints import MANO_TO_CANONICAL, invert_order
 from manopth import lbs
-from manopth.loader import ManoFileError, load_mano, mano_model_path
+from manopth.loader import ManoFileError, fix_left_shapedirs, load_mano, mano_model_path
 from manopth.manolayer import ManoLayer
 from manopth.projection import perspective_project, weak_perspective_project
 from manopth.synthetic_model import (
@@ -251,3 +251,15 @@ def test_projections():
     torch.testing.assert_close(
         weak_perspective_project(pts, torch.tensor([10.0]), torch.tensor([[1.0, 2.0]])),
         torch.tensor([[[2.0, 0.0], [1.0, 2.0]]]))
+
+
+def test_left_shapedirs_bug_is_repaired_from_the_right_file(model, tmp_path):
+    right_path = write_synthetic_mano(tmp_path / "MANO_RIGHT.pkl", "right", "numpy")
+    good_left = synthetic_mano_model("left")
+    assert fix_left_shapedirs(good_left, model) is good_left  # already mirrored: untouched
+    buggy = synthetic_mano_arrays("left")
+    buggy["shapedirs"] = synthetic_mano_arrays("right")["shapedirs"]  # like the official file
+    (tmp_path / "MANO_LEFT.pkl").write_bytes(pickle.dumps(buggy))
+    layer = ManoLayer("left", mano_root=tmp_path, ncomps=6)
+    np.testing.assert_allclose(layer.shapedirs.numpy(), good_left.shapedirs, atol=1e-7)
+    assert "known MANO_LEFT bug" in layer.source and right_path.is_file()
