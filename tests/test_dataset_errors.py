@@ -13,10 +13,13 @@ import scipy.io
 from datasets import (
     AnnotationFormatError,
     DatasetLayoutError,
+    FrameRecord,
+    HandAnnotation,
     ImageReadError,
     build_dataset,
     build_datasets,
 )
+from datasets.base import choose_hand, hash_unit, train_val_indices
 from datasets.cache import cache_path, cached_arrays
 from datasets.rhd import RHDReader
 from datasets.stb import STBReader
@@ -197,3 +200,34 @@ def test_val_is_a_seeded_hash_split_disjoint_from_train(realdata: Path, tmp_path
     mixed.set_epoch(3)
     assert all(ds.epoch == 3 for ds in mixed.datasets)
     assert mixed[len(val)]["frame_id"] == val[0]["frame_id"]
+
+
+def test_hash_split_fraction_and_seed() -> None:
+    keys = np.arange(20000)
+    val = train_val_indices(keys, "val", 0.05, seed=0)
+    train = train_val_indices(keys, "train", 0.05, seed=0)
+    assert 0.045 < len(val) / len(keys) < 0.055
+    assert len(np.intersect1d(val, train)) == 0 and len(val) + len(train) == len(keys)
+    np.testing.assert_array_equal(val, train_val_indices(keys, "val", 0.05, seed=0))
+    assert not np.array_equal(val, train_val_indices(keys, "val", 0.05, seed=1))
+    assert (hash_unit(keys) >= 0).all() and (hash_unit(keys) < 1).all()
+    with pytest.raises(ValueError, match="val_fraction"):
+        train_val_indices(keys, "val", 1.0)
+
+
+def test_hand_choice_without_mask_uses_visible_joints() -> None:
+    def hand(side: str, visible: int) -> HandAnnotation:
+        vis = np.arange(21) < visible
+        return HandAnnotation(side, np.zeros((21, 2)), vis, np.ones((21, 3)), (2,))
+
+    record = FrameRecord("rhd", 0, Path("x.png"), np.eye(3), (hand("left", 5), hand("right", 9)))
+    assert choose_hand(record, None).side == "right"
+    mask = np.zeros((4, 4), np.uint8)
+    mask[0, 0] = 2  # one pixel of id 2 (left in this toy record) beats more visible joints
+    record = FrameRecord("rhd", 0, Path("x.png"), np.eye(3),
+                         (hand("left", 5), HandAnnotation("right", np.zeros((21, 2)),
+                                                          np.ones(21, bool), np.ones((21, 3)),
+                                                          (18,))))
+    assert choose_hand(record, mask).side == "left"
+    with pytest.raises(ValueError, match="side"):
+        HandAnnotation("both", np.zeros((21, 2)), np.ones(21, bool), np.ones((21, 3)))
