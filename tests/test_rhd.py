@@ -242,3 +242,17 @@ def test_missing_image_for_requested_frame_names_it(realdata: Path, cache_dir: P
 def test_train_split_missing_is_a_layout_error(realdata: Path, cache_dir: Path) -> None:
     with pytest.raises(DatasetLayoutError, match="training"):
         build_dataset("rhd", realdata, "train", train_aug=True, cache_dir=cache_dir)
+
+
+def test_augmentation_is_identical_with_any_number_of_workers(realdata: Path,
+                                                              cache_dir: Path) -> None:
+    ds = build_dataset("rhd", realdata, "test", train_aug=True, seed=5, frame_ids=range(6),
+                       cache_dir=cache_dir)
+    ds.set_epoch(2)
+    batches = []
+    for workers in (0, 2):
+        loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=workers)
+        batches.append(list(loader))
+    for a, b in zip(*batches, strict=True):
+        torch.testing.assert_close(a["image"], b["image"])
+        torch.testing.assert_close(a["affine"], b["affine"])
