@@ -36,11 +36,13 @@ def main() -> None:
 
     print(f"cores: {os.cpu_count()}, workers: {args.workers}, "
           f"load average before: {os.getloadavg()[0]:.2f}")
+    cpu_rate: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for difficulty in DIFFICULTIES:
             wall, cpu = _timed(root / f"one_{difficulty}", num_train=args.frames, num_test=0,
                                difficulty=difficulty, workers=1, stb=False)
+            cpu_rate[difficulty] = args.frames / cpu
             print(f"[{difficulty}] 1 core : {args.frames / wall:6.1f} RHD images/s wall, "
                   f"{args.frames / cpu:6.1f} per CPU-second")
             n = args.frames * args.workers
@@ -52,18 +54,22 @@ def main() -> None:
                              difficulty=difficulty, workers=args.workers, stb=False)
             print(f"[{difficulty}] {args.workers} cores: {n / wall:6.1f} RHD images/s wall "
                   f"({n} images)")
-        frames = max(1, args.frames // 10)
+        frames = max(2, args.frames // 10)
         wall, cpu = _timed(root / "stb", num_train=0, num_test=0, difficulty="hard", workers=1,
                            stb_frames_per_sequence=frames)
-        print(f"[hard] STB 640x480, 1 core: {12 * frames / wall:6.1f} frames/s wall")
+        stb_cpu_rate = 12 * frames / cpu
+        print(f"[hard] STB 640x480, 1 core: {12 * frames / wall:6.1f} frames/s wall, "
+              f"{stb_cpu_rate:6.1f} per CPU-second")
+        for difficulty in DIFFICULTIES:
+            estimate = (2300 / cpu_rate[difficulty] + 240 / stb_cpu_rate) / args.workers
+            print(f"[{difficulty}] demo set estimated from CPU time on {args.workers} idle "
+                  f"cores: {estimate:6.1f} s")
         if not args.skip_demo:
             for difficulty in DIFFICULTIES:
                 wall, _ = _timed(root / f"demo_{difficulty}", num_train=2000, num_test=300,
                                  difficulty=difficulty, workers=args.workers)
                 print(f"[{difficulty}] demo set 2000 + 300 RHD frames + 12 x 20 STB frames on "
-                      f"{args.workers} workers: {wall:6.1f} s")
-        print("(the demo set includes one fork-server start when it is the first pool; "
-              "`make demo` pays that once, a few seconds)")
+                      f"{args.workers} workers: {wall:6.1f} s wall (warm fork server)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -12,10 +12,12 @@ read unchanged::
 Scenes. A procedural hand (`datasets.hand_model`: per-person bone lengths and thickness,
 joint angles within anatomical limits, left or right) is rotated at random, placed 0.3-0.9 m
 from a camera with fx = fy in [260, 310] and cx = cy = 160 (RHD's), and drawn as shaded
-tapered capsules with a z-buffer (`datasets.render`), with its forearm (mask class 1),
-random skin tone and lighting. ``difficulty='hard'`` adds cluttered backgrounds (textures,
-colour noise, shapes, skin-coloured distractors), occluding objects in front of the hand
-and sometimes the other hand; ``'easy'`` has plain or gradient backgrounds and nothing else.
+tapered capsules, a flat palm plate and nails with a z-buffer (`datasets.render`), with its
+forearm (mask class 1, 85 % of frames), random skin tone and lighting, blur and noise.
+``difficulty='hard'`` adds cluttered backgrounds (textures, colour noise, shapes, some
+skin-coloured), occluding objects in front of the hand (35 % of frames), a torso and head
+behind it (35 %, mask class 1) and the other hand (40 %); ``'easy'`` has plain or gradient
+backgrounds and nothing else.
 
 RHD rows. RHD always has 42 rows (left 0-20, right 21-41, per hand: wrist, then thumb,
 index, middle, ring, pinky each tip -> MCP). The main hand is always drawn. The other hand
@@ -30,7 +32,7 @@ for all 42 rows. A joint is visible when its pixel ``(round(u), round(v))`` is i
 image, shows that hand (mask class of the same side) and the rendered depth there is not in
 front of the joint by more than the hand's half-thickness there plus 6 mm (at most 19.5 mm).
 
-Masks (uint8, mode L): 0 background and objects, 1 arm ("person"), 2-16 left fingers (three
+Masks (uint8, mode L): 0 background and objects, 1 arm/body ("person"), 2-16 left fingers (three
 classes per finger, thumb first, each tip -> palm), 17 left palm, 18-32 right fingers,
 33 right palm. Depth: uint8 RGB PNG with depth_m = (R * 256 + G) / 65535 * 5.
 
