@@ -138,7 +138,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hand", choices=("auto", "left", "right"), default="auto")
     parser.add_argument("--visible_only", action="store_true",
                         help="fit only keypoints RHD marks visible")
-    parser.add_argument("--ncomps", type=int, default=12, help="PCA finger-pose components")
+    parser.add_argument("--ncomps", type=int, default=None,
+                        help="PCA finger-pose components (default: 12 with MANO; 45 with the "
+                             "synthetic model, whose PCA basis is mostly random)")
     parser.add_argument("--iters_full", type=int, default=FitConfig.iters_full)
     parser.add_argument("--iters_lbfgs", type=int, default=FitConfig.iters_lbfgs)
     parser.add_argument("--out", type=Path, default=Path("fit.png"))
@@ -159,7 +161,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     side, kp, weights = hand_keypoints(anno, args.hand, (w, h), args.visible_only)
     try:
         model = synthetic_mano_model(side) if args.synthetic_mano else None
-        layer = ManoLayer(side, mano_root=args.mano_root, model=model, ncomps=args.ncomps,
+        ncomps = args.ncomps or (45 if args.synthetic_mano else 12)
+        layer = ManoLayer(side, mano_root=args.mano_root, model=model, ncomps=ncomps,
                           flat_hand_mean=False).to(args.device)
     except (FileNotFoundError, ManoFileError) as e:
         raise SystemExit(f"error: {e}") from e
