@@ -9,6 +9,7 @@ from models.handflow import (
     build_model,
     memory_format_of,
     prepare_for_inference,
+    set_memory_format,
 )
 from models.losses import DEFAULT_WEIGHTS, HandFlowCriterion, LossTerms
 from models.seednet import SeedNet, SeedNetOutput
@@ -34,4 +35,5 @@ __all__ = [
     "memory_format_of",
     "prepare_for_inference",
     "read_bihand_state_dict",
+    "set_memory_format",
 ]

@@ -129,7 +129,7 @@ class ModelConfig:
                 "channels": 64,
                 "input_size": 128,
                 "flow_steps": 4,
-                "flow_pool": 2,
+                "flow_pool": 4,
             },
         }
         if name not in presets:

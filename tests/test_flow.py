@@ -101,5 +101,5 @@ def test_own_samples_score_higher_than_shifted_data_after_a_short_fit() -> None:
 def test_sample_follows_parameter_dtype() -> None:
     head = _small_head().double()
     samples = head.sample(2, generator=torch.Generator().manual_seed(0))
-    assert samples.shape == (2, 64, 16, 16)
+    assert samples.shape == (2, 64, 8, 8)
     assert samples.dtype == torch.float64

@@ -132,5 +132,7 @@ def test_channels_last_inference_matches_contiguous() -> None:
         expected = model(images)
         prepare_for_inference(model, "channels_last")
         got = model(images)
+    assert not model.training
+    assert model.normalize(images).is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got.seed.heatmaps[-1], expected.seed.heatmaps[-1], atol=1e-4, rtol=0)
     torch.testing.assert_close(got.flow.nll_bpd, expected.flow.nll_bpd, atol=1e-4, rtol=0)
