@@ -13,6 +13,12 @@ REALDATA = Path(os.environ.get("HANDFLOW_REALDATA", REPO_ROOT.parent / "shared" 
 
 
 @pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Parsed-annotation caches go to a temporary folder, never the user's cache."""
+    monkeypatch.setenv("HANDFLOW_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True)
 def _seed_and_threads() -> None:
     torch.manual_seed(0)
     # Under pytest-xdist each worker gets one core; more threads only contend.
