@@ -717,9 +717,10 @@ def generate(out_dir: str | os.PathLike, num_train: int, num_test: int, seed: in
 
     Args:
         out_dir: the data root to write (``<out>/RHD/...`` and ``<out>/STB/...``); existing
-            files of the same names are overwritten.
-        num_train: RHD-format training frames (``training/``).
-        num_test: RHD-format evaluation frames (``evaluation/``).
+            files of the same names are overwritten, other files are left as they are.
+        num_train: RHD-format training frames (``training/``). With 0 the training folder
+            is neither created nor touched (so an existing one survives).
+        num_test: RHD-format evaluation frames (``evaluation/``); 0 likewise.
         seed: random seed; the same seed writes identical bytes.
         difficulty: 'easy' (plain backgrounds, one hand, no occluders) or 'hard'.
         workers: processes (default ``os.cpu_count()``); 1 renders in this process.
@@ -741,7 +742,10 @@ def generate(out_dir: str | os.PathLike, num_train: int, num_test: int, seed: in
     root = Path(out_dir)
     rhd_root = root / "RHD" / "RHD_published_v2"
     tasks: list[tuple] = []
-    for split, count in (("train", num_train), ("test", num_test)):
+    counts = {"train": num_train, "test": num_test}
+    for split, count in counts.items():
+        if count == 0:
+            continue  # leave an existing split of that name alone
         split_dir = rhd_root / RHD_SPLIT_DIRS[split]
         for sub in ("color", "mask", "depth"):
             (split_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -771,7 +775,7 @@ def generate(out_dir: str | os.PathLike, num_train: int, num_test: int, seed: in
             sequence, frame, para = result
             stb_labels.setdefault(sequence, {})[frame] = para
 
-    for split in ("train", "test"):
+    for split in (split for split, count in counts.items() if count > 0):
         write_rhd_annotations(rhd_root / RHD_SPLIT_DIRS[split], RHD_SPLIT_DIRS[split],
                               rhd_annos[split])
     if stb_root is not None:

@@ -190,6 +190,13 @@ def test_easy_draws_one_hand(tmp_path: Path) -> None:
         drawn = "left" if vis[RHD_LEFT_ROWS].sum() > 0 else "right"
         lo, hi = SIDE_LABELS["right" if drawn == "left" else "left"]
         assert not ((mask >= lo) & (mask <= hi)).any()
+    # A split with 0 frames is not written, and writing the other split leaves it alone.
+    train_anno = dataset.rhd_root / "training" / "anno_training.pickle"
+    before = train_anno.read_bytes()
+    assert not (dataset.rhd_root / "evaluation").exists()
+    generate(tmp_path, num_train=0, num_test=2, seed=1, difficulty="easy", workers=1, stb=False)
+    assert train_anno.read_bytes() == before
+    assert len(_load_annos(dataset, "evaluation")) == 2
 
 
 def test_bad_arguments_raise(tmp_path: Path) -> None:
