@@ -60,6 +60,8 @@ def _load_annos(dataset, folder: str) -> dict:
 def _frames(dataset):
     """(folder, index, anno, mask, depth_m) for every RHD-format frame written."""
     for folder in ("training", "evaluation"):
+        if not _split_dir(dataset, folder).exists():
+            continue
         annos = _load_annos(dataset, folder)
         for index, anno in annos.items():
             split_dir = _split_dir(dataset, folder)
