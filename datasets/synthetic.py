@@ -671,9 +671,13 @@ def _map(tasks: list[tuple], workers: int, progress: bool) -> Iterator[tuple]:
             bar.update()
     else:
         # A fork server that has imported this module once forks clean workers quickly;
-        # plain fork is unsafe once torch or OpenCV threads exist in the caller.
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["datasets.synthetic"])
+        # plain fork is unsafe once torch or OpenCV threads exist in the caller. Windows
+        # has no fork server: spawn there.
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["datasets.synthetic"])
+        else:
+            ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(workers, initializer=_worker_init) as pool:
             for result in pool.imap_unordered(_run_task, tasks, chunksize=8):
                 yield result
