@@ -1,4 +1,4 @@
-"""A small vectorised z-buffer renderer of tapered capsules, and random backgrounds.
+"""A small vectorised z-buffer renderer of tapered capsules and plates, and backgrounds.
 
 Used by `datasets.synthetic`. Pixel convention (OpenCV's): pixel (row v, column u) is the
 sample at continuous image coordinates (u, v), so pixel centres sit on integer coordinates
@@ -10,6 +10,7 @@ Capsules are drawn as impostors: every pixel of the projected capsule gets the d
 normal of the front surface of a sphere swept along the segment (radius interpolated from
 one end to the other). This is exact for spheres and very close for the thin, short
 segments of a hand, and it costs only a few numpy operations on the capsule's bounding box.
+Flat plates (the palm) are polygons whose depth is that of their best-fit plane.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ RHD_DEPTH_MAX_M = 5.0
 
 @dataclass
 class Buffers:
-    """Per-pixel render targets, filled front-to-back by the depth test.
+    """Per-pixel render targets; primitives come in any order, the depth test keeps the
+    nearest surface.
 
     Attributes:
         depth_m: (H, W) float32 depth (z) of the nearest surface, inf where empty.
