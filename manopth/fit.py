@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from datasets.joints import BONES
 from manopth import lbs
 from manopth.manolayer import ManoLayer, ManoOutput
 from manopth.projection import (
@@ -114,22 +115,32 @@ def _decay(step: int, total: int) -> float:
     return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * step / max(total, 1)))
 
 
-def _initial_translation(rest_joints: Tensor, kp2d_px: Tensor, K: Tensor,
-                         weights: Tensor) -> Tensor:
-    """(B, 3) translation placing the rest root at the wrist's ray, at a depth from palm size."""
-    palm = list(PALM_JOINTS[2:])
-    size_3d = (rest_joints[palm] - rest_joints[0]).norm(dim=-1).mean()
-    vis = weights[:, palm] * weights[:, :1]
-    size_2d = ((kp2d_px[:, palm] - kp2d_px[:, :1]).norm(dim=-1) * vis).sum(-1) / vis.sum(-1).clamp(
-        min=1e-8)
+def _initial_root(rest_joints: Tensor, kp2d_px: Tensor, K: Tensor, weights: Tensor) -> Tensor:
+    """(B, 3) a guess of the root joint's camera position from the keypoints' 2D scale.
+
+    Every observed bone gives a depth ``f * length_3d / length_2d``. Foreshortening only
+    shortens 2D bones, so these over-estimate; a low quantile (the least foreshortened
+    bones) is the guess. The root goes on the ray through the wrist keypoint.
+    """
+    parents = [p for p, _ in BONES]
+    children = [c for _, c in BONES]
+    length_3d = (rest_joints[children] - rest_joints[parents]).norm(dim=-1)  # (20,)
+    length_2d = (kp2d_px[:, children] - kp2d_px[:, parents]).norm(dim=-1)  # (B, 20)
+    observed = (weights[:, children] > 0) & (weights[:, parents] > 0) & (length_2d > 1.0)
     focal = 0.5 * (K[:, 0, 0] + K[:, 1, 1])
-    depth = focal * size_3d / size_2d.clamp(min=1.0)
+    ratio = torch.where(observed, length_3d / length_2d.clamp(min=1.0),
+                        torch.full_like(length_2d, float("inf")))
+    count = observed.sum(1).clamp(min=1)
+    sorted_ratio = ratio.sort(dim=1).values
+    pick = (0.15 * (count - 1)).round().long()  # a low quantile of the observed bones
+    depth = focal * sorted_ratio.gather(1, pick[:, None])[:, 0]
+    depth = torch.where(torch.isfinite(depth), depth, torch.full_like(depth, 0.5))
     # Fall back to the keypoints' mean when the wrist is not observed.
     wrist_vis = weights[:, 0] > 0
     centre = torch.where(wrist_vis[:, None], kp2d_px[:, 0],
                          (kp2d_px * weights[..., None]).sum(1) / weights.sum(1, keepdim=True))
     ray = torch.linalg.solve(K, torch.cat([centre, torch.ones_like(centre[:, :1])], 1)[..., None])
-    return ray[..., 0] * depth[:, None] - rest_joints[0]
+    return ray[..., 0] * depth[:, None]
 
 
 def _rigid_stage(layer: ManoLayer, kp2d_px: Tensor, K: Tensor, weights: Tensor,
@@ -143,20 +154,27 @@ def _rigid_stage(layer: ManoLayer, kp2d_px: Tensor, K: Tensor, weights: Tensor,
     num_h = hyps.shape[0]
     palm = list(PALM_JOINTS)
     rel = (rest[palm] - rest[0])  # (P, 3) palm joints relative to the root
-    t0 = _initial_translation(rest, kp2d_px, K, weights)  # (B, 3)
+    root0 = _initial_root(rest, kp2d_px, K, weights)  # (B, 3)
 
     rot6d = lbs.matrix_to_rot6d(hyps)[None].repeat(batch, 1, 1).requires_grad_(True)
-    trans = t0[:, None].repeat(1, num_h, 1).requires_grad_(True)
-    opt = torch.optim.Adam([{"params": [rot6d], "lr": cfg.lr},
-                            {"params": [trans], "lr": cfg.lr_trans_m}])
+    # Root = (guess + offset) * exp(log_scale): the scale slides it along its viewing ray,
+    # so large depth errors of the guess are recovered in few steps.
+    offset_cm = kp2d_px.new_zeros(batch, num_h, 3, requires_grad=True)
+    log_scale = kp2d_px.new_zeros(batch, num_h, 1, requires_grad=True)
+    opt = torch.optim.Adam([{"params": [rot6d, log_scale], "lr": cfg.lr},
+                            {"params": [offset_cm], "lr": cfg.lr_trans_m / _TRANS_UNIT_M}])
     base_lrs = [g["lr"] for g in opt.param_groups]
     target = kp2d_px[:, None, palm].expand(batch, num_h, -1, -1).reshape(batch * num_h, -1, 2)
     w = weights[:, None, palm].expand(batch, num_h, -1).reshape(batch * num_h, -1)
     k_rep = K[:, None].expand(batch, num_h, 3, 3).reshape(-1, 3, 3)
 
+    def translation() -> Tensor:
+        root = (root0[:, None] + _TRANS_UNIT_M * offset_cm) * log_scale.exp()  # (B, H, 3)
+        return root - rest[0]
+
     def losses() -> Tensor:
         rot = lbs.rot6d_to_matrix(rot6d)  # (B, H, 3, 3)
-        pts = torch.einsum("bhij,pj->bhpi", rot, rel) + rest[0] + trans[:, :, None]
+        pts = torch.einsum("bhij,pj->bhpi", rot, rel) + rest[0] + translation()[:, :, None]
         pred = perspective_project(pts.reshape(batch * num_h, -1, 3), k_rep)
         return keypoint_reprojection_loss(pred, target, w, cfg.robust_sigma_px).reshape(
             batch, num_h)
@@ -173,7 +191,7 @@ def _rigid_stage(layer: ManoLayer, kp2d_px: Tensor, K: Tensor, weights: Tensor,
         best = torch.stack([_distinct_best(final[b], rots[b], cfg.num_refine)
                             for b in range(batch)])  # (B, R)
         pick = torch.arange(batch, device=device)[:, None]
-        return rot6d[pick, best].detach(), trans[pick, best].detach(), final[pick, best]
+        return rot6d[pick, best].detach(), translation()[pick, best], final[pick, best]
 
 
 def _distinct_best(loss: Tensor, rots: Tensor, count: int, min_angle: float = 0.5) -> Tensor:

@@ -38,20 +38,22 @@ def test_rotation_hypotheses_are_rotations():
 @pytest.mark.slow
 def test_fit_recovers_known_pose_keypoints(layer):
     gen = torch.Generator().manual_seed(3)
-    pose = torch.cat([torch.randn(1, 3, generator=gen) * 0.8,
-                      torch.randn(1, 6, generator=gen) * 0.7], 1)
-    betas = torch.randn(1, 10, generator=gen) * 0.5
-    trans = torch.tensor([[0.02, -0.01, 0.5]])
-    K = torch.tensor([[[480.0, 0, 128], [0, 480, 128], [0, 0, 1]]])
+    batch = 3
+    pose = torch.cat([torch.randn(batch, 3, generator=gen) * 0.8,
+                      torch.randn(batch, 6, generator=gen) * 0.7], 1)
+    betas = torch.randn(batch, 10, generator=gen) * 0.5
+    trans = torch.tensor([[0.02, -0.01, 0.5]]) + torch.randn(batch, 3, generator=gen) * 0.03
+    K = torch.tensor([[480.0, 0, 128], [0, 480, 128], [0, 0, 1]]).expand(batch, 3, 3)
     with torch.no_grad():
         target = perspective_project(layer(pose, betas, trans).joints_m, K)
-    start_error = (perspective_project(layer(torch.zeros(1, 9), None, trans).joints_m, K)
-                   - target).norm(dim=-1).mean()
-    result = fit_mano_to_keypoints(layer, target, K)
-    assert start_error > 10.0  # the fit has real work to do
-    assert result.reproj_error_px.item() < 1.0
+        start = perspective_project(layer(torch.zeros(batch, 9), None, trans).joints_m, K)
+    # Weak priors: the test checks that the optimiser finds the keypoints; the default
+    # priors deliberately trade a little 2D error for plausible shapes on real data.
+    result = fit_mano_to_keypoints(layer, target, K, cfg=FitConfig(w_pose=0.1, w_shape=1.0))
+    assert ((start - target).norm(dim=-1).mean(1) > 10.0).all()  # real work to do
+    assert (result.reproj_error_px < 1.0).all(), result.reproj_error_px
     torch.testing.assert_close(result.kp2d_px, perspective_project(result.joints_m, K))
-    assert result.verts_m.shape == (1, 778, 3) and result.hand_pose.shape == (1, 6)
+    assert result.verts_m.shape == (batch, 778, 3) and result.hand_pose.shape == (batch, 6)
 
 
 def test_fit_ignores_unobserved_keypoints(layer):
