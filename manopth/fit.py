@@ -10,11 +10,14 @@ Two stages, both batched over samples:
 
 1. rigid: the rest-pose palm joints (wrist, thumb CMC, four MCPs) are aligned to their 2D
    targets from many global-rotation hypotheses at once (cube rotations x in-plane
-   rolls); the translation starts from the wrist back-projected at a depth guessed from
-   the palm's 2D size. Cheap: no mesh is evaluated.
-2. full: the best ``num_refine`` hypotheses per sample are refined with the finger pose
-   (PCA coefficients or axis-angle, as the layer takes them) and the shape; the best
-   result per sample is returned.
+   rolls); the root starts on the wrist's viewing ray at a depth guessed from the least
+   foreshortened bones, and slides along that ray in log-depth. Cheap: no mesh is
+   evaluated.
+2. full: the best ``num_refine`` mutually distinct hypotheses per sample (palm keypoints
+   are nearly planar, so both "palm towards / away from the camera" solutions must be
+   kept) are refined with the finger pose (PCA coefficients or axis-angle, as the layer
+   takes them) and the shape by Adam; the best one per sample is then polished by LBFGS,
+   one sample at a time.
 
 The global rotation is optimised in the 6D representation (continuous, no gimbal issues).
 """
@@ -37,6 +40,8 @@ from manopth.projection import (
     reprojection_error_px,
 )
 
+# Translation variables are in centimetres: in metres the problem is badly conditioned
+# (1 m moves keypoints by ~1000 px, 1 rad of finger pose by ~50 px).
 _TRANS_UNIT_M = 0.01
 
 # Canonical ids of the palm joints used by the rigid stage: wrist, thumb CMC, 4 MCPs.

@@ -84,6 +84,15 @@ def test_reconstructor_only_builds_stand_ins(tmp_path):
         load_mano(path)
 
 
+def test_unsupported_chumpy_nodes_are_refused_by_name(tmp_path):
+    path = tmp_path / "MANO_RIGHT.pkl"
+    # {'v_template': chumpy.ch_ops.add()} as Python 2 would write it.
+    path.write_bytes(b"\x80\x02}q\x00U\nv_templateq\x01cchumpy.ch_ops\nadd\nq\x02)\x81q\x03"
+                     b"}q\x04bs.")
+    with pytest.raises(ManoFileError, match=r"chumpy\.ch_ops\.add"):
+        load_mano(path)
+
+
 def test_missing_and_wrong_files_say_what_where_and_how(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"MANO_LEFT\.pkl.*mano\.is\.tue\.mpg\.de.*"
                                                 r"--mano_root"):
