@@ -105,9 +105,10 @@ class ManoLayer(nn.Module):
             raise ValueError(f"tip_vertex_ids must be 5 vertex ids in [0, {NUM_VERTS}), "
                              f"got {tip_vertex_ids}")
         if model is None:
-            model = load_mano(mano_model_path(side, mano_root))
+            path = mano_model_path(side, mano_root)
+            model = load_mano(path)
             right_path = mano_model_path("right", mano_root)
-            if side == "left" and right_path.is_file():
+            if side == "left" and right_path != path and right_path.is_file():
                 model = fix_left_shapedirs(model, load_mano(right_path))
         self.side = side
         self.use_pca = use_pca

@@ -272,3 +272,6 @@ def test_left_shapedirs_bug_is_repaired_from_the_right_file(model, tmp_path):
     layer = ManoLayer("left", mano_root=tmp_path, ncomps=6)
     np.testing.assert_allclose(layer.shapedirs.numpy(), good_left.shapedirs, atol=1e-7)
     assert "known MANO_LEFT bug" in layer.source and right_path.is_file()
+    # Given the left file itself, there is no right file to compare with: loaded as is.
+    as_is = ManoLayer("left", mano_root=tmp_path / "MANO_LEFT.pkl", ncomps=6)
+    np.testing.assert_allclose(as_is.shapedirs.numpy(), buggy["shapedirs"], atol=1e-7)
