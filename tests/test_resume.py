@@ -105,6 +105,7 @@ def test_checkpoint_file_is_plain_and_atomic(tmp_path: Path) -> None:
     assert loaded["epoch"] == 3 and torch.equal(loaded["model"]["0.weight"], model[0].weight)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize(
     ("content", "message"),
     [

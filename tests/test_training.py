@@ -119,8 +119,9 @@ def test_two_step_training_writes_checkpoint_run_py_evaluates(
     assert any(eval_out.iterdir())
 
 
-def _pck_train_mode(model: torch.nn.Module, batch: dict, codec: HeatmapCodec) -> float:
-    kp_crop, _ = codec.decode_torch(model(batch["image"]).seed.heatmaps[-1].detach())
+def _pck(output_heatmaps: torch.Tensor, batch: dict, codec: HeatmapCodec) -> float:
+    """MMPose PCK@0.2 of last-stack heatmaps, in original-image pixels."""
+    kp_crop, _ = codec.decode_torch(output_heatmaps.detach())
     kp_orig = crop_to_original(kp_crop.numpy(), batch["affine"].numpy())
     gt = batch["kp2d_orig_px"].numpy()
     norm = gt_bbox_size(gt, batch["orig_size_wh"].numpy())
@@ -130,7 +131,7 @@ def _pck_train_mode(model: torch.nn.Module, batch: dict, codec: HeatmapCodec) ->
 @pytest.mark.slow
 def test_overfit_single_batch(data_root: Path) -> None:
     """Small preset, one batch of 8, model in train mode: the heatmap loss at least halves
-    and PCK@0.2 on the batch reaches 1.0."""
+    and PCK@0.2 on the batch reaches 1.0 (about 135 steps here)."""
     torch.manual_seed(0)
     mcfg = ModelConfig.preset("small")
     ds = build_dataset("synth", data_root, "train", train_aug=False, input_size=mcfg.input_size,
@@ -138,21 +139,21 @@ def test_overfit_single_batch(data_root: Path) -> None:
     batch = torch.utils.data.default_collate([ds[i] for i in range(8)])
     model = build_model(mcfg).train()
     criterion = HandFlowCriterion()
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.99))
     codec = HeatmapCodec(mcfg.input_size, mcfg.heatmap_size)
-    first = None
-    pck = 0.0
-    for step in range(400):
-        terms = criterion(model(batch["image"]), batch)
-        first = float(terms.heatmap) if first is None else first
+    first_loss, loss, pck = None, float("inf"), 0.0
+    for _ in range(300):
+        output = model(batch["image"])  # train mode: the PCK is of this very forward pass
+        terms = criterion(output, batch)
+        loss = float(terms.heatmap.detach())
+        first_loss = loss if first_loss is None else first_loss
+        pck = _pck(output.heatmaps, batch, codec)
+        if pck == 1.0 and loss <= 0.5 * first_loss:
+            break
         optimizer.zero_grad()
         terms.total.backward()
         optimizer.step()
-        if step % 10 == 9:
-            pck = _pck_train_mode(model, batch, codec)
-            if pck == 1.0 and float(terms.heatmap) <= 0.5 * first:
-                break
-    assert float(terms.heatmap) <= 0.5 * first
+    assert loss <= 0.5 * first_loss
     assert pck == 1.0
 
 

@@ -164,6 +164,7 @@ def train_one_epoch(
         disable=not show_progress,
         dynamic_ncols=True,
         leave=False,
+        mininterval=1.0,
     )
     stopped = False
     for batch in loader:

@@ -78,7 +78,7 @@ PLOT_NAME = "curves.png"
 TRAJECTORY_KEYS = (
     "datasets", "val_fraction", "split_seed", "train_batch", "learning_rate", "weight_decay",
     "lr_decay_step", "gamma", "grad_clip", "seed", "loss_heatmap", "loss_mask", "loss_flow",
-    "max_steps_per_epoch", "amp",
+    "max_steps_per_epoch", "amp", "threads",
 )  # fmt: skip
 
 
@@ -343,19 +343,24 @@ def run_training(cfg: TrainConfig, hooks: RunHooks | None = None) -> TrainResult
 
     Joins the torchrun process group when launched by torchrun and leaves it at the end.
     """
+    start = time.monotonic()  # the time budget counts from here (data setup included)
     validate_config(cfg)
     info = dist_info_from_env()
     device = resolve_device(cfg.device, info)
     init_distributed(device.type)
     try:
-        return _run(cfg, info, device, hooks or RunHooks())
+        return _run(cfg, info, device, hooks or RunHooks(), start)
     finally:
         cleanup()
 
 
-def _run(cfg: TrainConfig, info: DistInfo, device: torch.device, hooks: RunHooks) -> TrainResult:
+def _run(
+    cfg: TrainConfig, info: DistInfo, device: torch.device, hooks: RunHooks, start: float
+) -> TrainResult:
     cfg = dataclasses.replace(cfg, device=str(device))
     warn_compat_flags(cfg, device)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     out_dir = Path(cfg.checkpoint)
 
@@ -418,9 +423,12 @@ def _run(cfg: TrainConfig, info: DistInfo, device: torch.device, hooks: RunHooks
         logger.info(
             "resumed %s at epoch %d step %d", resume_path, state.epoch, state.progress.step
         )
-    else:
-        for _ in range(cfg.start_epoch):  # the ancestor's -se: start later in the schedule
-            scheduler.step()
+    elif cfg.start_epoch:
+        # The ancestor's -se: start later in the learning-rate schedule.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            for _ in range(cfg.start_epoch):
+                scheduler.step()
 
     ddp_model: torch.nn.Module = model
     if info.is_distributed:
@@ -431,14 +439,19 @@ def _run(cfg: TrainConfig, info: DistInfo, device: torch.device, hooks: RunHooks
         out_dir.mkdir(parents=True, exist_ok=True)
         write_config(out_dir, cfg, mcfg)
 
+    saved_at_step = -1  # global step of the latest last.pth.tar (same on every process)
+
     def save(name: str) -> None:
-        save_checkpoint(
-            checkpoint_state(state, ddp_model, optimizer, scheduler, scaler, cfg, mcfg),
-            out_dir / name,
-        )
+        nonlocal saved_at_step
+        if name == LAST_NAME:
+            saved_at_step = state.global_step
+        if info.is_main:
+            save_checkpoint(
+                checkpoint_state(state, ddp_model, optimizer, scheduler, scaler, cfg, mcfg),
+                out_dir / name,
+            )
 
     # Time budget: stop early enough to validate and save once more.
-    start = time.monotonic()
     budget_s = cfg.time_budget_min * 60.0 if cfg.time_budget_min is not None else None
     last_val_s = 0.0
 
@@ -451,7 +464,7 @@ def _run(cfg: TrainConfig, info: DistInfo, device: torch.device, hooks: RunHooks
 
     def after_step(progress: EpochProgress) -> None:
         state.global_step += 1
-        if info.is_main and cfg.save_every_steps and state.global_step % cfg.save_every_steps == 0:
+        if cfg.save_every_steps and state.global_step % cfg.save_every_steps == 0:
             save(LAST_NAME)
         if hooks.after_step is not None:
             hooks.after_step(state.epoch, state.global_step)
@@ -484,6 +497,7 @@ def _run(cfg: TrainConfig, info: DistInfo, device: torch.device, hooks: RunHooks
     stopped = False
     while state.epoch < cfg.epochs and not stopped:
         sampler.set_epoch(state.epoch, skip=state.progress.step * cfg.train_batch)
+        steps_before = state.progress.step
         result = train_one_epoch(
             ddp_model, criterion, train_loader, optimizer,
             device=device, epoch=state.epoch, progress=state.progress,
@@ -493,6 +507,8 @@ def _run(cfg: TrainConfig, info: DistInfo, device: torch.device, hooks: RunHooks
         )  # fmt: skip
         sync_buffers(ddp_model)
         stopped = result.stopped
+        if stopped and result.progress.step == steps_before and saved_at_step == state.global_step:
+            break  # out of time before any step: the last validation and checkpoint stand
         row: dict[str, Any] = {
             "epoch": state.epoch + (0 if stopped else 1),
             "epoch_float": round(state.epoch + result.progress.step / steps_per_epoch, 3),
@@ -509,12 +525,12 @@ def _run(cfg: TrainConfig, info: DistInfo, device: torch.device, hooks: RunHooks
         val = validate_and_log(row)
         is_best = val.auc > state.best_val_auc
         state.best_val_auc = max(state.best_val_auc, val.auc)
+        save(LAST_NAME)
+        if is_best:
+            save(BEST_NAME)
+        if not stopped and cfg.snapshot and state.epoch % cfg.snapshot == 0:
+            save(snapshot_name(cfg.saved_prefix, state.epoch))
         if info.is_main:
-            save(LAST_NAME)
-            if is_best:
-                save(BEST_NAME)
-            if not stopped and cfg.snapshot and state.epoch % cfg.snapshot == 0:
-                save(snapshot_name(cfg.saved_prefix, state.epoch))
             write_metrics(out_dir, state.history)
     if stopped and info.is_main:
         logger.info(
