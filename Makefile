@@ -19,9 +19,14 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install torch==2.13.0 -r requirements.txt
 	touch $(STAMP)
 
-demo: $(STAMP)
+SYNTH_DONE := $(DATA_ROOT)/SYNTH/RHD/RHD_published_v2/evaluation/anno_evaluation.pickle
+
+# The label files are written last, so their presence means a complete set.
+$(SYNTH_DONE): | $(STAMP)
 	$(PY) -m datasets.synthetic --out $(DATA_ROOT)/SYNTH --num-train 2000 --num-test 300 \
 		--difficulty easy --seed 0
+
+demo: $(STAMP) $(SYNTH_DONE)
 	$(PY) training/train_seednet_fastflow.py --datasets synth --data_root $(DATA_ROOT) \
 		--preset small --time_budget_min $(DEMO_MINUTES) -ckp $(DEMO_DIR)
 	$(PY) run.py --fine_tune synth --data_root $(DATA_ROOT) --checkpoint $(DEMO_DIR) \
