@@ -169,7 +169,16 @@ def main() -> None:
         help="execution variants to time",
     )
     parser.add_argument("--skip-speed", action="store_true", help="only print params and MACs")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's). On a CPU shared with other jobs use 1: "
+        "2 threads on 2 busy cores ran ~100x slower (OpenMP threads wait for each other)",
+    )
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = ModelConfig.preset(args.preset)
     report_macs(cfg)

@@ -138,12 +138,17 @@ def bihand_checkpoint(reference_shapes, tmp_path_factory) -> tuple[Path, dict]:
     return path, state
 
 
-def test_reference_key_list_loads_strictly(bihand_checkpoint, reference_shapes) -> None:
+@pytest.fixture(scope="module")
+def loaded_model(bihand_checkpoint):
+    return load_bihand_seednet(bihand_checkpoint[0])
+
+
+def test_reference_key_list_loads_strictly(bihand_checkpoint, reference_shapes, loaded_model):
     path, state = bihand_checkpoint
     read, epoch = read_bihand_state_dict(path)
     assert epoch == 3
     assert set(read) == set(reference_shapes)
-    model = load_bihand_seednet(path)
+    model = loaded_model
     loaded = model.seednet.state_dict()
     assert set(loaded) == set(reference_shapes)  # bijective: nothing missing, nothing extra
     for key, value in state.items():
@@ -155,14 +160,14 @@ def test_reference_key_list_loads_strictly(bihand_checkpoint, reference_shapes) 
     assert (model.cfg.nstacks, model.cfg.nblocks, model.cfg.njoints) == (2, 1, 21)
 
 
-def test_loaded_model_computes_bihand_seednet(bihand_checkpoint) -> None:
-    path, state = bihand_checkpoint
-    model = load_bihand_seednet(path).eval()
+def test_loaded_model_computes_bihand_seednet(bihand_checkpoint, loaded_model) -> None:
+    _, state = bihand_checkpoint
+    model = loaded_model.eval()
     # 64x64 keeps the test fast: the hourglass reaches 1x1 at its innermost level.
     image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out = model(image)
-        again = load_bihand_seednet(path).eval()(image)
+        again = model(image)
         heatmaps, masks, features = _bihand_reference_forward(state, image)
     for got, ref in zip(
         [*out.seed.heatmaps, *out.seed.masks, out.seed.features],

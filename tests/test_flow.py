@@ -87,7 +87,7 @@ def test_own_samples_score_higher_than_shifted_data_after_a_short_fit() -> None:
     optimizer = torch.optim.Adam([p for p in inn.parameters() if p.requires_grad], lr=1e-2)
     with torch.no_grad():
         start = float(nll(data).mean())
-    for step in range(60):
+    for step in range(40):
         batch = data[(step * 32) % 256 :][:32]
         optimizer.zero_grad()
         nll(batch).mean().backward()
