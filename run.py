@@ -41,7 +41,7 @@ from utils.evaluator import BatchOutput, EvalResult, evaluate
 from utils.heatmap import HeatmapCodec
 from utils.metrics import MetricsSummary
 
-DATASET_NAMES = ("rhd", "stb", "synth")
+DATASET_NAMES = ("rhd", "stb", "synth", "synth_stb")
 
 
 class CliError(Exception):
@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch device, e.g. cpu, cuda, cuda:1")
     g = p.add_argument_group("evaluation")
     g.add_argument("--fine_tune", default="rhd", choices=DATASET_NAMES,
-                   help="dataset to evaluate on (the ancestor's flag name)")
+                   help="dataset to evaluate on (the ancestor's flag name; synth_stb = the "
+                   "generator's STB-format part)")
     g.add_argument("-dr", "--data_root", default="data",
                    help="folder holding RHD/, STB/ and SYNTH/")
     g.add_argument("--split", default="test", choices=("train", "val", "test"),
@@ -236,6 +237,13 @@ def build_eval_dataset(args: argparse.Namespace, cfg: ModelConfig) -> Dataset:
             synthetic.generate(synth_root, num_train=0, num_test=args.synth_num_test, seed=0,
                                difficulty=args.synth_difficulty, stb=False,
                                workers=max(1, args.workers))
+    elif args.fine_tune == "synth_stb":
+        stb_root = datasets.dataset_root("synth_stb", data_root)
+        if not stb_root.is_dir():
+            raise CliError(
+                f"synthetic STB set not found at {stb_root}: generate it with "
+                f"`python -m datasets.synthetic --out {data_root / 'SYNTH'}`"
+            )
     elif not data_root.is_dir():
         raise CliError(
             f"data root {data_root} does not exist: expected {data_root}/RHD/RHD_published_v2 "
