@@ -42,6 +42,12 @@ from utils.heatmap import HeatmapCodec
 from utils.metrics import MetricsSummary
 
 DATASET_NAMES = ("rhd", "stb", "synth", "synth_stb")
+DOWNLOAD_HINT = (
+    "How to get the data: RHD from https://lmb.informatik.uni-freiburg.de/projects/hand3d/ "
+    "(unpack RHD_published_v2 into <data_root>/RHD/), STB from "
+    "https://github.com/zhjwustc/icip17_stereo_hand_pose_dataset (into <data_root>/STB/); "
+    "or evaluate on the built-in synthetic set with --fine_tune synth (generated on first use)."
+)
 
 
 class CliError(Exception):
@@ -247,8 +253,7 @@ def build_eval_dataset(args: argparse.Namespace, cfg: ModelConfig) -> Dataset:
     elif not data_root.is_dir():
         raise CliError(
             f"data root {data_root} does not exist: expected {data_root}/RHD/RHD_published_v2 "
-            f"(RHD) or {data_root}/STB (STB). Download RHD/STB (see README) or evaluate on the "
-            "built-in synthetic set with --fine_tune synth."
+            f"(RHD) or {data_root}/STB (STB).\n{DOWNLOAD_HINT}"
         )
     return datasets.build_dataset(args.fine_tune, data_root, args.split, train_aug=False,
                                   input_size=cfg.input_size, heatmap_size=cfg.heatmap_size)
@@ -412,7 +417,10 @@ def show_files(paths: Sequence[Path]) -> None:
 
 
 def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: Path) -> int:
-    dataset = build_eval_dataset(args, model.cfg)
+    try:
+        dataset = build_eval_dataset(args, model.cfg)
+    except DatasetLayoutError as e:
+        raise CliError(f"{e}\n{DOWNLOAD_HINT}") from e
     if len(dataset) == 0:
         raise CliError(f"{args.fine_tune} split {args.split!r} under {args.data_root} is empty")
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False,

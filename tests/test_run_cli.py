@@ -132,6 +132,12 @@ def test_missing_dataset_names_what_was_looked_for(ckpt_dir, tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "RHD_published_v2" in err and "--fine_tune synth" in err
+    # An existing root without RHD: the reader's expected layout plus where to download it.
+    missing.mkdir()
+    rc = run.main(["--checkpoint", str(ckpt_dir), "--fine_tune", "rhd", "--data_root",
+                   str(missing), "--out", str(tmp_path / "o")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "Expected layout" in err and "lmb.informatik.uni-freiburg.de" in err
 
 
 def test_missing_checkpoint_says_how_to_get_one(tmp_path, capsys):
