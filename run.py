@@ -315,9 +315,21 @@ def coco_results(result_preds: Sequence) -> list[dict]:
     return out
 
 
+def _json_safe(data: Any) -> Any:
+    """NaN/inf -> None (strict JSON), recursively."""
+    if isinstance(data, float):
+        return data if np.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _json_safe(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_json_safe(v) for v in data]
+    return data
+
+
 def write_json(path: Path, data: Any) -> Path:
+    """Write strict JSON (non-finite numbers become null), creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1))
+    path.write_text(json.dumps(_json_safe(data), indent=1, allow_nan=False))
     return path
 
 
