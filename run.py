@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
@@ -507,6 +508,9 @@ def run_demo(args: argparse.Namespace, model: torch.nn.Module, out: Path) -> int
         loglik = None if pred.flow is None else float(pred.flow.log_likelihood[0])
         thick = max(2, round(max(width, height) / 200))
         overlay = vis.draw_skeleton(image, kp_orig, thickness=thick, radius=thick + 1)
+        if args.bbox is not None:
+            x, y, w, h = (round(v) for v in args.bbox)
+            cv2.rectangle(overlay, (x, y), (x + w - 1, y + h - 1), (255, 255, 255), 1)
         label = "log-lik: no flow head" if loglik is None else f"log-lik {loglik:.1f}"
         vis.put_label(overlay, f"{args.side} hand, {label}")
         overlay_path = vis.save_rgb(out / f"{image_path.stem}_overlay.png", overlay)
