@@ -35,7 +35,7 @@ from tqdm import tqdm
 from datasets.base import DatasetLayoutError, ImageReadError, read_image_rgb
 from datasets.joints import JOINT_NAMES, NUM_JOINTS
 from datasets.transforms import crop_matrix, crop_to_original, flip_matrix, warp_image
-from models import ModelConfig, build_model, prepare_for_inference
+from models import ModelConfig, build_model, load_bihand_seednet, prepare_for_inference
 from training.checkpoint import BEST_NAME, CheckpointError, load_checkpoint
 from utils import vis
 from utils.evaluator import BatchOutput, EvalResult, evaluate
@@ -195,9 +195,9 @@ def _looks_like_bihand(raw: Any) -> bool:
     return "state_dict" in raw or all(torch.is_tensor(v) for v in raw.values())
 
 
-def _load_bihand(path: Path, raw: dict, args: argparse.Namespace):
-    from models.bihand import load_bihand_seednet
-
+def _load_bihand(
+    path: Path, raw: dict, args: argparse.Namespace
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     try:
         model = load_bihand_seednet(raw)
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
