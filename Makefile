@@ -30,7 +30,7 @@ demo: $(STAMP) $(SYNTH_DONE)
 	$(PY) training/train_seednet_fastflow.py --datasets synth --data_root $(DATA_ROOT) \
 		--preset small --time_budget_min $(DEMO_MINUTES) -ckp $(DEMO_DIR)
 	$(PY) run.py --fine_tune synth --data_root $(DATA_ROOT) --checkpoint $(DEMO_DIR) \
-		--out $(DEMO_DIR)/eval --vis
+		--out $(DEMO_DIR)/eval --vis --max_vis 16
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
