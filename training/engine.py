@@ -227,6 +227,8 @@ def train_one_epoch(
         bar.update(1)
         if after_step is not None:
             after_step(progress)
+        if max_steps is not None and progress.step >= max_steps:
+            break  # before fetching a batch that would not be used
     bar.close()
 
     totals = all_reduce_sums({**progress.sums, "__samples": float(progress.samples)}, device)
