@@ -51,7 +51,7 @@ class ModelConfig:
     flow_hidden_ratio: float = 1.0  # subnet hidden channels = ratio * subnet input channels
     flow_clamp: float = 2.0  # AllInOneBlock affine_clamping
     # Average-pool kernel/stride applied before the flow. At 64x64x256 an unpooled 8-step flow
-    # costs more MACs than SeedNet itself; 4 (-> 16x16) makes it a few percent of SeedNet
+    # costs more MACs than SeedNet itself; 4 (-> 16x16) makes it about 7 % of SeedNet
     # (measured by bench/bench_models.py).
     flow_pool: int = 4
     flow_conv_alternate: bool = False  # True: subnet kernels alternate 3x3 / 1x1 per step
