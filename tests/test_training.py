@@ -111,12 +111,29 @@ def test_two_step_training_writes_checkpoint_run_py_evaluates(
     trained = result.model.state_dict()
     assert all(torch.equal(trained[k], v) for k, v in ckpt["model"].items())
 
+    # --evaluate_seednet_pth re-scores the checkpoint on the same validation split.
+    evaluated = main(tiny_args(data_root, tmp_path / "unused", "--evaluate_seednet_pth",
+                               str(out / BEST_NAME)))  # fmt: skip
+    assert evaluated.best_val_auc == rows[1]["val_auc"]
+
     eval_out = tmp_path / "eval"
     code = run.main(["--checkpoint", str(out), "--fine_tune", "synth", "--data_root",
                      str(data_root), "--device", "cpu", "-j", "0", "-b", "4",
                      "--out", str(eval_out)])  # fmt: skip
     assert code == 0
     assert any(eval_out.iterdir())
+
+
+def test_time_budget_stops_with_validation_and_checkpoint(data_root: Path, tmp_path: Path
+                                                          ) -> None:  # fmt: skip
+    # A budget shorter than one validation: the run stops before its first step, but still
+    # validates and leaves a resumable checkpoint for run.py.
+    out = tmp_path / "ckp"
+    result = main(tiny_args(data_root, out, "--time_budget_min", "0.0001", "--epochs", "3"))
+    assert result.stopped_by_budget
+    ckpt = load_checkpoint(out / LAST_NAME)
+    assert (ckpt["epoch"], ckpt["step"]) == (0, 0)
+    assert (out / BEST_NAME).is_file()
 
 
 def _pck(output_heatmaps: torch.Tensor, batch: dict, codec: HeatmapCodec) -> float:
