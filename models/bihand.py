@@ -101,6 +101,10 @@ def infer_bihand_config(state: Mapping[str, torch.Tensor], **overrides: Any) -> 
         regex = re.compile(pattern)
         return len({m.group(1) for k in state if (m := regex.match(k))})
 
+    required = ("layer3.0.conv3.weight", "hm.0.weight")
+    absent = [k for k in required if k not in state]
+    if absent:
+        raise ValueError(f"not a SeedNet state dict: missing {absent}; keys: {list(state)[:5]}")
     values = {
         "nstacks": count(r"hg2b\.(\d+)\."),
         "nblocks": count(r"layer3\.(\d+)\."),

@@ -202,5 +202,7 @@ def test_mismatched_checkpoint_is_a_clear_error(bihand_checkpoint, tmp_path) -> 
     broken["hm.0.weight"] = torch.zeros(20, 256, 1, 1)
     with pytest.raises(ValueError, match="1 missing keys.*shape mismatches"):
         load_bihand_seednet(broken)
+    with pytest.raises(ValueError, match="not a SeedNet state dict"):
+        load_bihand_seednet({"conv1.weight": state["conv1.weight"]})
     with pytest.raises(FileNotFoundError, match="BiHand SeedNet checkpoint not found"):
         load_bihand_seednet(tmp_path / "absent.pth.tar")
