@@ -233,7 +233,7 @@ def train_one_epoch(
 
     totals = all_reduce_sums({**progress.sums, "__samples": float(progress.samples)}, device)
     samples = totals.pop("__samples")
-    losses = {k: (v / samples if samples else float("nan")) for k, v in totals.items()}
+    losses = {k: (totals[k] / samples if samples else float("nan")) for k in progress.sums}
     return EpochResult(losses=losses, progress=progress, stopped=stopped)
 
 
