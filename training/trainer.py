@@ -453,7 +453,8 @@ def _run(
 
     # Time budget: stop early enough to validate and save once more.
     budget_s = cfg.time_budget_min * 60.0 if cfg.time_budget_min is not None else None
-    last_val_s = 0.0
+    # Reserve for the final validation: the last measured one (a resumed run knows it too).
+    last_val_s = float(state.history[-1].get("val_seconds", 0.0)) if state.history else 0.0
 
     def elapsed() -> float:
         return time.monotonic() - start
