@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-nj", "--njoints", type=int, default=None,
                    help="heatmap channels (checked, the checkpoint wins)")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="torch device, e.g. cpu, cuda, cuda:1")
+                   help="torch device, e.g. cpu, cuda or cuda:N")
     g = p.add_argument_group("evaluation")
     g.add_argument("--fine_tune", default="rhd", choices=DATASET_NAMES,
                    help="dataset to evaluate on (the ancestor's flag name; synth_stb = the "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,17 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_threads() -> None:
+def _seed_and_one_thread() -> Iterator[None]:
+    """A fixed seed and one intra-op thread per test.
+
+    Test tensors are tiny and pytest-xdist runs one worker per core: extra OpenMP threads only
+    wait on each other (measured up to 10x slower on a busy 2-core machine).
+    """
     torch.manual_seed(0)
-    # Under pytest-xdist each worker gets one core; more threads only contend.
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -12,16 +12,6 @@ from manopth.projection import perspective_project
 from manopth.synthetic_model import synthetic_mano_model
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    # Fitting runs hundreds of tiny forward/backward passes: with several threads on a
-    # busy machine, thread synchronisation dominates (measured ~10x slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def layer():
     return ManoLayer(model=synthetic_mano_model("right"), ncomps=6)

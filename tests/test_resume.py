@@ -3,7 +3,6 @@ reaching the same weights as an uninterrupted run."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,15 +22,6 @@ from training.trainer import RunHooks, TrainResult, run_training
 
 class Killed(Exception):
     """Stands in for SIGKILL: the run stops without any further saving."""
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on the shared 2-core machine more threads only contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
