@@ -670,12 +670,14 @@ def _map(tasks: list[tuple], workers: int, progress: bool) -> Iterator[tuple]:
             yield _run_task(task)
             bar.update()
     else:
-        # A fork server that has imported this module once forks clean workers quickly;
+        # A fork server that has imported the renderer once forks clean workers quickly;
         # plain fork is unsafe once torch or OpenCV threads exist in the caller. Windows
-        # has no fork server: spawn there.
+        # has no fork server: spawn there. This module itself is not preloaded: under
+        # `python -m datasets.synthetic` it is __main__, and runpy warns when it finds it
+        # imported twice.
         if "forkserver" in multiprocessing.get_all_start_methods():
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["datasets.synthetic"])
+            ctx.set_forkserver_preload(["datasets.render", "datasets.hand_model"])
         else:
             ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(workers, initializer=_worker_init) as pool:
