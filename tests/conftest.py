@@ -39,3 +39,20 @@ def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip(f"real data samples not found at {REALDATA} (set HANDFLOW_REALDATA)")
     return REALDATA
+
+
+class _CodeRunner:
+    """Unpickling this runs ``touch <marker>``: a stand-in for a malicious pickle."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def code_running_object(tmp_path: Path) -> tuple[object, Path]:
+    """An object whose pickle would create the returned marker file if it were ever loaded."""
+    marker = tmp_path / "pwned"
+    return _CodeRunner(marker), marker

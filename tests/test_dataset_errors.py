@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
@@ -85,20 +84,15 @@ def test_image_deleted_after_indexing_is_an_error_not_a_substitute(realdata: Pat
         ds[2]
 
 
-class _RunsCode:
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-
-def test_pickle_that_runs_code_is_refused_and_never_runs(tmp_path: Path) -> None:
+def test_pickle_that_runs_code_is_refused_and_never_runs(
+    tmp_path: Path, code_running_object: tuple[object, Path]
+) -> None:
     split_dir = tmp_path / "RHD" / "RHD_published_v2" / "evaluation"
     (split_dir / "color").mkdir(parents=True)
-    marker = tmp_path / "pwned"
+    payload, marker = code_running_object
     with open(split_dir / "anno_evaluation.pickle", "wb") as f:
-        pickle.dump({0: {"uv_vis": _RunsCode(marker)}}, f)
+        pickle.dump({0: {"uv_vis": payload}}, f)
     with pytest.raises(UnsafePickleError, match="anno_evaluation.pickle"):
         build_dataset("rhd", tmp_path, "test", train_aug=False, cache_dir=False)
     assert not marker.exists()

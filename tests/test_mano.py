@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import os
 import pickle
 
 import numpy as np
@@ -60,19 +59,15 @@ def test_chumpy_style_file_is_python2_like(mano_files):
         restricted_load(mano_files["chumpy"], encoding="ASCII")
 
 
-class _RunsCode:
-    def __reduce__(self):
-        return (os.system, ("touch /tmp/handflow_mano_pwned",))
 
-
-def test_pickle_that_runs_code_is_refused(tmp_path):
+def test_pickle_that_runs_code_is_refused(tmp_path, code_running_object):
     path = tmp_path / "MANO_RIGHT.pkl"
     arrays = synthetic_mano_arrays()
-    arrays["hands_mean"] = _RunsCode()
+    arrays["hands_mean"], marker = code_running_object
     path.write_bytes(pickle.dumps(arrays, protocol=2))
     with pytest.raises(ManoFileError, match=r"refus.*system.*mano\.is\.tue\.mpg\.de"):
         load_mano(path)
-    assert not os.path.exists("/tmp/handflow_mano_pwned")
+    assert not marker.exists()
 
 
 def test_reconstructor_only_builds_stand_ins(tmp_path):

@@ -1,15 +1,9 @@
-import os
 import pickle
 
 import numpy as np
 import pytest
 
 from utils.safe_pickle import UnsafePickleError, restricted_load, restricted_loads
-
-
-class _RunsCode:
-    def __reduce__(self):
-        return (os.system, ("touch /tmp/handflow_pwned",))
 
 
 @pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
@@ -20,12 +14,13 @@ def test_numpy_dict_round_trip(protocol):
     assert out[0]["uv_vis"].dtype == np.float32
 
 
-def test_code_is_refused_by_name(tmp_path):
+def test_code_is_refused_by_name(tmp_path, code_running_object):
+    payload, marker = code_running_object
     path = tmp_path / "evil.pickle"
-    path.write_bytes(pickle.dumps(_RunsCode()))
+    path.write_bytes(pickle.dumps(payload))
     with pytest.raises(UnsafePickleError, match=r"evil.pickle.*system"):
         restricted_load(path)
-    assert not os.path.exists("/tmp/handflow_pwned")
+    assert not marker.exists()
 
 
 def test_garbage_and_missing_files(tmp_path):
