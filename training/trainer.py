@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datasets import build_datasets, dataset_root
 from datasets.synthetic import generate
-from models import HandFlowCriterion, HandFlowNet, ModelConfig, build_model
+from models import HandFlowCriterion, HandFlowNet, ModelConfig, build_model, set_memory_format
 from training.checkpoint import (
     BEST_NAME,
     CHECKPOINT_VERSION,
@@ -384,7 +384,9 @@ def _run(
 
     ensure_synthetic(cfg, info)
     val_loader = build_val_loader(cfg, build_split(cfg, mcfg, "val"), device)
-    model = build_model(mcfg).to(device)
+    # The config's memory format (channels_last by default) made training steps ~1.35x faster
+    # on CPU with identical results (bench/bench_models.py).
+    model = set_memory_format(build_model(mcfg).to(device))
     if eval_only:
         model.load_state_dict(strip_module_prefix(ckpt["model"]))
         val = evaluate(model, val_loader, is_main=info.is_main, max_batches=cfg.max_val_batches)
