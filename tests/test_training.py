@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +206,16 @@ def test_bad_image_in_worker_surfaces(data_root: Path, tmp_path: Path) -> None:
         main(tiny_args(root, tmp_path / "ckp", "-j", "2", "--epochs", "1",
                        "--max_steps_per_epoch", "1", "--no-val_before_training"))  # fmt: skip
     assert "DataLoader worker" in str(info.value)
+
+
+def test_cli_missing_dataset_is_one_clear_message(tmp_path: Path) -> None:
+    """Run by path, as users do: no traceback, exit code 2, the missing folder named."""
+    script = Path(__file__).resolve().parents[1] / "training" / "train_seednet_fastflow.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--datasets", "rhd", "--data_root", str(tmp_path),
+         "-ckp", str(tmp_path / "ckp"), "--device", "cpu"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "RHD_published_v2: RHD root folder not found" in proc.stderr
+    assert "Expected layout" in proc.stderr and "Traceback" not in proc.stderr

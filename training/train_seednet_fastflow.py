@@ -20,9 +20,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from datasets.base import AnnotationFormatError, DatasetLayoutError, ImageReadError  # noqa: E402
+from training.checkpoint import CheckpointError  # noqa: E402
 from training.config import config_from_args  # noqa: E402
 from training.distributed import dist_info_from_env  # noqa: E402
+from training.engine import TrainingDivergedError  # noqa: E402
 from training.trainer import TrainResult, run_training  # noqa: E402
+from utils.safe_pickle import UnsafePickleError  # noqa: E402
+
+# Errors that describe a problem with the user's files or run, with a message naming it: the
+# command line prints the message alone instead of a traceback.
+USER_ERRORS = (AnnotationFormatError, CheckpointError, DatasetLayoutError, ImageReadError,
+               TrainingDivergedError, UnsafePickleError)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> TrainResult:
@@ -34,4 +43,8 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
