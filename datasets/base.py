@@ -144,23 +144,24 @@ class Reader(Protocol):
 # --- reading files ------------------------------------------------------------------------
 
 
+def _imread(path: Path, flags: int, what: str) -> np.ndarray:
+    """cv2.imread that raises naming the file when it is missing or does not decode."""
+    if not path.is_file():
+        raise DatasetLayoutError(f"{path}: {what} file not found")
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        raise ImageReadError(f"{path}: cannot decode the {what} (truncated or not an image)")
+    return image
+
+
 def read_image_rgb(path: Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB image; raises naming the file when it is missing or unreadable."""
-    if not path.is_file():
-        raise DatasetLayoutError(f"{path}: image file not found")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
-    if image is None:
-        raise ImageReadError(f"{path}: cannot decode the image (truncated or not an image)")
-    return image
+    return _imread(path, cv2.IMREAD_COLOR_RGB, "image")
 
 
 def read_label_image(path: Path) -> np.ndarray:
     """(H, W) uint8 label image (mask), first channel if stored as colour."""
-    if not path.is_file():
-        raise DatasetLayoutError(f"{path}: mask file not found")
-    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if mask is None:
-        raise ImageReadError(f"{path}: cannot decode the mask (truncated or not an image)")
+    mask = _imread(path, cv2.IMREAD_UNCHANGED, "mask")
     if mask.ndim == 3:
         mask = mask[..., 0]
     if mask.dtype != np.uint8:
