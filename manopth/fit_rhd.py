@@ -26,11 +26,13 @@ import numpy as np
 import scipy.io
 import torch
 
-from datasets.joints import BONES, RHD_LEFT_ROWS, RHD_RIGHT_ROWS, RHD_TO_CANONICAL, joint_color_rgb
+from datasets.base import read_image_rgb
+from datasets.joints import RHD_LEFT_ROWS, RHD_RIGHT_ROWS, RHD_TO_CANONICAL
 from manopth.fit import FitConfig, FitResult, fit_mano_to_keypoints
 from manopth.loader import ManoFileError
 from manopth.manolayer import ManoLayer
 from manopth.synthetic_model import synthetic_mano_model
+from utils.vis import draw_skeleton
 
 
 def read_rhd_frame(data_root: Path, frame: int, split: str = "evaluation"
@@ -48,10 +50,7 @@ def read_rhd_frame(data_root: Path, frame: int, split: str = "evaluation"
         raise KeyError(f"{mat_path}: no annotation '{key}'")
     record = mat[key][0, 0]
     anno = {name: np.asarray(record[name], dtype=np.float64) for name in ("K", "xyz", "uv_vis")}
-    image_bgr = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-    if image_bgr is None:
-        raise OSError(f"{image_path}: cannot decode the image")
-    return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB), anno
+    return read_image_rgb(image_path), anno
 
 
 def hand_keypoints(anno: dict[str, np.ndarray], hand: str, image_wh: tuple[int, int],
@@ -106,22 +105,20 @@ def render_overlay(image_rgb: np.ndarray, result: FitResult, faces: np.ndarray, 
     crop = cv2.resize(padded[y0 + pad:y1 + pad, x0 + pad:x1 + pad], (out.shape[0],) * 2,
                       interpolation=cv2.INTER_CUBIC)
     origin = np.array([x0, y0], dtype=np.float64)
-    _draw_keypoints(out, fitted, target, weights)
-    _draw_keypoints(crop, (fitted - origin) * zoom, (target - origin) * zoom, weights)
+    out = _draw_keypoints(out, fitted, target, weights)
+    crop = _draw_keypoints(crop, (fitted - origin) * zoom, (target - origin) * zoom, weights)
     return np.concatenate([out, crop], axis=1)
 
 
 def _draw_keypoints(image: np.ndarray, fitted: np.ndarray, target: np.ndarray,
-                    weights: np.ndarray) -> None:
-    """Fitted skeleton as coloured bones, targets as white rings (in place)."""
-    for parent, child in BONES:
-        cv2.line(image, tuple(np.round(fitted[parent]).astype(int)),
-                 tuple(np.round(fitted[child]).astype(int)), joint_color_rgb(child), 2,
-                 cv2.LINE_AA)
+                    weights: np.ndarray) -> np.ndarray:
+    """A copy with the fitted skeleton in the finger colours and the targets as white rings."""
+    out = draw_skeleton(image, fitted, radius=2)
     for j in range(len(target)):
         if weights[j] > 0:
-            cv2.circle(image, tuple(np.round(target[j]).astype(int)), 4, (255, 255, 255), 1,
+            cv2.circle(out, tuple(np.round(target[j]).astype(int)), 4, (255, 255, 255), 1,
                        cv2.LINE_AA)
+    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
