@@ -44,6 +44,7 @@ from typing import Any, Protocol
 
 import cv2
 import numpy as np
+import scipy.io
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
@@ -152,6 +153,18 @@ def _imread(path: Path, flags: int, what: str) -> np.ndarray:
     if image is None:
         raise ImageReadError(f"{path}: cannot decode the {what} (truncated or not an image)")
     return image
+
+
+def read_mat(path: Path, layout: str) -> dict[str, Any]:
+    """scipy.io.loadmat that raises naming the file and the expected ``layout`` when the file
+    is not a readable MAT file (truncated, corrupted or another format)."""
+    try:
+        return scipy.io.loadmat(str(path))
+    # scipy signals a damaged file with any of these (IndexError for very short files).
+    except (scipy.io.matlab.MatReadError, ValueError, OSError, TypeError, IndexError) as e:
+        raise AnnotationFormatError(
+            f"{path}: not a readable .mat file ({e})\nExpected layout:\n{layout}"
+        ) from e
 
 
 def read_image_rgb(path: Path) -> np.ndarray:

@@ -38,13 +38,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 from datasets.base import (
     AnnotationFormatError,
     DatasetLayoutError,
     FrameRecord,
     HandAnnotation,
+    read_mat,
 )
 from datasets.cache import CacheDir, cached_arrays
 from datasets.joints import RHD_LEFT_ROWS, RHD_RIGHT_ROWS, RHD_TO_CANONICAL
@@ -78,18 +78,21 @@ def _layout_error(message: str) -> DatasetLayoutError:
     return DatasetLayoutError(f"{message}\nExpected layout:\n{RHD_LAYOUT}")
 
 
+def _format_error(message: str) -> AnnotationFormatError:
+    return AnnotationFormatError(f"{message}\nExpected layout:\n{RHD_LAYOUT}")
+
+
 def _entry_arrays(entry: object, source: Path, frame: int) -> tuple[np.ndarray, ...]:
     out = []
     for key, shape in (("uv_vis", (42, 3)), ("xyz", (42, 3)), ("K", (3, 3))):
         try:
             value = np.asarray(entry[key], dtype=np.float32)
         except (KeyError, ValueError, TypeError, IndexError) as e:
-            raise AnnotationFormatError(
-                f"{source}: frame {frame} has no numeric field {key!r} ({e})\n"
-                f"Expected layout:\n{RHD_LAYOUT}") from e
+            raise _format_error(
+                f"{source}: frame {frame} has no numeric field {key!r} ({e})") from e
         if value.shape != shape:
-            raise AnnotationFormatError(f"{source}: frame {frame} field {key!r} has shape "
-                                        f"{value.shape}, expected {shape}")
+            raise _format_error(f"{source}: frame {frame} field {key!r} has shape "
+                                f"{value.shape}, expected {shape}")
         out.append(value)
     return tuple(out)
 
@@ -104,29 +107,24 @@ def parse_annotation_file(path: Path) -> dict[str, np.ndarray]:
     if path.suffix == ".pickle":
         data = restricted_load(path, encoding="latin1")
         if not isinstance(data, dict) or not data:
-            raise AnnotationFormatError(f"{path}: expected a non-empty dict {{frame id: "
-                                        f"{{'uv_vis', 'xyz', 'K'}}}}, got {type(data).__name__}"
-                                        f"\nExpected layout:\n{RHD_LAYOUT}")
+            raise _format_error(f"{path}: expected a non-empty dict {{frame id: "
+                                f"{{'uv_vis', 'xyz', 'K'}}}}, got {type(data).__name__}")
         items = sorted(data.items())
         if not all(isinstance(k, int) for k, _ in items):
-            raise AnnotationFormatError(f"{path}: dict keys must be int frame ids")
+            raise _format_error(f"{path}: dict keys must be int frame ids")
         frames = [k for k, _ in items]
         entries = [v for _, v in items]
     else:
-        try:
-            mat = scipy.io.loadmat(str(path))
-        except (ValueError, OSError, TypeError) as e:
-            raise AnnotationFormatError(f"{path}: not a readable .mat file ({e})") from e
+        mat = read_mat(path, RHD_LAYOUT)
         frames = sorted(int(k[5:]) for k in mat if k.startswith("frame") and k[5:].isdigit())
         if not frames:
-            raise AnnotationFormatError(f"{path}: no 'frame<N>' structs found"
-                                        f"\nExpected layout:\n{RHD_LAYOUT}")
+            raise _format_error(f"{path}: no 'frame<N>' structs found")
         entries = []
         for f in frames:
             struct = mat[f"frame{f}"]
             if struct.dtype.names is None:
-                raise AnnotationFormatError(f"{path}: frame{f} is not a struct with fields "
-                                            f"uv_vis, xyz, K")
+                raise _format_error(f"{path}: frame{f} is not a struct with fields "
+                                    f"uv_vis, xyz, K")
             entries.append({name: struct[0, 0][name] for name in struct.dtype.names})
     arrays = [_entry_arrays(e, path, f) for f, e in zip(frames, entries, strict=True)]
     return {

@@ -27,9 +27,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
-from datasets.base import AnnotationFormatError, DatasetLayoutError, FrameRecord, HandAnnotation
+from datasets.base import (
+    AnnotationFormatError,
+    DatasetLayoutError,
+    FrameRecord,
+    HandAnnotation,
+    read_mat,
+)
 from datasets.cache import CacheDir, cached_arrays
 from datasets.joints import NUM_JOINTS, STB_TO_CANONICAL, stb_palm_to_wrist
 from datasets.stb_calibration import BB_K, SK_COLOR_K, bb_left_to_right, sk_depth_to_color
@@ -65,6 +70,10 @@ def _layout_error(message: str) -> DatasetLayoutError:
     return DatasetLayoutError(f"{message}\nExpected layout:\n{STB_LAYOUT}")
 
 
+def _format_error(message: str) -> AnnotationFormatError:
+    return AnnotationFormatError(f"{message}\nExpected layout:\n{STB_LAYOUT}")
+
+
 def encode_frame_id(sequence: str, view: str, frame: int) -> int:
     """The sample frame id of (sequence, view, frame) (see the module docstring)."""
     return SEQUENCES.index(sequence) * 100000 + VIEW_CODES[view] * 10000 + int(frame)
@@ -80,19 +89,15 @@ def decode_frame_id(frame_id: int) -> tuple[str, str, int]:
 
 def parse_label_file(path: Path) -> dict[str, np.ndarray]:
     """``handPara`` of an STB label file as 'joints_mm' (frames, 21, 3) float64 (STB order)."""
-    try:
-        mat = scipy.io.loadmat(str(path))
-    except (ValueError, OSError, TypeError) as e:
-        raise AnnotationFormatError(f"{path}: not a readable .mat file ({e})") from e
+    mat = read_mat(path, STB_LAYOUT)
     if "handPara" not in mat:
         keys = sorted(k for k in mat if not k.startswith("__"))
-        raise AnnotationFormatError(f"{path}: no 'handPara' variable (found {keys}); expected "
-                                    f"handPara (3, 21, frames) in mm\nExpected layout:\n"
-                                    f"{STB_LAYOUT}")
+        raise _format_error(f"{path}: no 'handPara' variable (found {keys}); expected "
+                            f"handPara (3, 21, frames) in mm")
     para = np.asarray(mat["handPara"], dtype=np.float64)
     if para.ndim != 3 or para.shape[:2] != (3, NUM_JOINTS):
-        raise AnnotationFormatError(f"{path}: handPara has shape {para.shape}, expected "
-                                    f"(3, {NUM_JOINTS}, frames)")
+        raise _format_error(f"{path}: handPara has shape {para.shape}, expected "
+                            f"(3, {NUM_JOINTS}, frames)")
     return {"joints_mm": np.ascontiguousarray(para.transpose(2, 1, 0))}
 
 

@@ -124,6 +124,21 @@ def test_mat_without_handpara_is_named(tmp_path: Path) -> None:
         STBReader(root, ["B1Counting"], camera="BB", cache_dir=False)
 
 
+def test_corrupt_mat_files_are_named_with_the_layout(tmp_path: Path) -> None:
+    stb = tmp_path / "STB"
+    (stb / "images" / "B1Counting").mkdir(parents=True)
+    (stb / "labels").mkdir()
+    (stb / "labels" / "B1Counting_BB.mat").write_bytes(b"MATLAB 5.0 MAT-file" + bytes(20))
+    with pytest.raises(AnnotationFormatError, match=r"(?s)B1Counting_BB\.mat: not a readable"
+                                                    r".*Expected layout"):
+        STBReader(stb, ["B1Counting"], camera="BB", cache_dir=False)
+    split_dir = tmp_path / "RHD" / "RHD_published_v2" / "evaluation"
+    (split_dir / "color").mkdir(parents=True)
+    (split_dir / "anno_evaluation.mat").write_bytes(b"not a mat file at all")
+    with pytest.raises(AnnotationFormatError, match=r"(?s)anno_evaluation\.mat.*Expected layout"):
+        build_dataset("rhd", tmp_path, "test", train_aug=False, cache_dir=False)
+
+
 @pytest.mark.realdata
 def test_requested_frame_without_annotation(realdata: Path, tmp_path: Path) -> None:
     rhd_eval_copy(realdata, tmp_path)
