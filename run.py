@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+import datasets
 from datasets.base import DatasetLayoutError, ImageReadError, read_image_rgb
 from datasets.joints import JOINT_NAMES, NUM_JOINTS
 from datasets.transforms import crop_matrix, crop_to_original, flip_matrix, warp_image
@@ -48,7 +49,7 @@ from utils.evaluator import BatchOutput, EvalResult, evaluate
 from utils.heatmap import HeatmapCodec
 from utils.metrics import MetricsSummary
 
-DATASET_NAMES = ("rhd", "stb", "synth", "synth_stb")
+PRETRAINED_DIR = Path(__file__).resolve().parent / "checkpoints" / "pretrained"
 DOWNLOAD_HINT = (
     "How to get the data: RHD from https://lmb.informatik.uni-freiburg.de/projects/hand3d/ "
     "(unpack RHD_published_v2 into <data_root>/RHD/), STB from "
@@ -72,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("checkpoint and model")
-    g.add_argument("-ckp", "--checkpoint", default="checkpoints",
-                   help=f"checkpoint file, or a folder holding {BEST_NAME}")
+    g.add_argument("-ckp", "--checkpoint", default=None,
+                   help=f"checkpoint file, or a folder holding {BEST_NAME} (default: the "
+                   f"shipped real-photo model in {PRETRAINED_DIR.parent.name}/"
+                   f"{PRETRAINED_DIR.name})")
     g.add_argument("-hgs", "--hg-stacks", dest="hg_stacks", type=int, default=None,
                    help="hourglass stacks (checked against the checkpoint's config, which wins)")
     g.add_argument("-hgb", "--hg-blocks", dest="hg_blocks", type=int, default=None,
@@ -86,9 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the model: the fastest path measured on CPU, but its "
                    "first batches compile for 1-3 minutes, so it pays off on long evaluations")
     g = p.add_argument_group("evaluation")
-    g.add_argument("--fine_tune", default="rhd", choices=DATASET_NAMES,
-                   help="dataset to evaluate on (the ancestor's flag name; synth_stb = the "
-                   "generator's STB-format part)")
+    g.add_argument("--fine_tune", default="rhd", choices=tuple(datasets.REGISTRY),
+                   help="dataset to evaluate on (the ancestor's flag name): "
+                   + "; ".join(f"{k}: {v.description}" for k, v in datasets.REGISTRY.items()))
+    g.add_argument("--coco_json", nargs="+", default=None, metavar="FILE",
+                   help="with --fine_tune coco: COCO keypoint files (or folders holding "
+                   "annotations.json)")
+    g.add_argument("--coco_keypoint_order", default="canonical", choices=("canonical", "rhd"),
+                   help="keypoint order of the COCO files ('rhd' for MMPose's converted RHD)")
+    g.add_argument("--hands", default="one", choices=("one", "both"),
+                   help="RHD: the hand with more mask pixels, or both hands")
+    g.add_argument("--stb_camera", default="SK", choices=("SK", "BB", "BB_left", "BB_right"),
+                   help="STB camera")
     g.add_argument("-dr", "--data_root", default="data",
                    help="folder holding RHD/, STB/ and SYNTH/")
     g.add_argument("--split", default="test", choices=("train", "val", "test"),
@@ -121,9 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run on these images instead of a dataset")
     g.add_argument("--bbox", nargs=4, type=float, default=None, metavar=("X", "Y", "W", "H"),
                    help="hand box in the image (pixels); default: the whole image is the crop")
-    g.add_argument("--bbox_scale", type=float, default=2.0,
-                   help="with --bbox: crop side = this x the box's longer side (training "
-                   "crops frame the keypoint box the same way)")
+    g.add_argument("--bbox_scale", type=float, default=None,
+                   help="with --bbox: crop side = this x the box's longer side (default: the "
+                   "checkpoint's training crop factor, 2 for older checkpoints)")
     g.add_argument("--side", default="right", choices=("left", "right"),
                    help="hand side; left hands are mirrored in and the result mirrored back")
     return p
@@ -185,7 +197,7 @@ def load_model(path: Path, args: argparse.Namespace) -> tuple[torch.nn.Module, d
     model = build_model(cfg)
     _load_state_dict(model, ckpt["model"], path, f"the {cfg.preset_name!r} model in its config")
     info = {"checkpoint": str(path), "kind": "2dhandflow", "epoch": ckpt.get("epoch"),
-            "model_config": cfg.to_dict()}  # fmt: skip
+            "model_config": cfg.to_dict(), "data_config": ckpt["config"].get("data")}
     return model, info
 
 
@@ -228,10 +240,11 @@ def _warn_flag_mismatch(cfg: ModelConfig, args: argparse.Namespace) -> None:
 # --- dataset --------------------------------------------------------------------------------
 
 
-def build_eval_dataset(args: argparse.Namespace, cfg: ModelConfig) -> Dataset:
-    """The evaluation dataset at the model's input size; generates the synthetic set's
-    evaluation split when it is missing."""
-    import datasets
+def build_eval_dataset(args: argparse.Namespace, cfg: ModelConfig,
+                       data_cfg: dict[str, Any]) -> Dataset:
+    """The evaluation dataset at the model's input size, framed as the checkpoint's training
+    framed its crops (``data_cfg``: config['data']); generates the synthetic set's evaluation
+    split when it is missing."""
     from datasets.rhd import SPLIT_FOLDERS
 
     data_root = Path(args.data_root)
@@ -260,13 +273,20 @@ def build_eval_dataset(args: argparse.Namespace, cfg: ModelConfig) -> Dataset:
                 f"synthetic STB set not found at {stb_root}: generate it with "
                 f"`python -m datasets.synthetic --out {data_root / 'SYNTH'}`"
             )
+    elif args.fine_tune == "coco" and not args.coco_json:
+        raise CliError("--fine_tune coco needs --coco_json FILE [FILE ...]")
     elif not data_root.is_dir():
         raise CliError(
             f"data root {data_root} does not exist: expected {data_root}/RHD/RHD_published_v2 "
             f"(RHD) or {data_root}/STB (STB).\n{DOWNLOAD_HINT}"
         )
+    options = datasets.ReaderOptions(hands=args.hands, stb_camera=args.stb_camera,
+                                     coco_json=tuple(args.coco_json or ()),
+                                     coco_keypoint_order=args.coco_keypoint_order)
     return datasets.build_dataset(args.fine_tune, data_root, args.split, train_aug=False,
-                                  input_size=cfg.input_size, heatmap_size=cfg.heatmap_size)
+                                  input_size=cfg.input_size, heatmap_size=cfg.heatmap_size,
+                                  sigma=data_cfg.get("sigma", 2.0),
+                                  crop_factor=data_cfg.get("crop_factor", 2.0), options=options)
 
 
 def dataset_record(dataset: Dataset, index: int):
@@ -440,7 +460,7 @@ def show_files(paths: Sequence[Path]) -> None:
 
 def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: Path) -> int:
     try:
-        dataset = build_eval_dataset(args, model.cfg)
+        dataset = build_eval_dataset(args, model.cfg, info.get("data_config") or {})
     except DatasetLayoutError as e:
         raise CliError(f"{e}\n{DOWNLOAD_HINT}") from e
     if len(dataset) == 0:
@@ -494,8 +514,9 @@ def demo_crop_affine(image_wh: tuple[int, int], side: str, bbox: Sequence[float]
 
 
 @torch.no_grad()
-def run_demo(args: argparse.Namespace, model: torch.nn.Module, out: Path) -> int:
+def run_demo(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: Path) -> int:
     cfg = model.cfg
+    bbox_scale = args.bbox_scale or (info.get("data_config") or {}).get("crop_factor", 2.0)
     codec = HeatmapCodec(input_size=cfg.input_size, heatmap_size=cfg.heatmap_size)
     device = next(model.parameters()).device
     for image_path in map(Path, args.image):
@@ -507,7 +528,7 @@ def run_demo(args: argparse.Namespace, model: torch.nn.Module, out: Path) -> int
             raise CliError(f"cannot decode image {image_path}: not an image OpenCV can read "
                            "(PNG, JPEG, ...) or the file is truncated") from e  # fmt: skip
         height, width = image.shape[:2]
-        affine = demo_crop_affine((width, height), args.side, args.bbox, args.bbox_scale,
+        affine = demo_crop_affine((width, height), args.side, args.bbox, bbox_scale,
                                   cfg.input_size)  # fmt: skip
         crop = warp_image(image, affine, cfg.input_size).astype(np.float32) / 255.0
         x = torch.from_numpy(crop.transpose(2, 0, 1).copy())[None].to(device)
@@ -546,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.max_vis is not None and args.max_vis < 1:
             raise CliError(f"--max_vis must be >= 1, got {args.max_vis}")
-        ckpt_path = resolve_checkpoint(args.checkpoint)
+        ckpt_path = resolve_checkpoint(args.checkpoint or PRETRAINED_DIR)
         try:
             device = torch.device(args.device)
         except RuntimeError as e:
@@ -558,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                           f"eval_{args.fine_tune}_{args.split}")  # fmt: skip
         out = Path(args.out) if args.out else default_out
         if args.image:
-            return run_demo(args, model, out)
+            return run_demo(args, model, info, out)
         return run_eval(args, model, info, out)
     except (CliError, CheckpointError, DatasetLayoutError, ImageReadError,
             FileNotFoundError) as e:  # fmt: skip

@@ -14,13 +14,22 @@ Names and where they are read from (``data_root`` is the folder holding them):
     'synth'      <data_root>/SYNTH/RHD/RHD_published_v2  (the project's generator, RHD format)
     'stb'        <data_root>/STB                      train/val: B2-B6, test: B1
     'synth_stb'  <data_root>/SYNTH/STB                (the generator's STB format)
+    'coco'       the COCO keypoint files of ReaderOptions.coco_json (MMPose's format)
+    'pseudo'     <data_root>/pseudo/<source>/annotations.json (COCO format, every source)
+    'hgcnn_real' <data_root>/HandGraphCNN_RealWorld/real_world_testset (evaluation only)
+
+The table is `REGISTRY`; adding a dataset is one reader module plus one `DatasetSpec` line
+(or `register_dataset(name, spec)` from outside the package).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from datasets.base import (
     SAMPLE_KEYS,
@@ -31,9 +40,12 @@ from datasets.base import (
     HandDataset,
     ImageReadError,
     MixedDataset,
+    WeightedMixture,
     train_val_indices,
 )
 from datasets.cache import CacheDir
+from datasets.coco import COCOReader, source_name
+from datasets.hgcnn import HGCNNRealReader
 from datasets.rhd import RHD_PIXEL_OFFSET, SPLIT_FOLDERS, RHDReader
 from datasets.stb import TEST_SEQUENCES, TRAIN_SEQUENCES, STBReader
 from datasets.transforms import AugmentConfig, CropConfig, crop_to_original
@@ -43,26 +55,200 @@ __all__ = [
     "SAMPLE_KEYS", "AnnotationFormatError", "AugmentConfig", "CropConfig", "DatasetLayoutError",
     "FrameRecord", "HandAnnotation", "HandDataset", "HeatmapCodec", "ImageReadError",
     "MixedDataset", "RHDReader", "STBReader", "build_dataset", "build_datasets",
-    "crop_to_original", "dataset_root",
+    "crop_to_original", "dataset_root", "COCOReader", "HGCNNRealReader", "REGISTRY",
+    "DatasetSpec", "ReaderOptions", "WeightedMixture", "register_dataset", "dataset_spec",
 ]  # fmt: skip
 
-DATASET_NAMES = ("rhd", "synth", "stb", "synth_stb")
 # The synthetic generator renders in OpenCV's convention already (pixel centres at integers).
 SYNTH_PIXEL_OFFSET = 0.0
 
 
+@dataclass(frozen=True)
+class ReaderOptions:
+    """Reader-specific options, in one object (each reader reads the fields it knows).
+
+    Attributes:
+        hands: RHD: 'one' (the hand with more mask pixels) or 'both'.
+        stb_camera: STB camera 'SK' (BiHand) | 'BB' | 'BB_left' | 'BB_right'.
+        stb_sequences: STB sequences to read instead of the split's default ones.
+        stb_val_sequences: STB: whole training sequences used as 'val' (None: hash split).
+        coco_json: 'coco': annotation files (or folders holding annotations.json).
+        coco_keypoint_order: 'coco': 'canonical' (MediaPipe/FreiHAND) or 'rhd'.
+        pseudo_sources: 'pseudo': the sources (sub-folders) to read; None: all.
+        skip_bad_annotations: COCO readers drop malformed annotations (counted) instead of
+            raising.
+    """
+
+    hands: str = "one"
+    stb_camera: str = "SK"
+    stb_sequences: tuple[str, ...] | None = None
+    stb_val_sequences: tuple[str, ...] | None = None
+    coco_json: tuple[str, ...] = ()
+    coco_keypoint_order: str = "canonical"
+    pseudo_sources: tuple[str, ...] | None = None
+    skip_bad_annotations: bool = False
+
+
+class ConcatReader:
+    """Several readers as one; records keep their own dataset names.
+
+    Split keys are offset per reader so that keys of different readers never collide.
+    """
+
+    def __init__(self, readers: Sequence[Any], name: str) -> None:
+        if not readers:
+            raise ValueError(f"{name}: no reader to combine")
+        self.readers = list(readers)
+        self.name = name
+        self._starts = np.cumsum([0] + [len(r) for r in self.readers])
+        self.split_keys = np.concatenate([
+            np.asarray(r.split_keys, dtype=np.int64) + (i << 40)
+            for i, r in enumerate(self.readers)])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def record(self, index: int) -> FrameRecord:
+        part = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return self.readers[part].record(index - int(self._starts[part]))
+
+
+def _rhd_reader(name: str, offset: float) -> Callable[..., Any]:
+    def make(root: Path, split: str, frame_ids: Iterable[int] | None, pixel_offset: float | None,
+             cache_dir: CacheDir, opts: ReaderOptions) -> Any:
+        return RHDReader(root, SPLIT_FOLDERS[split], name=name, frame_ids=frame_ids,
+                         hands=opts.hands, pixel_offset=offset if pixel_offset is None
+                         else pixel_offset, cache_dir=cache_dir)
+    return make
+
+
+def _stb_sequences(split: str, opts: ReaderOptions) -> tuple[str, ...]:
+    if opts.stb_sequences is not None:
+        return tuple(opts.stb_sequences)
+    if split == "test":
+        return TEST_SEQUENCES
+    if opts.stb_val_sequences:
+        val_seqs = tuple(opts.stb_val_sequences)
+        bad = [s for s in val_seqs if s not in TRAIN_SEQUENCES]
+        if bad:
+            raise ValueError(f"stb_val_sequences must be training sequences, got {bad}")
+        return val_seqs if split == "val" else tuple(
+            s for s in TRAIN_SEQUENCES if s not in val_seqs)
+    return TRAIN_SEQUENCES
+
+
+def _stb_reader(name: str) -> Callable[..., Any]:
+    def make(root: Path, split: str, frame_ids: Iterable[int] | None, pixel_offset: float | None,
+             cache_dir: CacheDir, opts: ReaderOptions) -> Any:
+        return STBReader(root, _stb_sequences(split, opts), camera=opts.stb_camera, name=name,
+                         frame_ids=frame_ids, pixel_offset=pixel_offset or 0.0,
+                         cache_dir=cache_dir)
+    return make
+
+
+def _coco_reader(root: Path, split: str, frame_ids: Iterable[int] | None,
+                 pixel_offset: float | None, cache_dir: CacheDir, opts: ReaderOptions) -> Any:
+    if not opts.coco_json:
+        raise ValueError("dataset 'coco' needs the annotation files: pass --coco_json FILE "
+                         "[FILE ...] (COCO keypoints JSON, or folders holding annotations.json)")
+    readers = [COCOReader(Path(p) if Path(p).is_absolute() or Path(p).exists() else root / p,
+                          name=f"coco/{source_name(p)}",
+                          keypoint_order=opts.coco_keypoint_order,
+                          pixel_offset=pixel_offset or 0.0,
+                          skip_bad_annotations=opts.skip_bad_annotations)
+               for p in opts.coco_json]
+    return readers[0] if len(readers) == 1 else ConcatReader(readers, "coco")
+
+
+def pseudo_sources(root: Path) -> list[str]:
+    """The source folders of a pseudo-label root (each holds annotations.json)."""
+    if not root.is_dir():
+        raise DatasetLayoutError(f"{root}: pseudo-label folder not found (expected "
+                                 f"<data_root>/pseudo/<source>/annotations.json)")
+    return sorted(p.parent.name for p in root.glob("*/annotations.json"))
+
+
+def _pseudo_reader(root: Path, split: str, frame_ids: Iterable[int] | None,
+                   pixel_offset: float | None, cache_dir: CacheDir, opts: ReaderOptions) -> Any:
+    available = pseudo_sources(root)
+    wanted = list(opts.pseudo_sources) if opts.pseudo_sources else available
+    unknown = sorted(set(wanted) - set(available))
+    if unknown or not wanted:
+        raise DatasetLayoutError(f"{root}: pseudo-label sources {unknown or wanted} not found; "
+                                 f"available: {available}")
+    readers = [COCOReader(root / src, name=f"pseudo/{src}", pixel_offset=pixel_offset or 0.0,
+                          skip_bad_annotations=opts.skip_bad_annotations) for src in wanted]
+    return readers[0] if len(readers) == 1 else ConcatReader(readers, "pseudo")
+
+
+def _hgcnn_reader(root: Path, split: str, frame_ids: Iterable[int] | None,
+                  pixel_offset: float | None, cache_dir: CacheDir, opts: ReaderOptions) -> Any:
+    if split != "test":
+        raise ValueError("hgcnn_real is an evaluation set: only split 'test' exists (it must "
+                         "not be trained on)")
+    return HGCNNRealReader(root, frame_ids=frame_ids)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One registry entry.
+
+    Attributes:
+        root: the dataset's folder relative to ``data_root``.
+        make_reader: (root, split, frame_ids, pixel_offset, cache_dir, ReaderOptions) ->
+            a reader (see `datasets.base.Reader`) of that split.
+        split: 'hash' ('train'/'val' are carved from the training records by a seeded
+            hash of the reader's split keys) or 'none' (an evaluation set: 'test' only).
+        generator: how to create the data when missing ('synthetic' or None).
+        description: one line for --help and the README.
+    """
+
+    root: str
+    make_reader: Callable[..., Any]
+    split: str = "hash"
+    generator: str | None = None
+    description: str = ""
+
+
+# Adding a dataset = a reader module + one line here.
+REGISTRY: dict[str, DatasetSpec] = {
+    "rhd": DatasetSpec("RHD/RHD_published_v2", _rhd_reader("rhd", RHD_PIXEL_OFFSET),
+                       description="RHD v1.1; train/val: training, test: evaluation"),
+    "synth": DatasetSpec("SYNTH/RHD/RHD_published_v2", _rhd_reader("synth", SYNTH_PIXEL_OFFSET),
+                         generator="synthetic",
+                         description="the project's synthetic hands, RHD format"),
+    "stb": DatasetSpec("STB", _stb_reader("stb"),
+                       description="STB; train/val: B2-B6, test: B1"),
+    "synth_stb": DatasetSpec("SYNTH/STB", _stb_reader("synth_stb"), generator="synthetic",
+                             description="the generator's STB-format part"),
+    "coco": DatasetSpec(".", _coco_reader,
+                        description="COCO keypoint files given by --coco_json (MMPose format)"),
+    "pseudo": DatasetSpec("pseudo", _pseudo_reader,
+                          description="pseudo-labelled real photos, <data_root>/pseudo/<source>"),
+    "hgcnn_real": DatasetSpec("HandGraphCNN_RealWorld/real_world_testset", _hgcnn_reader,
+                              split="none",
+                              description="hand-graph-cnn real-world photos (evaluation only)"),
+}
+DATASET_NAMES = tuple(REGISTRY)
+
+
+def register_dataset(name: str, spec: DatasetSpec) -> None:
+    """Add a dataset to the registry (the CLIs take their choices from it)."""
+    if name in REGISTRY:
+        raise ValueError(f"dataset {name!r} is already registered")
+    REGISTRY[name] = spec
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The registry entry of ``name``; a clear error for unknown names."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; known: {tuple(REGISTRY)}")
+    return REGISTRY[name]
+
+
 def dataset_root(name: str, data_root: Path | str) -> Path:
     """The folder a dataset name is read from (see the module docstring)."""
-    data_root = Path(data_root)
-    roots = {
-        "rhd": data_root / "RHD" / "RHD_published_v2",
-        "synth": data_root / "SYNTH" / "RHD" / "RHD_published_v2",
-        "stb": data_root / "STB",
-        "synth_stb": data_root / "SYNTH" / "STB",
-    }
-    if name not in roots:
-        raise ValueError(f"unknown dataset {name!r}; known: {DATASET_NAMES}")
-    return roots[name]
+    return Path(data_root) / dataset_spec(name).root
 
 
 def build_dataset(
@@ -87,11 +273,13 @@ def build_dataset(
     stb_camera: str = "SK",
     stb_sequences: Sequence[str] | None = None,
     stb_val_sequences: Sequence[str] | None = None,
+    options: ReaderOptions | None = None,
 ) -> HandDataset:
     """One dataset split as a torch Dataset of sample dicts.
 
     Args:
-        name: 'rhd' | 'synth' | 'stb' | 'synth_stb'.
+        name: a registry name (`REGISTRY`: rhd, synth, stb, synth_stb, coco, pseudo,
+            hgcnn_real, and any registered later).
         data_root: folder holding RHD/, STB/ and SYNTH/ (see the module docstring).
         split: 'train' | 'val' | 'test'. 'val' is carved from the training frames by a
             seeded hash of frame ids (``val_fraction``, ``split_seed``); 'train' excludes them.
@@ -112,38 +300,26 @@ def build_dataset(
         stb_sequences: STB sequences to read instead of the split's default ones.
         stb_val_sequences: STB: use these whole training sequences as 'val' instead of
             the hash split (None or empty: hash split).
+        options: all reader-specific options in one object (replaces ``hands`` and the
+            ``stb_*`` arguments when given).
 
     Returns:
         A `HandDataset`.
     """
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    spec = dataset_spec(name)
+    if options is None:
+        options = ReaderOptions(
+            hands=hands, stb_camera=stb_camera,
+            stb_sequences=None if stb_sequences is None else tuple(stb_sequences),
+            stb_val_sequences=tuple(stb_val_sequences) if stb_val_sequences else None)
     root = dataset_root(name, data_root)
-    if name in ("rhd", "synth"):
-        offset = pixel_offset if pixel_offset is not None else (
-            RHD_PIXEL_OFFSET if name == "rhd" else SYNTH_PIXEL_OFFSET)
-        reader: Any = RHDReader(root, SPLIT_FOLDERS[split], name=name, frame_ids=frame_ids,
-                                hands=hands, pixel_offset=offset, cache_dir=cache_dir)
-    else:
-        if stb_sequences is not None:
-            sequences = tuple(stb_sequences)
-        elif split == "test":
-            sequences = TEST_SEQUENCES
-        elif stb_val_sequences:
-            val_seqs = tuple(stb_val_sequences)
-            bad = [s for s in val_seqs if s not in TRAIN_SEQUENCES]
-            if bad:
-                raise ValueError(f"stb_val_sequences must be training sequences, got {bad}")
-            sequences = val_seqs if split == "val" else tuple(
-                s for s in TRAIN_SEQUENCES if s not in val_seqs)
-        else:
-            sequences = TRAIN_SEQUENCES
-        reader = STBReader(root, sequences, camera=stb_camera, name="stb" if name == "stb"
-                           else "synth_stb", frame_ids=frame_ids,
-                           pixel_offset=0.0 if pixel_offset is None else pixel_offset,
-                           cache_dir=cache_dir)
+    if spec.split == "none" and split != "test":
+        raise ValueError(f"{name} is an evaluation set: only split 'test' exists")
+    reader = spec.make_reader(root, split, frame_ids, pixel_offset, cache_dir, options)
     indices = None
-    whole_sequence_split = name in ("stb", "synth_stb") and bool(stb_val_sequences)
+    whole_sequence_split = name in ("stb", "synth_stb") and bool(options.stb_val_sequences)
     if split in ("train", "val") and not whole_sequence_split:
         indices = train_val_indices(reader.split_keys, split, val_fraction, split_seed)
     codec = HeatmapCodec(input_size, heatmap_size, sigma, zero_invisible=zero_invisible)
@@ -153,8 +329,15 @@ def build_dataset(
 
 
 def build_datasets(names: Sequence[str], data_root: Path | str, split: str, *,
-                   train_aug: bool, **kwargs: Any) -> MixedDataset:
-    """Several datasets mixed into one (`build_dataset` for each name, same kwargs)."""
-    return MixedDataset([build_dataset(n, data_root, split, train_aug=train_aug, **kwargs)
-                         for n in names])
+                   train_aug: bool, weights: Sequence[float] | None = None,
+                   **kwargs: Any) -> MixedDataset | WeightedMixture:
+    """Several datasets mixed into one (`build_dataset` for each name, same kwargs).
+
+    Without ``weights`` the datasets are concatenated (each sample once per epoch); with
+    them, an epoch draws from each dataset its weight's share of samples (`WeightedMixture`).
+    """
+    parts = [build_dataset(n, data_root, split, train_aug=train_aug, **kwargs) for n in names]
+    if weights is None:
+        return MixedDataset(parts)
+    return WeightedMixture(parts, weights, seed=kwargs.get("seed", 0))
 

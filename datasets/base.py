@@ -24,10 +24,13 @@ Sample keys (exactly these; the default collate stacks them):
     orig_size_wh     int64 (2,)            original image width, height
     affine           float32 (2, 3)        original pixels -> crop pixels, flip included
     flipped          bool                  the sample was mirrored (left hand -> right)
-    K                float32 (3, 3)        crop intrinsics (after flip, rotation, crop)
+    K                float32 (3, 3)        crop intrinsics (after flip, rotation, crop);
+                                           NaN when the dataset has no camera (COCO)
     joints_m         float32 (21, 3)       3D joints in the crop camera frame, metres;
                                            project_points(K, joints_m) == kp2d_px (for
-                                           RHD up to its label noise, median 0.04 px)
+                                           RHD up to its label noise, median 0.04 px);
+                                           NaN when the dataset has no 3D labels (COCO)
+    has_3d           bool                  K and joints_m hold real values
     dataset          str                   reader name: 'rhd' | 'stb' | 'synth' | ...
     frame_id         int                   frame id in the reader (see each reader)
 
@@ -54,6 +57,7 @@ from datasets.transforms import (
     CropConfig,
     GeometricParams,
     compute_crop,
+    occlude,
     photometric,
     sample_geometric,
     warp_image,
@@ -63,8 +67,8 @@ from utils.heatmap import HeatmapCodec
 
 SAMPLE_KEYS: tuple[str, ...] = (
     "image", "heatmaps", "heatmap_weights", "mask", "has_mask", "kp2d_px", "visible",
-    "kp2d_orig_px", "orig_size_wh", "affine", "flipped", "K", "joints_m", "dataset",
-    "frame_id",
+    "kp2d_orig_px", "orig_size_wh", "affine", "flipped", "K", "joints_m", "has_3d",
+    "dataset", "frame_id",
 )  # fmt: skip
 
 SPLITS = ("train", "val", "test")
@@ -90,14 +94,15 @@ class HandAnnotation:
         side: 'left' or 'right'.
         kp2d_px: (21, 2) float64 labels, original pixels, OpenCV convention.
         visible: (21,) bool visibility flags of the dataset.
-        joints_m: (21, 3) float64 joints in the camera frame, metres.
+        joints_m: (21, 3) float64 joints in the camera frame, metres; None when the dataset
+            has no 3D labels.
         mask_ids: ids of this hand's pixels in the frame's mask image (empty: no mask).
     """
 
     side: str
     kp2d_px: np.ndarray
     visible: np.ndarray
-    joints_m: np.ndarray
+    joints_m: np.ndarray | None
     mask_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
@@ -116,7 +121,8 @@ class FrameRecord:
         dataset: reader name put into the sample.
         frame_id: id of the frame (see the reader for its meaning).
         image_path: the RGB image file.
-        K: (3, 3) float64 intrinsics of the image, OpenCV convention.
+        K: (3, 3) float64 intrinsics of the image, OpenCV convention; None when the
+            dataset has no camera (the crop then rotates about the image centre).
         hands: the candidate hands.
         mask_path: a label image whose pixel values are hand ids, or None.
         mask_is_binary: the mask marks the hand with any non-zero value (not with ids).
@@ -125,7 +131,7 @@ class FrameRecord:
     dataset: str
     frame_id: int
     image_path: Path
-    K: np.ndarray
+    K: np.ndarray | None
     hands: tuple[HandAnnotation, ...]
     mask_path: Path | None = None
     mask_is_binary: bool = False
@@ -232,7 +238,8 @@ def make_sample(record: FrameRecord, image: np.ndarray, mask: np.ndarray | None,
         if rng is None:
             raise ValueError("augmentation needs a random generator")
         params = sample_geometric(rng, aug)
-    if not (hand.joints_m[:, 2] > 0).any():
+    has_3d = record.K is not None and hand.joints_m is not None
+    if hand.joints_m is not None and not (hand.joints_m[:, 2] > 0).any():
         raise AnnotationFormatError(f"{record.image_path}: {record.dataset} frame "
                                     f"{record.frame_id}, {hand.side} hand has no joint in front "
                                     f"of the camera; cannot frame a crop")
@@ -242,6 +249,7 @@ def make_sample(record: FrameRecord, image: np.ndarray, mask: np.ndarray | None,
     crop_img *= np.float32(1.0 / 255.0)
     if aug is not None:
         crop_img = photometric(crop_img, rng, aug)
+        crop_img = occlude(crop_img, rng, aug)
     has_mask = mask is not None and (record.mask_is_binary or bool(hand.mask_ids))
     if has_mask:
         mask_t = warp_mask(hand_mask(record, hand, mask), geo.affine, crop.out_size, mask_size)
@@ -262,6 +270,7 @@ def make_sample(record: FrameRecord, image: np.ndarray, mask: np.ndarray | None,
         "flipped": bool(geo.flipped),
         "K": torch.from_numpy(geo.K.astype(np.float32)),
         "joints_m": torch.from_numpy(geo.joints_m.astype(np.float32)),
+        "has_3d": has_3d,
         "dataset": record.dataset,
         "frame_id": int(record.frame_id),
     }
@@ -341,6 +350,69 @@ class MixedDataset(ConcatDataset):
         """Forward the epoch to every member dataset."""
         for ds in self.datasets:
             ds.set_epoch(epoch)
+
+
+class WeightedMixture(Dataset):
+    """Datasets drawn with fixed shares per epoch, whatever their sizes.
+
+    An epoch has ``epoch_size`` samples (default: the members' total); dataset ``d`` gets
+    ``round(weight_d / sum(weights) * epoch_size)`` of them, taken from a seeded permutation
+    of its samples, cycled when it has fewer. The table is a function of (seed, epoch), so
+    every loader worker that calls ``set_epoch`` builds the same one.
+
+    Args:
+        datasets: the member datasets.
+        weights: one non-negative sampling weight per dataset (not all zero).
+        epoch_size: samples per epoch.
+        seed: seed of the per-epoch draws.
+    """
+
+    def __init__(self, datasets: Sequence[HandDataset], weights: Sequence[float],
+                 epoch_size: int | None = None, seed: int = 0) -> None:
+        if not datasets:
+            raise ValueError("WeightedMixture needs at least one dataset")
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (len(datasets),):
+            raise ValueError(f"need one weight per dataset ({len(datasets)}), got "
+                             f"{weights.tolist()}")
+        if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(f"dataset weights must be finite, >= 0 and not all 0, got "
+                             f"{weights.tolist()}")
+        empty = [i for i, d in enumerate(datasets) if len(d) == 0 and weights[i] > 0]
+        if empty:
+            raise ValueError(f"datasets {empty} have a positive weight but no samples")
+        self.datasets = list(datasets)
+        self.weights = weights / weights.sum()
+        self.epoch_size = int(epoch_size or sum(len(d) for d in datasets))
+        self.seed = int(seed)
+        counts = np.floor(self.weights * self.epoch_size).astype(np.int64)
+        # Largest remainders get the samples left over by the floor.
+        rest = self.epoch_size - int(counts.sum())
+        counts[np.argsort(-(self.weights * self.epoch_size - counts), kind="stable")[:rest]] += 1
+        self.counts = counts
+        self.set_epoch(0)
+
+    def __len__(self) -> int:
+        return self.epoch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the epoch's table and forward the epoch to every member."""
+        self.epoch = int(epoch)
+        parts, inner = [], []
+        for d, (ds, count) in enumerate(zip(self.datasets, self.counts, strict=True)):
+            ds.set_epoch(epoch)
+            if count == 0:
+                continue
+            rng = np.random.default_rng([self.seed, self.epoch, d, 0x6D6978])
+            reps = -(-int(count) // len(ds))
+            order = np.concatenate([rng.permutation(len(ds)) for _ in range(reps)])[:count]
+            parts.append(np.full(count, d, dtype=np.int64))
+            inner.append(order)
+        self._part = np.concatenate(parts)
+        self._inner = np.concatenate(inner)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.datasets[int(self._part[index])][int(self._inner[index])]
 
 
 # --- train / val split ----------------------------------------------------------------------

@@ -58,6 +58,10 @@ class AugmentConfig:
         hue_deg: hue rotation (in YIQ space) by U(-h, h) degrees.
         blur_prob: probability of a Gaussian blur of the crop.
         blur_sigma_max: blur sigma drawn from U(0.3, max), crop pixels.
+        occlusion_prob: probability of pasting occluding rectangles over the crop (real
+            photos: objects and the other hand cover parts of the hand).
+        occlusion_max_frac: each rectangle's sides are drawn from U(0.1, max) x crop side.
+        occlusion_max_count: up to this many rectangles per occluded crop.
     """
 
     center_jitter: float = 0.08
@@ -69,6 +73,9 @@ class AugmentConfig:
     hue_deg: float = 10.0
     blur_prob: float = 0.3
     blur_sigma_max: float = 1.5
+    occlusion_prob: float = 0.0
+    occlusion_max_frac: float = 0.4
+    occlusion_max_count: int = 2
 
 
 @dataclass(frozen=True)
@@ -193,15 +200,17 @@ def keypoint_box(kp2d_px: np.ndarray, joints_m: np.ndarray | None = None
     return pts.min(axis=0), pts.max(axis=0)
 
 
-def compute_crop(kp2d_px: np.ndarray, joints_m: np.ndarray, K: np.ndarray,
+def compute_crop(kp2d_px: np.ndarray, joints_m: np.ndarray | None, K: np.ndarray | None,
                  image_wh: tuple[int, int], *, flip: bool, crop: CropConfig,
                  params: GeometricParams | None = None) -> CropResult:
     """The crop geometry of one hand (see the module docstring for the composition).
 
     Args:
         kp2d_px: (21, 2) keypoint labels in original pixels (OpenCV convention).
-        joints_m: (21, 3) joints in the original camera frame, metres.
-        K: (3, 3) intrinsics of the original image (OpenCV convention).
+        joints_m: (21, 3) joints in the original camera frame, metres; None without 3D
+            labels (the result's joints_m is then NaN).
+        K: (3, 3) intrinsics of the original image (OpenCV convention); None without a
+            camera: rotations turn about the image centre and the result's K is NaN.
         image_wh: original image (width, height).
         flip: mirror the image (left hand -> right hand).
         crop: framing.
@@ -211,10 +220,17 @@ def compute_crop(kp2d_px: np.ndarray, joints_m: np.ndarray, K: np.ndarray,
         The crop's `CropResult`.
     """
     params = params or GeometricParams()
-    width = int(image_wh[0])
+    width, height = int(image_wh[0]), int(image_wh[1])
     affine = np.eye(3)
-    K_cur = np.asarray(K, dtype=np.float64)
-    joints = np.asarray(joints_m, dtype=np.float64)
+    has_camera = K is not None
+    if has_camera:
+        K_cur = np.asarray(K, dtype=np.float64)
+    else:
+        # A square-pixel stand-in camera at the image centre: rotations turn about the centre.
+        K_cur = np.array([[1.0, 0.0, (width - 1) / 2.0], [0.0, 1.0, (height - 1) / 2.0],
+                          [0.0, 0.0, 1.0]])
+    joints = (np.full((len(kp2d_px), 3), np.nan) if joints_m is None
+              else np.asarray(joints_m, dtype=np.float64))
     if flip:
         affine = flip_matrix(width)
         K_cur = flip_intrinsics(K_cur, width)
@@ -224,12 +240,13 @@ def compute_crop(kp2d_px: np.ndarray, joints_m: np.ndarray, K: np.ndarray,
         affine = rot @ affine
         joints = joints @ rotation_z(params.angle_rad).T
     kp_rot = apply_affine(affine, kp2d_px)
-    lo, hi = keypoint_box(kp_rot, joints)
+    lo, hi = keypoint_box(kp_rot, joints if joints_m is not None else None)
     side = crop.factor * float(max(hi[0] - lo[0], hi[1] - lo[1], 1.0)) * params.scale
     center = (lo + hi) / 2.0 + side * np.asarray(params.center_shift, dtype=np.float64)
     cmat = crop_matrix(center, side, crop.out_size)
     affine = cmat @ affine
-    return CropResult(affine=affine, K=cmat @ K_cur, joints_m=joints,
+    K_crop = cmat @ K_cur if has_camera else np.full((3, 3), np.nan)
+    return CropResult(affine=affine, K=K_crop, joints_m=joints,
                       kp2d_px=apply_affine(affine, kp2d_px), flipped=bool(flip))
 
 
@@ -290,6 +307,26 @@ def photometric(image: np.ndarray, rng: np.random.Generator, aug: AugmentConfig)
         sigma = rng.uniform(0.3, max(aug.blur_sigma_max, 0.3))
         out = cv2.GaussianBlur(out, (0, 0), sigmaX=sigma, sigmaY=sigma)
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+def occlude(image: np.ndarray, rng: np.random.Generator, aug: AugmentConfig) -> np.ndarray:
+    """Paste up to ``occlusion_max_count`` rectangles of flat colour or noise over a crop.
+
+    The labels stay unchanged: the model learns to place joints it cannot see. Draws
+    nothing from ``rng`` when ``occlusion_prob`` is 0, so other draws stay as they were.
+    """
+    if aug.occlusion_prob <= 0 or rng.uniform() >= aug.occlusion_prob:
+        return image
+    side = image.shape[0]
+    for _ in range(int(rng.integers(1, max(aug.occlusion_max_count, 1) + 1))):
+        w, h = (rng.uniform(0.1, max(aug.occlusion_max_frac, 0.1), size=2) * side).astype(int)
+        x0, y0 = rng.integers(0, side - w + 1), rng.integers(0, side - h + 1)
+        if rng.uniform() < 0.5:
+            patch = rng.uniform(0.0, 1.0, size=3).astype(np.float32)
+        else:
+            patch = rng.uniform(0.0, 1.0, size=(h, w, 3)).astype(np.float32)
+        image[y0:y0 + h, x0:x0 + w] = patch
+    return image
 
 
 def projection_error_px(K: np.ndarray, joints_m: np.ndarray, kp2d_px: np.ndarray) -> np.ndarray:

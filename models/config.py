@@ -118,8 +118,9 @@ class ModelConfig:
         """Build a preset config, optionally overriding fields.
 
         Args:
-            name: 'default' (BiHand SeedNet, 256 input, 2 stacks, 256 channels, 8-step flow)
-                or 'small' (64 channels, 1 stack, 128 input -> 32x32 heatmaps, 4-step flow).
+            name: 'default' (BiHand SeedNet, 256 input, 2 stacks, 256 channels, 8-step flow),
+                'small' (64 channels, 1 stack, 128 input -> 32x32 heatmaps, 4-step flow) or
+                'real' (128 channels, 2 stacks, 128 input, 4-step flow: the shipped model).
             **overrides: field values replacing the preset's.
         """
         presets: dict[str, dict[str, Any]] = {
@@ -127,6 +128,15 @@ class ModelConfig:
             "small": {
                 "nstacks": 1,
                 "channels": 64,
+                "input_size": 128,
+                "flow_steps": 4,
+                "flow_pool": 4,
+            },
+            # The shipped real-photo model: two stacks at twice the small width, 128 px
+            # (measured on the 2-core CPU as the best accuracy per training minute).
+            "real": {
+                "nstacks": 2,
+                "channels": 128,
                 "input_size": 128,
                 "flow_steps": 4,
                 "flow_pool": 4,

@@ -87,7 +87,9 @@ class HandFlowNet(nn.Module):
         flow = None
         if self.flow is not None:
             features = seed.features.detach() if self.cfg.flow_detach else seed.features
-            flow = self.flow(features)
+            # The likelihood and its log-determinant need float32, also under bf16 autocast.
+            with torch.autocast(device_type=features.device.type, enabled=False):
+                flow = self.flow(features.float())
         return HandFlowOutput(seed=seed, flow=flow)
 
 

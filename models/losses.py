@@ -76,7 +76,7 @@ def heatmap_loss(
                 f"predicted heatmaps {tuple(pred.shape)} and target heatmaps "
                 f"{tuple(target.shape)} differ in shape"
             )
-        sq_err = (pred - target).pow(2).mean(dim=(2, 3))  # (B, K)
+        sq_err = (pred.float() - target).pow(2).mean(dim=(2, 3))  # (B, K)
         total = total + 0.5 * (sq_err * weights).mean(dim=0).sum()
     return total
 
@@ -109,7 +109,7 @@ def mask_loss(
             )
         # Targets of samples without a mask may hold anything; keep them out of the graph.
         safe_target = torch.where(has_mask.view(-1, 1, 1, 1), target, torch.zeros_like(target))
-        bce = F.binary_cross_entropy_with_logits(pred, safe_target, reduction="none")
+        bce = F.binary_cross_entropy_with_logits(pred.float(), safe_target, reduction="none")
         per_sample = bce.mean(dim=(1, 2, 3))  # (B,)
         per_sample = torch.where(has_mask, per_sample, torch.zeros_like(per_sample))
         total = total + per_sample.sum() / num_valid

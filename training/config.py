@@ -18,19 +18,24 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-DATASET_NAMES = ("rhd", "stb", "synth", "synth_stb")
-PRESETS = ("default", "small")
+from datasets import REGISTRY
+
+PRESETS = ("default", "small", "real")
+PRECISIONS = ("fp32", "bf16")
+LR_SCHEDULES = ("step", "cosine")
 
 
-def _opt(help_text: str, *flags: str, choices: Sequence[str] | None = None) -> dict[str, Any]:
-    """Field metadata read by `build_parser`: help text, extra flag spellings, choices."""
+def _opt(help_text: str, *flags: str,
+         choices: Sequence[str] | Callable[[], Sequence[str]] | None = None) -> dict[str, Any]:
+    """Field metadata read by `build_parser`: help text, extra flag spellings, choices (a
+    callable is read when the parser is built, e.g. the dataset registry's current names)."""
     return {"help": help_text, "flags": flags, "choices": choices}
 
 
@@ -41,11 +46,43 @@ class TrainConfig:
     # --- data ---
     # Folder holding RHD/RHD_published_v2, STB/ and SYNTH/ (the synthetic set is generated there).
     data_root: str = field(default="data", metadata=_opt("dataset root folder"))
-    # Training datasets, mixed; any of rhd, stb, synth, synth_stb (datasets.build_dataset).
+    # Training datasets, mixed; names of the dataset registry (datasets.REGISTRY).
     datasets: list[str] = field(
         default_factory=lambda: ["synth"],
-        metadata=_opt("training datasets, mixed", choices=DATASET_NAMES),
+        metadata=_opt("training datasets, mixed", choices=lambda: tuple(REGISTRY)),
     )
+    # One sampling weight per --datasets entry: each epoch draws that share of its samples
+    # from each dataset (None: every sample of every dataset once per epoch).
+    dataset_weights: list[float] | None = field(
+        default=None, metadata=_opt("sampling weight per --datasets entry")
+    )
+    # Samples per epoch with --dataset_weights (None: the datasets' total).
+    epoch_size: int | None = field(
+        default=None, metadata=_opt("samples per epoch with --dataset_weights")
+    )
+    # Model selection on these datasets' 'val' split instead of the training datasets'.
+    val_datasets: list[str] | None = field(
+        default=None, metadata=_opt("validation datasets (default: --datasets)",
+                                    choices=lambda: tuple(REGISTRY))
+    )
+    # 'coco': the COCO keypoint files (or folders holding annotations.json).
+    coco_json: list[str] | None = field(
+        default=None, metadata=_opt("COCO keypoint files for dataset 'coco'")
+    )
+    # 'pseudo': the sources (sub-folders of <data_root>/pseudo) to read; None: all.
+    pseudo_sources: list[str] | None = field(
+        default=None, metadata=_opt("pseudo-label sources to use (default: all)")
+    )
+    # COCO readers drop malformed annotations (and report how many) instead of stopping.
+    skip_bad_annotations: bool = field(
+        default=False, metadata=_opt("drop malformed COCO annotations, counting them")
+    )
+    # RHD: 'one' hand per frame (the one with more mask pixels) or 'both' hands.
+    hands: str = field(default="one", metadata=_opt("RHD hands per frame",
+                                                   choices=("one", "both")))
+    # STB camera: 'SK' (BiHand's) or the Bumblebee stereo pair.
+    stb_camera: str = field(default="SK", metadata=_opt(
+        "STB camera", choices=("SK", "BB", "BB_left", "BB_right")))
     # Fraction of the training frames held out for model selection (seeded hash of frame ids;
     # the test split is never used for selection).
     val_fraction: float = field(
@@ -68,6 +105,15 @@ class TrainConfig:
         default="easy",
         metadata=_opt("difficulty of a generated synthetic set", choices=("easy", "hard")),
     )
+    # --- targets and augmentation (saved in every checkpoint as config['data']) ---
+    # Crop side = crop_factor x the longer side of the keypoint box (BiHand: 2).
+    crop_factor: float = field(default=2.0, metadata=_opt("crop side / keypoint-box side"))
+    # Gaussian heatmap sigma, heatmap pixels.
+    sigma: float = field(default=2.0, metadata=_opt("heatmap Gaussian sigma (heatmap px)"))
+    rotation_deg: float = field(default=45.0, metadata=_opt("max rotation, degrees"))
+    scale_jitter: float = field(default=0.15, metadata=_opt("crop side x exp(U(-s, s))"))
+    center_jitter: float = field(default=0.08, metadata=_opt("max centre shift / crop side"))
+    occlusion_prob: float = field(default=0.0, metadata=_opt("probability of occluding patches"))
     # DataLoader worker processes (persistent pool); 0 loads in the main process.
     workers: int = field(default=2, metadata=_opt("data loading workers", "-j"))
 
@@ -118,6 +164,13 @@ class TrainConfig:
     grad_clip: float = field(default=1.0, metadata=_opt("max gradient norm (0: off)"))
     # Mixed precision (CUDA only; ignored with a warning on CPU).
     amp: bool = field(default=False, metadata=_opt("mixed precision on CUDA"))
+    # bf16 autocast of the network's forward pass (weights, losses and the flow stay
+    # float32); on CPUs with AVX512-BF16/AMX it is several times faster.
+    precision: str = field(default="fp32", metadata=_opt("forward precision",
+                                                         choices=PRECISIONS))
+    # 'step' (StepLR, the ancestor's) or 'cosine' (per epoch down to 1 % over --epochs).
+    lr_schedule: str = field(default="step", metadata=_opt("learning-rate schedule",
+                                                          choices=LR_SCHEDULES))
     # Consecutive non-finite-loss steps tolerated (each is skipped) before the run stops.
     max_nonfinite_steps: int = field(
         default=5, metadata=_opt("consecutive non-finite steps before stopping")
@@ -188,6 +241,24 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         "epochs": 1000,
         "snapshot": 0,
         "threads": 1,
+        "workers": 1,
+    },
+    # The shipped real-photo model (README, model card): pseudo-labelled photos mixed with
+    # synthetic frames, tight crops, strong augmentation, bf16 on CPU.
+    "real": {
+        "train_batch": 32,
+        "test_batch": 64,
+        "learning_rate": 1e-3,
+        "lr_schedule": "cosine",
+        "epochs": 40,
+        "snapshot": 0,
+        "crop_factor": 1.5,
+        "rotation_deg": 60.0,
+        "scale_jitter": 0.25,
+        "center_jitter": 0.1,
+        "occlusion_prob": 0.3,
+        "precision": "bf16",
+        "threads": 2,
         "workers": 1,
     },
 }
@@ -270,8 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["type"] = inner
             if is_list:
                 kwargs["nargs"] = "+"
-            if meta.get("choices"):
-                kwargs["choices"] = list(meta["choices"])
+            choices = meta.get("choices")
+            if choices:
+                kwargs["choices"] = list(choices() if callable(choices) else choices)
         parser.add_argument(*flags, **kwargs)
     return parser
 
@@ -293,9 +365,17 @@ def validate_config(cfg: TrainConfig) -> None:
     """Raise ValueError for option values that cannot work (user input, so no asserts)."""
     if cfg.njoints != 21:
         raise ValueError(f"--njoints must be 21 (the canonical hand joints), got {cfg.njoints}")
-    unknown = sorted(set(cfg.datasets) - set(DATASET_NAMES))
+    unknown = sorted(set(cfg.datasets) - set(REGISTRY))
     if unknown or not cfg.datasets:
-        raise ValueError(f"--datasets must be among {DATASET_NAMES}, got {cfg.datasets}")
+        raise ValueError(f"--datasets must be among {tuple(REGISTRY)}, got {cfg.datasets}")
+    if cfg.dataset_weights is not None and len(cfg.dataset_weights) != len(cfg.datasets):
+        raise ValueError(f"--dataset_weights needs one weight per --datasets entry "
+                         f"({len(cfg.datasets)}), got {cfg.dataset_weights}")
+    if cfg.crop_factor <= 0 or cfg.sigma <= 0:
+        raise ValueError(f"--crop_factor and --sigma must be > 0, got {cfg.crop_factor}, "
+                         f"{cfg.sigma}")
+    if not 0.0 <= cfg.occlusion_prob <= 1.0:
+        raise ValueError(f"--occlusion_prob must be in [0, 1], got {cfg.occlusion_prob}")
     if not 0.0 < cfg.val_fraction < 1.0:
         raise ValueError(f"--val_fraction must be in (0, 1), got {cfg.val_fraction}")
     for name in ("train_batch", "test_batch", "epochs"):

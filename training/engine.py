@@ -104,6 +104,13 @@ def describe_frames(batch: Mapping[str, Any]) -> str:
     return ", ".join(f"{n}:{i}" for n, i in zip(names, ids, strict=False))
 
 
+def forward_autocast(device: torch.device, amp: bool, bf16: bool) -> torch.autocast:
+    """The autocast context of the forward pass: CUDA AMP (float16), bf16, or none."""
+    if bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, enabled=amp)
+
+
 def loss_term_values(terms: LossTerms) -> dict[str, float]:
     """The unweighted loss terms and the weighted 'total', as floats."""
     return {name: float(getattr(terms, name).detach()) for name in (*TERM_NAMES, "total")}
@@ -125,6 +132,7 @@ def train_one_epoch(
     should_stop: Callable[[], bool] | None = None,
     after_step: Callable[[EpochProgress], None] | None = None,
     show_progress: bool = True,
+    bf16: bool = False,
 ) -> EpochResult:
     """Train for one epoch (or its remainder after a mid-epoch resume).
 
@@ -144,6 +152,7 @@ def train_one_epoch(
             epoch early, e.g. when the time budget is used.
         after_step: called with the progress after each step (mid-epoch checkpoints).
         show_progress: tqdm bar (rank 0 only).
+        bf16: bf16 autocast of the forward pass (the flow head and the losses stay float32).
 
     Returns:
         An EpochResult; `losses` are means over all samples of all processes.
@@ -180,12 +189,12 @@ def train_one_epoch(
         # every process must then skip the step together, or DDP's gradient all-reduce would
         # wait forever.
         nonfinite_msg = ""
-        with torch.autocast(device_type=device.type, enabled=use_amp):
+        with forward_autocast(device, use_amp, bf16):
             output = model(batch["image"])
-            try:
-                terms = criterion(output, batch)
-            except FloatingPointError as e:
-                nonfinite_msg = str(e)
+        try:
+            terms = criterion(output, batch)
+        except FloatingPointError as e:
+            nonfinite_msg = str(e)
         if any_process(bool(nonfinite_msg), device):
             _skip_step(optimizer, progress, epoch, batch, nonfinite_msg, max_nonfinite_steps)
             bar.update(1)

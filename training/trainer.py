@@ -39,8 +39,9 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from datasets import build_datasets, dataset_root
+from datasets import ReaderOptions, WeightedMixture, build_datasets, dataset_root
 from datasets.synthetic import generate
+from datasets.transforms import AugmentConfig
 from models import HandFlowCriterion, HandFlowNet, ModelConfig, build_model, set_memory_format
 from training.checkpoint import (
     BEST_NAME,
@@ -206,20 +207,54 @@ def ensure_synthetic(cfg: TrainConfig, info: DistInfo) -> None:
     barrier()
 
 
+def data_config(cfg: TrainConfig) -> dict[str, Any]:
+    """How targets and crops are made (saved in every checkpoint as config['data'], so that
+    run.py frames crops exactly as training did)."""
+    return {"crop_factor": cfg.crop_factor, "sigma": cfg.sigma, "zero_invisible": False,
+            "hands": cfg.hands, "augment": dataclasses.asdict(augment_config(cfg))}
+
+
+def augment_config(cfg: TrainConfig) -> AugmentConfig:
+    """The augmentation ranges of the run."""
+    return AugmentConfig(rotation_deg=cfg.rotation_deg, scale_jitter=cfg.scale_jitter,
+                         center_jitter=cfg.center_jitter, occlusion_prob=cfg.occlusion_prob)
+
+
+def reader_options(cfg: TrainConfig) -> ReaderOptions:
+    """The reader-specific options of the run."""
+    return ReaderOptions(
+        hands=cfg.hands, stb_camera=cfg.stb_camera,
+        stb_val_sequences=tuple(cfg.stb_val_sequences) if cfg.stb_val_sequences else None,
+        coco_json=tuple(cfg.coco_json or ()),
+        pseudo_sources=tuple(cfg.pseudo_sources) if cfg.pseudo_sources else None,
+        skip_bad_annotations=cfg.skip_bad_annotations)
+
+
 def build_split(cfg: TrainConfig, mcfg: ModelConfig, split: str) -> Dataset:
-    """The mixed training datasets' 'train' or 'val' split at the model's input size."""
-    return build_datasets(
-        cfg.datasets,
+    """The mixed training datasets' 'train' split, or the validation datasets' 'val' split,
+    at the model's input size."""
+    names = cfg.datasets if split == "train" or not cfg.val_datasets else cfg.val_datasets
+    weighted = split == "train" and cfg.dataset_weights is not None
+    dataset = build_datasets(
+        names,
         cfg.data_root,
         split,
         train_aug=split == "train",
+        weights=cfg.dataset_weights if weighted else None,
         seed=cfg.seed,
         split_seed=cfg.split_seed,
         val_fraction=cfg.val_fraction,
         input_size=mcfg.input_size,
         heatmap_size=mcfg.heatmap_size,
-        stb_val_sequences=cfg.stb_val_sequences,
+        sigma=cfg.sigma,
+        crop_factor=cfg.crop_factor,
+        aug=augment_config(cfg),
+        options=reader_options(cfg),
     )
+    if weighted and cfg.epoch_size is not None:
+        dataset = WeightedMixture(dataset.datasets, cfg.dataset_weights, cfg.epoch_size,
+                                  seed=cfg.seed)
+    return dataset
 
 
 def _loader_options(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
@@ -271,7 +306,8 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_config(out_dir: Path, cfg: TrainConfig, mcfg: ModelConfig) -> None:
-    text = yaml.safe_dump({"model": mcfg.to_dict(), "train": cfg.to_dict()}, sort_keys=False)
+    text = yaml.safe_dump({"model": mcfg.to_dict(), "train": cfg.to_dict(),
+                           "data": data_config(cfg)}, sort_keys=False)
     write_text_atomic(out_dir / CONFIG_NAME, text)
 
 
@@ -300,7 +336,7 @@ def checkpoint_state(
         "epoch": state.epoch,
         "step": state.progress.step,
         "progress": state.progress.to_dict(),
-        "config": {"model": mcfg.to_dict(), "train": cfg.to_dict()},
+        "config": {"model": mcfg.to_dict(), "train": cfg.to_dict(), "data": data_config(cfg)},
         "metrics": {
             "history": list(state.history),
             "best_val_auc": state.best_val_auc,
@@ -403,7 +439,12 @@ def _run(
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_decay_step, cfg.gamma)
+    if cfg.lr_schedule == "cosine":
+        scheduler: torch.optim.lr_scheduler.LRScheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs,
+                                                       eta_min=0.01 * cfg.learning_rate))
+    else:
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_decay_step, cfg.gamma)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
 
     state = RunState(epoch=cfg.start_epoch)
@@ -506,6 +547,7 @@ def _run(
             device=device, epoch=state.epoch, progress=state.progress,
             max_steps=cfg.max_steps_per_epoch, grad_clip=cfg.grad_clip, scaler=scaler,
             max_nonfinite_steps=cfg.max_nonfinite_steps, should_stop=out_of_time,
+            bf16=cfg.precision == "bf16",
             after_step=after_step, show_progress=info.is_main,
         )  # fmt: skip
         sync_buffers(ddp_model)
