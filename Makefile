@@ -31,6 +31,11 @@ demo: $(STAMP) $(SYNTH_DONE)
 		--preset small --time_budget_min $(DEMO_MINUTES) -ckp $(DEMO_DIR)
 	$(PY) run.py --fine_tune synth --data_root $(DATA_ROOT) --checkpoint $(DEMO_DIR) \
 		--out $(DEMO_DIR)/eval --vis --max_vis 16
+	# The shipped real-photo model on the example photos (hand box about the centre 128 px).
+	$(PY) run.py --image assets/examples/open_palm.jpg assets/examples/sign_five.jpg \
+		--side right --bbox 64 64 128 128 --out $(DEMO_DIR)/photos
+	$(PY) run.py --image assets/examples/fist_left.jpg assets/examples/thumb_outdoor.jpg \
+		--side left --bbox 64 64 128 128 --out $(DEMO_DIR)/photos
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "mirror")
     g.add_argument("--bbox_factor", type=float, default=1.2,
                    help="PCK box = ground-truth keypoint box enlarged by this factor (MMPose)")
+    g.add_argument("--frame_ids", default=None, metavar="A-B[,C...]",
+                   help="only these frame ids, e.g. 0-135 (needed for partial copies of a "
+                   "dataset such as ../shared/realdata)")
     g.add_argument("--max_batches", type=int, default=None,
                    help="evaluate only the first N batches (quick checks)")
     g.add_argument("--synth_num_test", type=int, default=300,
@@ -284,9 +287,26 @@ def build_eval_dataset(args: argparse.Namespace, cfg: ModelConfig,
                                      coco_json=tuple(args.coco_json or ()),
                                      coco_keypoint_order=args.coco_keypoint_order)
     return datasets.build_dataset(args.fine_tune, data_root, args.split, train_aug=False,
+                                  frame_ids=parse_frame_ids(args.frame_ids),
                                   input_size=cfg.input_size, heatmap_size=cfg.heatmap_size,
                                   sigma=data_cfg.get("sigma", 2.0),
                                   crop_factor=data_cfg.get("crop_factor", 2.0), options=options)
+
+
+def parse_frame_ids(text: str | None) -> list[int] | None:
+    """'0-135,200' -> [0, ..., 135, 200]; None stays None."""
+    if text is None:
+        return None
+    ids: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            ids.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError as e:
+        raise CliError(f"--frame_ids {text!r}: expected ids and ranges like 0-135,200") from e
+    if not ids:
+        raise CliError(f"--frame_ids {text!r} selects no frame")
+    return ids
 
 
 def dataset_record(dataset: Dataset, index: int):

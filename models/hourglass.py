@@ -44,11 +44,13 @@ class PreActBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in, H, W) -> (B, out, H, W)."""
-        out = self.conv1(F.relu(self.bn1(x)))
-        out = self.conv2(F.relu(self.bn2(out)))
-        out = self.conv3(F.relu(self.bn3(out)))
+        # In place where the tensor is a fresh intermediate (BN and conv outputs): the same
+        # values, without allocating and writing a new tensor per op (as BiHand's code does).
+        out = self.conv1(F.relu(self.bn1(x), inplace=True))
+        out = self.conv2(F.relu(self.bn2(out), inplace=True))
+        out = self.conv3(F.relu(self.bn3(out), inplace=True))
         skip = x if self.conv4 is None else self.conv4(x)
-        return out + skip
+        return out.add_(skip)
 
 
 def make_residual(in_channels: int, out_channels: int, nblocks: int) -> nn.Sequential:
