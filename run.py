@@ -30,7 +30,6 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
-from tqdm import tqdm
 
 from datasets.base import DatasetLayoutError, ImageReadError, read_image_rgb
 from datasets.joints import JOINT_NAMES, NUM_JOINTS
@@ -47,6 +46,7 @@ from utils import vis
 from utils.evaluator import BatchOutput, EvalResult, evaluate
 from utils.heatmap import HeatmapCodec
 from utils.metrics import MetricsSummary
+from utils.progress import progress_bar
 
 DATASET_NAMES = ("rhd", "stb", "synth", "synth_stb")
 DOWNLOAD_HINT = (
@@ -451,7 +451,7 @@ def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: 
     print(f"evaluating {info['checkpoint']} on {args.fine_tune}/{args.split} "
           f"({len(dataset)} samples) on {args.device}", flush=True)  # fmt: skip
     def progress(batches):
-        return tqdm(batches, total=len(loader), desc="eval", leave=False)
+        return progress_bar(batches, total=len(loader), desc="eval", leave=False)
 
     result = evaluate(model, loader, flip_test=args.flip_test, max_batches=args.max_batches,
                       on_batch=writer, progress=progress, bbox_factor=args.bbox_factor)
