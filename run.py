@@ -41,7 +41,12 @@ from models import (
     load_bihand_seednet,
     prepare_for_inference,
 )
-from training.checkpoint import BEST_NAME, CheckpointError, load_checkpoint
+from training.checkpoint import (
+    BEST_NAME,
+    CheckpointError,
+    check_finite_weights,
+    load_checkpoint,
+)
 from utils import vis
 from utils.evaluator import BatchOutput, EvalResult, evaluate
 from utils.heatmap import HeatmapCodec
@@ -207,6 +212,9 @@ def _looks_like_bihand(raw: Any) -> bool:
 def _load_bihand(
     path: Path, raw: dict, args: argparse.Namespace
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    weights = raw.get("state_dict", raw)
+    if isinstance(weights, dict):
+        check_finite_weights(weights, path)
     try:
         model = load_bihand_seednet(raw)
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
