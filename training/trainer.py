@@ -46,8 +46,10 @@ from training.checkpoint import (
     BEST_NAME,
     CHECKPOINT_VERSION,
     LAST_NAME,
+    CheckpointError,
     capture_rng_state,
     load_checkpoint,
+    nonfinite_entries,
     restore_rng_state,
     save_checkpoint,
     snapshot_name,
@@ -66,7 +68,13 @@ from training.distributed import (
     sync_buffers,
     unwrap_model,
 )
-from training.engine import EpochProgress, ValResult, evaluate, train_one_epoch
+from training.engine import (
+    EpochProgress,
+    TrainingDivergedError,
+    ValResult,
+    evaluate,
+    train_one_epoch,
+)
 from training.plots import plot_history
 
 logger = logging.getLogger("training")
@@ -335,6 +343,36 @@ def warn_config_drift(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> No
         )
 
 
+def check_finite_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                                path: Path, device: torch.device) -> None:  # fmt: skip
+    """Raise TrainingDivergedError (on every process) when weights or optimiser values
+    (moments, learning rate, ...) are NaN/inf, before they are written over `path`."""
+    bad = nonfinite_entries({"model": unwrap_model(model).state_dict(),
+                             "optimizer": optimizer.state_dict()})  # fmt: skip
+    if any_process(bool(bad), device):
+        raise TrainingDivergedError(
+            f"training diverged: non-finite values (NaN/inf) in "
+            f"{', '.join(bad[:3]) or 'the state of another process'}; not written to {path}"
+        )
+
+
+def last_good_note(out_dir: Path, resume_path: Path | None) -> str:
+    """Which checkpoint a diverged run can be resumed from: the folder's last.pth.tar if it
+    loads (hash and finiteness checked), else the file the run resumed from."""
+    for path in (out_dir / LAST_NAME, resume_path):
+        if path is None or not path.is_file():
+            continue
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError:
+            continue
+        global_step = ckpt.get("metrics", {}).get("global_step", "?")
+        return (f"the last good checkpoint is {path} (saved after {ckpt['epoch']} epochs + "
+                f"{ckpt.get('step', 0)} steps, global step {global_step}): resume with "
+                f"--resume_seednet_pth {path} and a lower --learning-rate")  # fmt: skip
+    return "no good resumable checkpoint exists"
+
+
 # --- the run ---------------------------------------------------------------------------------
 
 
@@ -350,6 +388,11 @@ def run_training(cfg: TrainConfig, hooks: RunHooks | None = None) -> TrainResult
     init_distributed(device.type)
     try:
         return _run(cfg, info, device, hooks or RunHooks(), start)
+    except TrainingDivergedError as e:
+        if not info.is_main:
+            raise
+        note = last_good_note(Path(cfg.checkpoint), resolve_resume_path(cfg))
+        raise TrainingDivergedError(f"{e}; {note}") from e
     finally:
         cleanup()
 
@@ -447,6 +490,7 @@ def _run(
         nonlocal saved_at_step
         if name == LAST_NAME:
             saved_at_step = state.global_step
+        check_finite_training_state(ddp_model, optimizer, out_dir / name, device)
         if info.is_main:
             save_checkpoint(
                 checkpoint_state(state, ddp_model, optimizer, scheduler, scaler, cfg, mcfg),

@@ -1,0 +1,85 @@
+"""Training under faults: divergence keeps the last good checkpoint, one run per folder,
+options applied on resume, bad flags and bad files as one-line errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from datasets.synthetic import generate
+from training.checkpoint import LAST_NAME, load_checkpoint
+from training.config import config_from_args
+from training.engine import TrainingDivergedError
+from training.trainer import TrainResult, run_training
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    generate(root / "SYNTH", num_train=20, num_test=0, seed=0, difficulty="easy", workers=1,
+             stb=False)  # fmt: skip
+    return root
+
+
+def tiny_flags(data_root: Path, out: Path, *extra: str) -> list[str]:
+    """3 epochs x 3 steps of batch 2 on the small preset, CPU, one validation batch."""
+    return [
+        "--data_root", str(data_root), "--datasets", "synth", "--preset", "small",
+        "-b", "2", "-tb", "8", "-j", "0", "--device", "cpu", "--val_fraction", "0.2",
+        "--epochs", "3", "--max_steps_per_epoch", "3", "--max_val_batches", "1",
+        "--no-val_before_training", "-ckp", str(out), *extra,
+    ]  # fmt: skip
+
+
+def train(data_root: Path, out: Path, *extra: str) -> TrainResult:
+    return run_training(config_from_args(tiny_flags(data_root, out, *extra)))
+
+
+def all_finite(tensors: dict[str, torch.Tensor]) -> bool:
+    return all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+
+
+def poison_learning_rate(monkeypatch: pytest.MonkeyPatch, from_step: int) -> None:
+    """Fault injection: from the `from_step`-th optimiser step on, the learning rate is NaN."""
+    real_step = torch.optim.Adam.step
+    calls = {"n": 0}
+
+    def step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= from_step:
+            for group in self.param_groups:
+                group["lr"] = float("nan")
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+
+
+# max_nonfinite_steps 1: the engine stops at the first NaN loss; 5: the epoch ends with NaN
+# weights and the end-of-epoch save refuses them.
+@pytest.mark.filterwarnings("ignore:skipping epoch")
+@pytest.mark.parametrize("max_nonfinite", ["1", "5"])
+def test_lr_turning_nonfinite_keeps_the_last_good_checkpoint_resumable(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_nonfinite: str
+) -> None:
+    out = tmp_path / "ckp"
+    # Saves at global steps 2, 3 (end of epoch 1) and 4; step 5 makes the weights NaN.
+    poison_learning_rate(monkeypatch, from_step=5)
+    with pytest.raises(TrainingDivergedError) as info:
+        train(data_root, out, "--save_every_steps", "2", "--max_nonfinite_steps", max_nonfinite)
+    message = str(info.value)
+    assert (f"the last good checkpoint is {out / LAST_NAME} (saved after 1 epochs + 1 steps, "
+            f"global step 4)") in message
+    monkeypatch.undo()
+
+    good = load_checkpoint(out / LAST_NAME)  # hash and finiteness checked on load
+    assert (good["epoch"], good["step"], good["metrics"]["global_step"]) == (1, 1, 4)
+    assert all_finite(good["model"])
+    assert all(math.isfinite(g["lr"]) for g in good["optimizer"]["param_groups"])
+
+    resumed = train(data_root, out, "--resume_seednet_pth", str(out / LAST_NAME))
+    assert resumed.history[-1]["epoch"] == 3
+    assert all_finite(resumed.model.state_dict())
+    assert all_finite(load_checkpoint(out / LAST_NAME)["model"])
