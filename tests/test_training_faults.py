@@ -3,17 +3,27 @@ options applied on resume, bad flags and bad files as one-line errors."""
 
 from __future__ import annotations
 
+import json
 import math
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from datasets.synthetic import generate
+from training import lock as lock_module
 from training.checkpoint import LAST_NAME, load_checkpoint
 from training.config import config_from_args
 from training.engine import TrainingDivergedError
+from training.lock import LOCK_NAME, CheckpointFolderLockedError, RunLock
 from training.trainer import TrainResult, run_training
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HOLD_LOCK = ("import sys, time\nfrom training.lock import RunLock\n"
+             "RunLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\ntime.sleep(120)\n")
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +93,48 @@ def test_lr_turning_nonfinite_keeps_the_last_good_checkpoint_resumable(
     assert resumed.history[-1]["epoch"] == 3
     assert all_finite(resumed.model.state_dict())
     assert all_finite(load_checkpoint(out / LAST_NAME)["model"])
+
+
+def test_second_run_on_one_folder_is_refused_a_dead_runs_lock_is_taken_over(
+    data_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "ckp"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], cwd=REPO_ROOT,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(CheckpointFolderLockedError) as info:
+            train(data_root, out, "--epochs", "1", "--max_steps_per_epoch", "1")
+        message = str(info.value)
+        assert f"pid {holder.pid} on host {socket.gethostname()}" in message
+        assert str(out / LOCK_NAME) in message
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing overwritten
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder died holding the lock (and, say, mid-save): the next run takes the lock
+    # over with a warning and deletes the partial file.
+    partial = out / ".last.pth.tar.x8k2m1.tmp"
+    partial.write_bytes(b"half a checkpoint")
+    with pytest.warns(UserWarning, match=rf"stale lock of pid {holder.pid}"):
+        train(data_root, out, "--epochs", "1", "--max_steps_per_epoch", "1")
+    assert not partial.exists()
+    assert not (out / LOCK_NAME).exists()  # released at the end
+    assert (out / LAST_NAME).is_file()
+
+
+def test_lock_without_flock_checks_the_owner_pid(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lock_module, "fcntl", None)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock_file = tmp_path / LOCK_NAME
+    host = socket.gethostname()
+    lock_file.write_text(json.dumps({"pid": dead.pid, "host": host}))
+    with pytest.warns(UserWarning, match="stale lock"), RunLock(tmp_path):
+        assert json.loads(lock_file.read_text())["pid"] == lock_module.os.getpid()
+        with pytest.raises(CheckpointFolderLockedError, match="in use by pid"):
+            RunLock(tmp_path).acquire()  # held by a live process (this one)
+    lock_file.write_text(json.dumps({"pid": dead.pid, "host": "another-machine"}))
+    with pytest.raises(CheckpointFolderLockedError, match="another-machine"):
+        RunLock(tmp_path).acquire()  # another host's process cannot be checked: refused

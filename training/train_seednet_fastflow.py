@@ -25,13 +25,15 @@ from training.checkpoint import CheckpointError  # noqa: E402
 from training.config import config_from_args  # noqa: E402
 from training.distributed import dist_info_from_env  # noqa: E402
 from training.engine import TrainingDivergedError  # noqa: E402
+from training.lock import CheckpointFolderLockedError  # noqa: E402
 from training.trainer import TrainResult, run_training  # noqa: E402
 from utils.safe_pickle import UnsafePickleError  # noqa: E402
 
 # Errors that describe a problem with the user's files or run, with a message naming it: the
 # command line prints the message alone instead of a traceback.
-USER_ERRORS = (AnnotationFormatError, CheckpointError, DatasetLayoutError, ImageReadError,
-               TrainingDivergedError, UnsafePickleError)  # fmt: skip
+USER_ERRORS = (AnnotationFormatError, CheckpointError, CheckpointFolderLockedError,
+               DatasetLayoutError, ImageReadError, TrainingDivergedError,
+               UnsafePickleError)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> TrainResult:

@@ -50,6 +50,7 @@ from training.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     nonfinite_entries,
+    remove_stale_temp_files,
     restore_rng_state,
     save_checkpoint,
     snapshot_name,
@@ -75,6 +76,7 @@ from training.engine import (
     evaluate,
     train_one_epoch,
 )
+from training.lock import RunLock
 from training.plots import plot_history
 
 logger = logging.getLogger("training")
@@ -380,13 +382,16 @@ def run_training(cfg: TrainConfig, hooks: RunHooks | None = None) -> TrainResult
     """Train (or, with --evaluate_seednet_pth, evaluate) as configured.
 
     Joins the torchrun process group when launched by torchrun and leaves it at the end.
+    A training run holds the checkpoint folder's lock (training/lock.py) throughout.
     """
     start = time.monotonic()  # the time budget counts from here (data setup included)
     validate_config(cfg)
     info = dist_info_from_env()
     device = resolve_device(cfg.device, info)
     init_distributed(device.type)
+    lock = None
     try:
+        lock = lock_checkpoint_folder(cfg, info)
         return _run(cfg, info, device, hooks or RunHooks(), start)
     except TrainingDivergedError as e:
         if not info.is_main:
@@ -394,7 +399,23 @@ def run_training(cfg: TrainConfig, hooks: RunHooks | None = None) -> TrainResult
         note = last_good_note(Path(cfg.checkpoint), resolve_resume_path(cfg))
         raise TrainingDivergedError(f"{e}; {note}") from e
     finally:
+        if lock is not None:
+            lock.release()
         cleanup()
+
+
+def lock_checkpoint_folder(cfg: TrainConfig, info: DistInfo) -> RunLock | None:
+    """Rank 0 of a training run locks -ckp (evaluation writes nothing there), then deletes
+    the temporary files an interrupted save left in it."""
+    if cfg.evaluate_seednet_pth or not info.is_main:
+        return None
+    lock = RunLock(cfg.checkpoint)
+    lock.acquire()
+    removed = remove_stale_temp_files(cfg.checkpoint)
+    if removed:
+        logger.warning("removed %d partial file(s) left by an interrupted save: %s",
+                       len(removed), ", ".join(str(p) for p in removed))  # fmt: skip
+    return lock
 
 
 def _run(
