@@ -4,6 +4,7 @@ options applied on resume, bad flags and bad files as one-line errors."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from datasets.synthetic import generate
 from training import lock as lock_module
@@ -138,3 +140,24 @@ def test_lock_without_flock_checks_the_owner_pid(tmp_path: Path,
     lock_file.write_text(json.dumps({"pid": dead.pid, "host": "another-machine"}))
     with pytest.raises(CheckpointFolderLockedError, match="another-machine"):
         RunLock(tmp_path).acquire()  # another host's process cannot be checked: refused
+
+
+def test_new_learning_rate_on_resume_is_applied_logged_and_recorded(
+    data_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "ckp"
+    train(data_root, out, "--epochs", "1", "-lr", "1e-3")
+    with caplog.at_level(logging.INFO, logger="training"), pytest.warns(
+        UserWarning, match="changed options"
+    ):
+        result = train(data_root, out, "--epochs", "2", "-lr", "5e-4", "--lr_decay_step", "1",
+                       "--gamma", "0.5", "--resume_seednet_pth", str(out))  # fmt: skip
+    assert "resume: learning_rate 0.001" in caplog.text and "-> 0.0005" in caplog.text
+    # Epoch 2 ran at 5e-4 * 0.5 ** (1 // 1); the row's lr is after its end-of-epoch decay.
+    assert "learning rate now 0.00025" in caplog.text
+    assert result.history[-1]["lr"] == pytest.approx(1.25e-4)
+    ckpt = load_checkpoint(out / LAST_NAME)
+    assert [g["lr"] for g in ckpt["optimizer"]["param_groups"]] == [pytest.approx(1.25e-4)]
+    assert ckpt["config"]["train"]["learning_rate"] == 5e-4
+    saved = yaml.safe_load((out / "config.yaml").read_text())["train"]
+    assert (saved["learning_rate"], saved["gamma"], saved["lr_decay_step"]) == (5e-4, 0.5, 1)

@@ -345,6 +345,44 @@ def warn_config_drift(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> No
         )
 
 
+def apply_optimiser_options(optimizer: torch.optim.Optimizer,
+                            scheduler: torch.optim.lr_scheduler.StepLR,
+                            cfg: TrainConfig) -> dict[str, tuple[Any, Any]]:  # fmt: skip
+    """Apply --learning-rate, --lr_decay_step, --gamma and --weight_decay over a resumed
+    optimiser and scheduler where they differ from the loaded values.
+
+    The learning rate is set to the new schedule's value at the loaded epoch,
+    learning_rate * gamma ** (epochs // lr_decay_step), so config.yaml (which records the
+    options of this run) says what training uses. Nothing changes when the options match.
+
+    Returns:
+        option -> (loaded value, applied value) for each option that changed.
+    """
+    changes: dict[str, tuple[Any, Any]] = {}
+    if scheduler.step_size != cfg.lr_decay_step:
+        changes["lr_decay_step"] = (scheduler.step_size, cfg.lr_decay_step)
+        scheduler.step_size = cfg.lr_decay_step
+    if scheduler.gamma != cfg.gamma:
+        changes["gamma"] = (scheduler.gamma, cfg.gamma)
+        scheduler.gamma = cfg.gamma
+    if any(base != cfg.learning_rate for base in scheduler.base_lrs):
+        changes["learning_rate"] = (scheduler.base_lrs[0], cfg.learning_rate)
+        scheduler.base_lrs = [cfg.learning_rate] * len(scheduler.base_lrs)
+    if changes:
+        lr = cfg.learning_rate * cfg.gamma ** (scheduler.last_epoch // cfg.lr_decay_step)
+        for group in optimizer.param_groups:
+            group["initial_lr"] = cfg.learning_rate
+            group["lr"] = lr
+        # What get_last_lr() and the scheduler's state_dict report until its next step.
+        scheduler._last_lr = [lr] * len(optimizer.param_groups)
+    decays = {group["weight_decay"] for group in optimizer.param_groups}
+    if decays != {cfg.weight_decay}:
+        changes["weight_decay"] = (min(decays), cfg.weight_decay)
+        for group in optimizer.param_groups:
+            group["weight_decay"] = cfg.weight_decay
+    return changes
+
+
 def check_finite_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                                 path: Path, device: torch.device) -> None:  # fmt: skip
     """Raise TrainingDivergedError (on every process) when weights or optimiser values
@@ -475,6 +513,10 @@ def _run(
         model.load_state_dict(strip_module_prefix(ckpt["model"]))
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        for name, (loaded, applied) in apply_optimiser_options(optimizer, scheduler, cfg).items():
+            logger.info("resume: %s %s in %s -> %s from this run's options (learning rate now "
+                        "%g)", name, loaded, resume_path, applied,
+                        optimizer.param_groups[0]["lr"])  # fmt: skip
         if scaler is not None and ckpt.get("scaler") is not None:
             scaler.load_state_dict(ckpt["scaler"])
         metrics = ckpt["metrics"]
