@@ -501,12 +501,46 @@ def demo_crop_affine(image_wh: tuple[int, int], side: str, bbox: Sequence[float]
     return crop_matrix(center, side_px, size) @ flip
 
 
+def demo_output_stems(paths: Sequence[Path]) -> list[str]:
+    """One distinct output name per input image, so no result overwrites another.
+
+    The file stem when it is unique; images of the same name get their parent folders'
+    names in front, as many as needed (a/hand.png, b/hand.png -> a_hand, b_hand); the same
+    file given twice gets a number (hand, hand_2).
+    """
+    absolute = [Path(os.path.abspath(p)) for p in paths]
+    parts = [a.parent.parts[1:] if a.anchor else a.parent.parts for a in absolute]
+    stems = [Path(p).stem for p in paths]
+    names = list(stems)
+    for stem in set(stems):
+        group = [i for i, s in enumerate(stems) if s == stem]
+        depth = 0
+        distinct = len({absolute[i] for i in group})
+        while len({names[i] for i in group}) < distinct and depth < max(
+                len(parts[i]) for i in group):  # fmt: skip
+            depth += 1
+            for i in group:
+                names[i] = "_".join([*parts[i][-depth:], stem])
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        candidate, n = name, 1
+        while candidate in seen:
+            n += 1
+            candidate = f"{name}_{n}"
+        names[i] = candidate
+        seen.add(candidate)
+    return names
+
+
 @torch.no_grad()
 def run_demo(args: argparse.Namespace, model: torch.nn.Module, out: Path) -> int:
     cfg = model.cfg
     codec = HeatmapCodec(input_size=cfg.input_size, heatmap_size=cfg.heatmap_size)
     device = next(model.parameters()).device
-    for image_path in map(Path, args.image):
+    stems = demo_output_stems([Path(p) for p in args.image])
+    written: list[Path] = []
+    replaced = 0
+    for image_path, stem in zip(map(Path, args.image), stems, strict=True):
         if not image_path.is_file():
             raise CliError(f"image not found: {image_path}")
         try:
@@ -530,7 +564,8 @@ def run_demo(args: argparse.Namespace, model: torch.nn.Module, out: Path) -> int
             cv2.rectangle(overlay, (x, y), (x + w - 1, y + h - 1), (255, 255, 255), 1)
         label = "log-lik: no flow head" if loglik is None else f"log-lik {loglik:.1f}"
         vis.put_label(overlay, f"{args.side} hand, {label}")
-        overlay_path = vis.save_rgb(out / f"{image_path.stem}_overlay.png", overlay)
+        replaced += sum((out / name).exists() for name in (f"{stem}_overlay.png", f"{stem}.json"))
+        overlay_path = vis.save_rgb(out / f"{stem}_overlay.png", overlay)
         result = {
             "image": str(image_path), "side": args.side, "bbox_xywh": args.bbox,
             "image_size_wh": [width, height],
@@ -541,10 +576,13 @@ def run_demo(args: argparse.Namespace, model: torch.nn.Module, out: Path) -> int
             "log_likelihood": loglik,
             "likelihood_note": None if loglik is not None else "no flow head",
         }  # fmt: skip
-        json_path = write_json(out / f"{image_path.stem}.json", result)
+        json_path = write_json(out / f"{stem}.json", result)
+        written += [overlay_path, json_path]
         print(f"{image_path}: wrote {overlay_path} and {json_path} ({label})")
         if args.show:
             show_files([overlay_path])
+    note = f", replacing {replaced} from an earlier run" if replaced else ""
+    print(f"wrote {len(written)} files for {len(stems)} images to {out}{note}")
     return 0
 
 
