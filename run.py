@@ -48,6 +48,7 @@ from training.checkpoint import (
     load_checkpoint,
 )
 from utils import vis
+from utils.errors import report_user_error
 from utils.evaluator import BatchOutput, EvalResult, evaluate
 from utils.heatmap import HeatmapCodec
 from utils.metrics import MetricsSummary
@@ -64,6 +65,13 @@ DOWNLOAD_HINT = (
 
 class CliError(Exception):
     """A user-facing problem (missing file, bad flag); printed without a traceback."""
+
+
+# Errors whose message names the file and the problem: printed as one `error:` line, exit
+# code 2 (`--debug` adds the traceback). ValueError covers malformed annotations and refused
+# values, OSError missing, undecodable or unwritable files, UnpicklingError bad pickles.
+USER_ERRORS = (CliError, CheckpointError, DatasetLayoutError, ImageReadError, ValueError,
+               OSError, pickle.UnpicklingError)  # fmt: skip
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -87,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="heatmap channels (checked, the checkpoint wins)")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device, e.g. cpu, cuda or cuda:N")
+    g.add_argument("--debug", action="store_true",
+                   help="show the traceback of an error, not just its message")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the model: the fastest path measured on CPU, but its "
                    "first batches compile for 1-3 minutes, so it pays off on long evaluations")
@@ -606,10 +616,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.image:
             return run_demo(args, model, out)
         return run_eval(args, model, info, out)
-    except (CliError, CheckpointError, DatasetLayoutError, ImageReadError,
-            FileNotFoundError) as e:  # fmt: skip
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return report_user_error(e, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ oversized images, bad annotation files; every error one line with exit code 2.""
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 import run
+from datasets.synthetic import generate
 from models import ModelConfig, build_model
 from training.checkpoint import BEST_NAME, CHECKPOINT_VERSION, save_checkpoint
 
@@ -57,3 +59,55 @@ def test_images_of_the_same_name_get_distinct_outputs(ckpt_dir: Path, tmp_path: 
     assert "hand.json" in printed and "replacing" not in printed
     assert run.main(["--checkpoint", str(ckpt_dir), "--image", str(b), "--out", str(out)]) == 0
     assert "replacing 2 from an earlier run" in capsys.readouterr().out
+
+
+# --- user-facing errors: one line, exit code 2, --debug for the traceback --------------------
+
+
+def synth_eval_root(tmp_path: Path, frames: int = 3) -> Path:
+    root = tmp_path / "data"
+    generate(root / "SYNTH", num_train=0, num_test=frames, seed=0, difficulty="easy",
+             workers=1, stb=False)  # fmt: skip
+    return root
+
+
+def eval_args(ckpt_dir: Path, root: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return ["--checkpoint", str(ckpt_dir), "--fine_tune", "synth", "--data_root", str(root),
+            "-b", "2", "--out", str(tmp_path / "eval"), *extra]  # fmt: skip
+
+
+def assert_one_line_error(err: str, *expected: str) -> None:
+    assert "Traceback" not in err and "DataLoader worker" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1, err
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"\x80\x02}q\x00(K\x00", "not a readable pickle"),           # cut short
+    ("wrong_shape", "field 'uv_vis' has shape (21, 3), expected (42, 3)"),
+])  # fmt: skip
+def test_bad_annotation_file_is_one_line(ckpt_dir: Path, tmp_path: Path, capsys,
+                                         content: bytes | str, expected: str) -> None:
+    root = synth_eval_root(tmp_path)
+    anno = root / "SYNTH" / "RHD" / "RHD_published_v2" / "evaluation" / "anno_evaluation.pickle"
+    if content == "wrong_shape":
+        entry = {"uv_vis": np.zeros((21, 3)), "xyz": np.zeros((42, 3)), "K": np.eye(3)}
+        anno.write_bytes(pickle.dumps({0: entry}, protocol=2))
+    else:
+        anno.write_bytes(content)
+    assert run.main(eval_args(ckpt_dir, root, tmp_path, "-j", "0")) == 2
+    assert_one_line_error(capsys.readouterr().err, str(anno), expected)
+    assert run.main(eval_args(ckpt_dir, root, tmp_path, "-j", "0", "--debug")) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_bad_image_in_a_loader_worker_is_one_line(ckpt_dir: Path, tmp_path: Path,
+                                                  capsys) -> None:  # fmt: skip
+    root = synth_eval_root(tmp_path)
+    bad = root / "SYNTH" / "RHD" / "RHD_published_v2" / "evaluation" / "color" / "00001.png"
+    bad.write_bytes(b"not a png")
+    assert run.main(eval_args(ckpt_dir, root, tmp_path, "-j", "1")) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, f"{bad}: cannot decode the image")

@@ -3,9 +3,11 @@ options applied on resume, bad flags and bad files as one-line errors."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,10 +19,11 @@ import yaml
 
 from datasets.synthetic import generate
 from training import lock as lock_module
-from training.checkpoint import LAST_NAME, load_checkpoint
+from training.checkpoint import LAST_NAME, load_checkpoint, save_checkpoint
 from training.config import config_from_args
 from training.engine import TrainingDivergedError
 from training.lock import LOCK_NAME, CheckpointFolderLockedError, RunLock
+from training.train_seednet_fastflow import cli
 from training.trainer import TrainResult, run_training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -161,3 +164,123 @@ def test_new_learning_rate_on_resume_is_applied_logged_and_recorded(
     assert ckpt["config"]["train"]["learning_rate"] == 5e-4
     saved = yaml.safe_load((out / "config.yaml").read_text())["train"]
     assert (saved["learning_rate"], saved["gamma"], saved["lr_decay_step"]) == (5e-4, 0.5, 1)
+
+
+# --- user-facing errors of the training command line: one line, exit code 2 -----------------
+
+
+@pytest.fixture(scope="module")
+def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real last.pth.tar of a one-step run."""
+    out = tmp_path_factory.mktemp("trained")
+    train(data_root, out, "--epochs", "1", "--max_steps_per_epoch", "1")
+    return out / LAST_NAME
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    code = cli(argv)
+    return code, capsys.readouterr().err
+
+
+def assert_one_line_error(err: str, *expected: str) -> None:
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and "DataLoader worker" not in err, err
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--val_fraction", "2"], "--val_fraction must be in (0, 1), got 2.0"),
+    (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+])  # fmt: skip
+def test_bad_flag_is_one_line_and_debug_shows_the_traceback(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str],
+    expected: str
+) -> None:
+    code, err = run_cli(tiny_flags(data_root, tmp_path / "ckp", *flags), capsys)
+    assert code == 2
+    assert_one_line_error(err, expected)
+    code, err = run_cli(tiny_flags(data_root, tmp_path / "ckp", *flags, "--debug"), capsys)
+    assert code == 2 and "Traceback" in err and f"error: {expected}" in err
+
+
+def test_bad_yaml_config_names_the_file(data_root: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: [1e-3\nepochs: 2\n")
+    code, err = run_cli(["--config", str(bad), *tiny_flags(data_root, tmp_path / "ckp")], capsys)
+    assert code == 2
+    assert_one_line_error(err, f"config file {bad}: not valid YAML")
+
+
+def test_unreadable_annotation_pickle_names_the_file(data_root: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    pickle_path = root / "SYNTH" / "RHD" / "RHD_published_v2" / "training" / \
+        "anno_training.pickle"
+    pickle_path.write_bytes(b"\x80\x02}q\x00(K\x00")  # a pickle cut short
+    code, err = run_cli(tiny_flags(root, tmp_path / "ckp"), capsys)
+    assert code == 2
+    assert_one_line_error(err, str(pickle_path), "not a readable pickle")
+
+
+def test_full_disk_names_the_file(data_root: Path, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    def no_space(obj, f) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    out = tmp_path / "ckp"
+    code, err = run_cli(tiny_flags(data_root, out, "--epochs", "1", "--max_steps_per_epoch",
+                                   "1"), capsys)  # fmt: skip
+    assert code == 2
+    assert_one_line_error(err, f"cannot write checkpoint {out / LAST_NAME}", "No space left")
+    assert not (out / LOCK_NAME).exists()  # the lock is released on the way out
+
+
+def test_bad_image_in_a_loader_worker_is_the_datasets_own_message(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    for png in (root / "SYNTH" / "RHD" / "RHD_published_v2" / "training" / "color").glob("*"):
+        png.write_bytes(b"not a png")
+    code, err = run_cli(tiny_flags(root, tmp_path / "ckp", "-j", "2", "--epochs", "1",
+                                   "--max_steps_per_epoch", "1"), capsys)  # fmt: skip
+    assert code == 2
+    assert_one_line_error(err, "color/", ".png: cannot decode the image")
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def _edited(trained: Path, tmp_path: Path, edit) -> Path:
+    ckpt = torch.load(trained, weights_only=True)
+    edit(ckpt)
+    return save_checkpoint(ckpt, tmp_path / "edited.pth.tar")
+
+
+@pytest.mark.filterwarnings("ignore:resuming .* with changed options")
+@pytest.mark.parametrize(("case", "expected"), [
+    ("architecture", "its weights do not fit the architecture in its config"),
+    ("unknown_key", "config['model'] cannot rebuild the network"),
+    ("no_optimizer", "cannot be resumed: it has no ['optimizer', 'rng'] entries"),
+])  # fmt: skip
+def test_resume_from_unusable_checkpoint_names_the_file(
+    data_root: Path, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture, case: str,
+    expected: str
+) -> None:
+    def edit(ckpt: dict) -> None:
+        if case == "architecture":
+            ckpt["config"]["model"]["channels"] = 32
+        elif case == "unknown_key":
+            ckpt["config"]["model"]["hourglass_style"] = "v3"
+        else:
+            del ckpt["optimizer"], ckpt["rng"]
+
+    path = _edited(trained, tmp_path, edit)
+    code, err = run_cli(tiny_flags(data_root, tmp_path / "ckp", "--resume_seednet_pth",
+                                   str(path)), capsys)  # fmt: skip
+    assert code == 2
+    assert_one_line_error(err, f"checkpoint {path}", expected)

@@ -213,8 +213,12 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path} (expected a YAML mapping)")
-    with path.open() as f:
-        data = yaml.safe_load(f)
+    try:
+        with path.open() as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        detail = " ".join(str(e).split())
+        raise ValueError(f"config file {path}: not valid YAML ({detail})") from e
     if isinstance(data, dict) and isinstance(data.get("train"), dict):
         data = data["train"]
     if not isinstance(data, dict):
@@ -251,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", metavar="FILE.yaml", help="YAML file of options (below command-line flags)"
     )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error, not just its message"
+    )
     hints = typing.get_type_hints(TrainConfig)
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
@@ -280,6 +287,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
     """Parse `argv` (None: sys.argv[1:]) into a resolved TrainConfig."""
     ns = vars(build_parser().parse_args(argv))
     config_file = ns.pop("config", None)
+    ns.pop("debug", None)
     file_values = load_yaml_config(config_file) if config_file else {}
     preset = ns.get("preset", file_values.get("preset", TrainConfig.preset))
     if preset not in TRAIN_PRESETS:

@@ -47,6 +47,7 @@ from training.checkpoint import (
     CHECKPOINT_VERSION,
     LAST_NAME,
     CheckpointError,
+    NonFiniteStateError,
     capture_rng_state,
     load_checkpoint,
     nonfinite_entries,
@@ -383,6 +384,53 @@ def apply_optimiser_options(optimizer: torch.optim.Optimizer,
     return changes
 
 
+# What a checkpoint needs beyond training.checkpoint.REQUIRED_KEYS to be resumed.
+RESUME_KEYS = ("optimizer", "scheduler", "progress", "metrics", "rng")
+RESUME_METRICS_KEYS = ("history", "best_val_auc", "global_step")
+
+
+def check_resumable(ckpt: dict[str, Any], path: Path) -> None:
+    """Raise CheckpointError naming the file unless it holds a resumable training state."""
+    missing = [k for k in RESUME_KEYS if k not in ckpt]
+    metrics = ckpt.get("metrics")
+    if isinstance(metrics, dict):
+        missing += [f"metrics.{k}" for k in RESUME_METRICS_KEYS if k not in metrics]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be resumed: it has no {missing} entries (found "
+            f"{sorted(ckpt)}); its weights can still be evaluated (run.py, "
+            f"--evaluate_seednet_pth), or resume from a last.pth.tar written by training"
+        )
+    bad = nonfinite_entries(ckpt["optimizer"])
+    if bad:
+        raise NonFiniteStateError(
+            f"checkpoint {path}: non-finite optimiser state (NaN/inf) in {bad[:3]}; resume "
+            f"from an earlier checkpoint"
+        )
+
+
+def model_config_of(ckpt: dict[str, Any], path: Path) -> ModelConfig:
+    """The architecture stored in a checkpoint; CheckpointError naming the file if invalid."""
+    try:
+        return ModelConfig.from_dict(ckpt["config"]["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path}: config['model'] cannot rebuild the network ({e})"
+        ) from e
+
+
+def load_model_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: Path) -> None:
+    """Load a checkpoint's weights; CheckpointError naming the file if they do not fit."""
+    try:
+        model.load_state_dict(strip_module_prefix(ckpt["model"]))
+    except RuntimeError as e:
+        detail = "; ".join(ln.strip() for ln in str(e).splitlines()[1:2] if ln.strip())
+        raise CheckpointError(
+            f"checkpoint {path}: its weights do not fit the architecture in its config "
+            f"(written by another version, or edited): {detail}"
+        ) from e
+
+
 def check_finite_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                                 path: Path, device: torch.device) -> None:  # fmt: skip
     """Raise TrainingDivergedError (on every process) when weights or optimiser values
@@ -473,6 +521,7 @@ def _run(
         ckpt = load_checkpoint(cfg.evaluate_seednet_pth)
     elif resume_path is not None:
         ckpt = load_checkpoint(resume_path)
+        check_resumable(ckpt, resume_path)
         warn_config_drift(ckpt["config"].get("train", {}), cfg, resume_path)
     elif info.is_main and (out_dir / LAST_NAME).is_file():
         warnings.warn(
@@ -482,7 +531,8 @@ def _run(
             stacklevel=2,
         )
     # A checkpoint carries its architecture; command-line model flags only shape new runs.
-    mcfg = ModelConfig.from_dict(ckpt["config"]["model"]) if ckpt else model_config_from(cfg)
+    ckpt_path = Path(cfg.evaluate_seednet_pth) if eval_only else resume_path
+    mcfg = model_config_of(ckpt, ckpt_path) if ckpt else model_config_from(cfg)
 
     ensure_synthetic(cfg, info)
     val_loader = build_val_loader(cfg, build_split(cfg, mcfg, "val"), device)
@@ -490,7 +540,7 @@ def _run(
     # on CPU with identical results (bench/bench_models.py).
     model = set_memory_format(build_model(mcfg).to(device))
     if eval_only:
-        model.load_state_dict(strip_module_prefix(ckpt["model"]))
+        load_model_weights(model, ckpt, ckpt_path)
         val = evaluate(model, val_loader, is_main=info.is_main, max_batches=cfg.max_val_batches)
         if info.is_main:
             logger.info("validation of %s: %s", cfg.evaluate_seednet_pth, json.dumps(val.to_dict()))
@@ -510,7 +560,7 @@ def _run(
 
     state = RunState(epoch=cfg.start_epoch)
     if ckpt is not None:
-        model.load_state_dict(strip_module_prefix(ckpt["model"]))
+        load_model_weights(model, ckpt, ckpt_path)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         for name, (loaded, applied) in apply_optimiser_options(optimizer, scheduler, cfg).items():
