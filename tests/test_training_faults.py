@@ -3,14 +3,17 @@ options applied on resume, bad flags and bad files as one-line errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
 import math
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,13 @@ import yaml
 from datasets.synthetic import generate
 from training import lock as lock_module
 from training.checkpoint import LAST_NAME, load_checkpoint, save_checkpoint
-from training.config import config_from_args
+from training.config import (
+    OPTION_RANGES,
+    TrainConfig,
+    config_from_args,
+    option_flag,
+    validate_config,
+)
 from training.engine import TrainingDivergedError
 from training.lock import LOCK_NAME, CheckpointFolderLockedError, RunLock
 from training.train_seednet_fastflow import cli
@@ -284,3 +293,61 @@ def test_resume_from_unusable_checkpoint_names_the_file(
                                    str(path)), capsys)  # fmt: skip
     assert code == 2
     assert_one_line_error(err, f"checkpoint {path}", expected)
+
+
+# --- option values nobody should pass ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--loss_heatmap", "nan"], "--loss_heatmap must be a finite number >= 0, got nan"),
+    (["--gamma", "nan"], "--gamma must be a finite number > 0, got nan"),
+    (["--grad_clip", "-1"], "--grad_clip must be >= 0, got -1.0"),
+    (["--save_every_steps", "-1"], "--save_every_steps must be >= 0, got -1"),
+    (["--max_steps_per_epoch", "0"], "--max_steps_per_epoch must be >= 1, got 0"),
+    (["-lr", "inf"], "--learning-rate must be a finite number > 0, got inf"),
+    (["--time_budget_min", "nan"], "--time_budget_min must be a finite number > 0"),
+    (["--seed", "-3"], "--seed must be in [0, 4294967295], got -3"),
+])  # fmt: skip
+def test_values_nobody_should_pass_are_refused_up_front(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str],
+    expected: str
+) -> None:
+    # Before: --loss_heatmap nan skipped every step and exited 0, --max_steps_per_epoch 0
+    # ended in ZeroDivisionError, --gamma nan trained on NaN weights.
+    code, err = run_cli(tiny_flags(data_root, tmp_path / "ckp", *flags), capsys)
+    assert code == 2
+    assert_one_line_error(err, expected)
+    assert not (tmp_path / "ckp").exists()  # refused before anything was written
+
+
+def test_every_float_option_refuses_nan_and_inf() -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    floats = [f.name for f in dataclasses.fields(TrainConfig) if "float" in str(hints[f.name])]
+    assert {"learning_rate", "gamma", "val_fraction", "loss_flow", "flow_clamp"} <= set(floats)
+    for name in floats:
+        for bad in (math.nan, math.inf, -math.inf):
+            with pytest.raises(ValueError, match=re.escape(option_flag(name))):
+                validate_config(TrainConfig(**{name: bad}))
+
+
+def test_every_ranged_option_refuses_values_outside_its_range() -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    for name, (low, high, low_inclusive) in OPTION_RANGES.items():
+        kind = float if "float" in str(hints[name]) else int
+        outside = [low - 1 if low_inclusive else low] + ([high + 1] if high is not None else [])
+        for bad in outside:
+            with pytest.raises(ValueError, match=re.escape(f"{option_flag(name)} must be")):
+                validate_config(TrainConfig(**{name: kind(bad)}))
+    validate_config(TrainConfig())  # the defaults pass
+
+
+def test_yaml_values_of_the_wrong_type_are_refused(tmp_path: Path) -> None:
+    for values, expected in (({"learning_rate": "1e-3"}, "write 1.0e-3"),
+                             ({"train_batch": 2.5}, "--train_batch must be an integer"),
+                             ({"amp": "yes"}, "--amp must be true or false"),
+                             ({"datasets": "synth"}, "--datasets must be a list"),
+                             ({"synth_difficulty": "medium"}, "one of ['easy', 'hard']")):
+        config = tmp_path / "c.yaml"
+        config.write_text(yaml.safe_dump(values))
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            validate_config(config_from_args(["--config", str(config)]))
