@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
+import math
 import os
 import pickle
 import sys
+import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +33,15 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
-from datasets.base import DatasetLayoutError, ImageReadError, read_image_rgb
+from datasets.base import (
+    MAX_IMAGE_PIXELS,
+    MAX_PIXELS_ENV,
+    DatasetLayoutError,
+    ImageReadError,
+    ImageTooLargeError,
+    check_image_pixels,
+    read_image_rgb,
+)
 from datasets.joints import JOINT_NAMES, NUM_JOINTS
 from datasets.transforms import crop_matrix, crop_to_original, flip_matrix, warp_image
 from models import (
@@ -51,6 +61,7 @@ from utils import vis
 from utils.errors import report_user_error
 from utils.evaluator import BatchOutput, EvalResult, evaluate
 from utils.heatmap import HeatmapCodec
+from utils.image_header import image_size_from_header
 from utils.metrics import MetricsSummary
 from utils.progress import progress_bar
 
@@ -139,9 +150,68 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bbox_scale", type=float, default=2.0,
                    help="with --bbox: crop side = this x the box's longer side (training "
                    "crops frame the keypoint box the same way)")
+    g.add_argument("--max_pixels", type=int, default=None,
+                   help="refuse images declaring more pixels than this, before decoding "
+                   f"(default: ${MAX_PIXELS_ENV} or {MAX_IMAGE_PIXELS})")
     g.add_argument("--side", default="right", choices=("left", "right"),
                    help="hand side; left hands are mirrored in and the result mirrored back")
     return p
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Refuse option values that cannot work, with the allowed range (before any work)."""
+    for name, low in (("batch_size", 1), ("workers", 0), ("max_batches", 1), ("max_vis", 1),
+                      ("synth_num_test", 1), ("hg_stacks", 1), ("hg_blocks", 1),
+                      ("njoints", 1), ("max_pixels", 1)):  # fmt: skip
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise CliError(f"--{name} must be >= {low}, got {value}")
+    for name in ("bbox_factor", "bbox_scale"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            raise CliError(f"--{name} must be a finite number > 0, got {value}")
+    if args.bbox is not None:
+        x, y, w, h = args.bbox
+        if not all(math.isfinite(v) for v in args.bbox) or w <= 0 or h <= 0 or x < 0 or y < 0:
+            raise CliError(f"--bbox X Y W H must be finite with X, Y >= 0 and W, H > 0 "
+                           f"(pixels), got {' '.join(f'{v:g}' for v in args.bbox)}")
+
+
+def check_bbox_inside(bbox: Sequence[float] | None, width: int, height: int,
+                      image_path: Path) -> None:  # fmt: skip
+    """--bbox must lie inside the image (a box outside it frames nothing of the hand)."""
+    if bbox is None:
+        return
+    x, y, w, h = bbox
+    if x + w > width or y + h > height:
+        raise CliError(
+            f"--bbox {x:g} {y:g} {w:g} {h:g} is outside {image_path} ({width} x {height} "
+            f"pixels): the box must lie inside the image, X + W <= {width} and "
+            f"Y + H <= {height}")
+
+
+def check_demo_images(args: argparse.Namespace) -> None:
+    """Every --image exists, is within the pixel limit and contains --bbox, checked on the
+    file headers before any image is processed (formats without a parsed header are checked
+    once decoded)."""
+    for image_path in map(Path, args.image):
+        if not image_path.is_file():
+            raise CliError(f"image not found: {image_path}")
+        size = image_size_from_header(image_path)
+        if size is not None:
+            check_image_pixels(image_path, *size, limit=args.max_pixels)
+            check_bbox_inside(args.bbox, *size, image_path)
+
+
+def check_output_folder(out: Path) -> None:
+    """Create ``out`` and make sure a file can be written there, before hours of work."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise CliError(f"output folder {out} is not writable ({e.strerror or e}); pick "
+                       f"another one with --out") from e
 
 
 # --- checkpoint -----------------------------------------------------------------------------
@@ -554,11 +624,14 @@ def run_demo(args: argparse.Namespace, model: torch.nn.Module, out: Path) -> int
         if not image_path.is_file():
             raise CliError(f"image not found: {image_path}")
         try:
-            image = read_image_rgb(image_path)
+            image = read_image_rgb(image_path, max_pixels=args.max_pixels)
+        except ImageTooLargeError:
+            raise
         except ImageReadError as e:
             raise CliError(f"cannot decode image {image_path}: not an image OpenCV can read "
                            "(PNG, JPEG, ...) or the file is truncated") from e  # fmt: skip
         height, width = image.shape[:2]
+        check_bbox_inside(args.bbox, width, height, image_path)
         affine = demo_crop_affine((width, height), args.side, args.bbox, args.bbox_scale,
                                   cfg.input_size)  # fmt: skip
         crop = warp_image(image, affine, cfg.input_size).astype(np.float32) / 255.0
@@ -600,8 +673,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for a user-facing error)."""
     args = build_parser().parse_args(argv)
     try:
-        if args.max_vis is not None and args.max_vis < 1:
-            raise CliError(f"--max_vis must be >= 1, got {args.max_vis}")
+        validate_args(args)
         ckpt_path = resolve_checkpoint(args.checkpoint)
         try:
             device = torch.device(args.device)
@@ -613,6 +685,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default_out = ckpt_path.parent / ("demo" if args.image else
                                           f"eval_{args.fine_tune}_{args.split}")  # fmt: skip
         out = Path(args.out) if args.out else default_out
+        if args.image:
+            check_demo_images(args)
+        check_output_folder(out)
         if args.image:
             return run_demo(args, model, out)
         return run_eval(args, model, info, out)
