@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
+import math
 import os
 import pickle
 import sys
+import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,10 +32,17 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
-from tqdm import tqdm
 
 import datasets
-from datasets.base import DatasetLayoutError, ImageReadError, read_image_rgb
+from datasets.base import (
+    MAX_IMAGE_PIXELS,
+    MAX_PIXELS_ENV,
+    DatasetLayoutError,
+    ImageReadError,
+    ImageTooLargeError,
+    check_image_pixels,
+    read_image_rgb,
+)
 from datasets.joints import JOINT_NAMES, NUM_JOINTS
 from datasets.transforms import crop_matrix, crop_to_original, flip_matrix, warp_image
 from models import (
@@ -43,11 +52,19 @@ from models import (
     load_bihand_seednet,
     prepare_for_inference,
 )
-from training.checkpoint import BEST_NAME, CheckpointError, load_checkpoint
+from training.checkpoint import (
+    BEST_NAME,
+    CheckpointError,
+    check_finite_weights,
+    load_checkpoint,
+)
 from utils import vis
+from utils.errors import report_user_error
 from utils.evaluator import BatchOutput, EvalResult, evaluate
 from utils.heatmap import HeatmapCodec
+from utils.image_header import image_size_from_header
 from utils.metrics import MetricsSummary
+from utils.progress import progress_bar
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "checkpoints" / "pretrained"
 DOWNLOAD_HINT = (
@@ -60,6 +77,13 @@ DOWNLOAD_HINT = (
 
 class CliError(Exception):
     """A user-facing problem (missing file, bad flag); printed without a traceback."""
+
+
+# Errors whose message names the file and the problem: printed as one `error:` line, exit
+# code 2 (`--debug` adds the traceback). ValueError covers malformed annotations and refused
+# values, OSError missing, undecodable or unwritable files, UnpicklingError bad pickles.
+USER_ERRORS = (CliError, CheckpointError, DatasetLayoutError, ImageReadError, ValueError,
+               OSError, pickle.UnpicklingError)  # fmt: skip
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -85,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="heatmap channels (checked, the checkpoint wins)")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device, e.g. cpu, cuda or cuda:N")
+    g.add_argument("--debug", action="store_true",
+                   help="show the traceback of an error, not just its message")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the model: the fastest path measured on CPU, but its "
                    "first batches compile for 1-3 minutes, so it pays off on long evaluations")
@@ -139,9 +165,68 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bbox_scale", type=float, default=None,
                    help="with --bbox: crop side = this x the box's longer side (default: the "
                    "checkpoint's training crop factor, 2 for older checkpoints)")
+    g.add_argument("--max_pixels", type=int, default=None,
+                   help="refuse images declaring more pixels than this, before decoding "
+                   f"(default: ${MAX_PIXELS_ENV} or {MAX_IMAGE_PIXELS})")
     g.add_argument("--side", default="right", choices=("left", "right"),
                    help="hand side; left hands are mirrored in and the result mirrored back")
     return p
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Refuse option values that cannot work, with the allowed range (before any work)."""
+    for name, low in (("batch_size", 1), ("workers", 0), ("max_batches", 1), ("max_vis", 1),
+                      ("synth_num_test", 1), ("hg_stacks", 1), ("hg_blocks", 1),
+                      ("njoints", 1), ("max_pixels", 1)):  # fmt: skip
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise CliError(f"--{name} must be >= {low}, got {value}")
+    for name in ("bbox_factor", "bbox_scale"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise CliError(f"--{name} must be a finite number > 0, got {value}")
+    if args.bbox is not None:
+        x, y, w, h = args.bbox
+        if not all(math.isfinite(v) for v in args.bbox) or w <= 0 or h <= 0 or x < 0 or y < 0:
+            raise CliError(f"--bbox X Y W H must be finite with X, Y >= 0 and W, H > 0 "
+                           f"(pixels), got {' '.join(f'{v:g}' for v in args.bbox)}")
+
+
+def check_bbox_inside(bbox: Sequence[float] | None, width: int, height: int,
+                      image_path: Path) -> None:  # fmt: skip
+    """--bbox must lie inside the image (a box outside it frames nothing of the hand)."""
+    if bbox is None:
+        return
+    x, y, w, h = bbox
+    if x + w > width or y + h > height:
+        raise CliError(
+            f"--bbox {x:g} {y:g} {w:g} {h:g} is outside {image_path} ({width} x {height} "
+            f"pixels): the box must lie inside the image, X + W <= {width} and "
+            f"Y + H <= {height}")
+
+
+def check_demo_images(args: argparse.Namespace) -> None:
+    """Every --image exists, is within the pixel limit and contains --bbox, checked on the
+    file headers before any image is processed (formats without a parsed header are checked
+    once decoded)."""
+    for image_path in map(Path, args.image):
+        if not image_path.is_file():
+            raise CliError(f"image not found: {image_path}")
+        size = image_size_from_header(image_path)
+        if size is not None:
+            check_image_pixels(image_path, *size, limit=args.max_pixels)
+            check_bbox_inside(args.bbox, *size, image_path)
+
+
+def check_output_folder(out: Path) -> None:
+    """Create ``out`` and make sure a file can be written there, before hours of work."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise CliError(f"output folder {out} is not writable ({e.strerror or e}); pick "
+                       f"another one with --out") from e
 
 
 # --- checkpoint -----------------------------------------------------------------------------
@@ -222,6 +307,9 @@ def _looks_like_bihand(raw: Any) -> bool:
 def _load_bihand(
     path: Path, raw: dict, args: argparse.Namespace
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    weights = raw.get("state_dict", raw)
+    if isinstance(weights, dict):
+        check_finite_weights(weights, path)
     try:
         model = load_bihand_seednet(raw)
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
@@ -491,7 +579,7 @@ def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: 
     print(f"evaluating {info['checkpoint']} on {args.fine_tune}/{args.split} "
           f"({len(dataset)} samples) on {args.device}", flush=True)  # fmt: skip
     def progress(batches):
-        return tqdm(batches, total=len(loader), desc="eval", leave=False)
+        return progress_bar(batches, total=len(loader), desc="eval", leave=False)
 
     result = evaluate(model, loader, flip_test=args.flip_test, max_batches=args.max_batches,
                       on_batch=writer, progress=progress, bbox_factor=args.bbox_factor)
@@ -533,21 +621,58 @@ def demo_crop_affine(image_wh: tuple[int, int], side: str, bbox: Sequence[float]
     return crop_matrix(center, side_px, size) @ flip
 
 
+def demo_output_stems(paths: Sequence[Path]) -> list[str]:
+    """One distinct output name per input image, so no result overwrites another.
+
+    The file stem when it is unique; images of the same name get their parent folders'
+    names in front, as many as needed (a/hand.png, b/hand.png -> a_hand, b_hand); the same
+    file given twice gets a number (hand, hand_2).
+    """
+    absolute = [Path(os.path.abspath(p)) for p in paths]
+    parts = [a.parent.parts[1:] if a.anchor else a.parent.parts for a in absolute]
+    stems = [Path(p).stem for p in paths]
+    names = list(stems)
+    for stem in set(stems):
+        group = [i for i, s in enumerate(stems) if s == stem]
+        depth = 0
+        distinct = len({absolute[i] for i in group})
+        while len({names[i] for i in group}) < distinct and depth < max(
+                len(parts[i]) for i in group):  # fmt: skip
+            depth += 1
+            for i in group:
+                names[i] = "_".join([*parts[i][-depth:], stem])
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        candidate, n = name, 1
+        while candidate in seen:
+            n += 1
+            candidate = f"{name}_{n}"
+        names[i] = candidate
+        seen.add(candidate)
+    return names
+
+
 @torch.no_grad()
 def run_demo(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: Path) -> int:
     cfg = model.cfg
     bbox_scale = args.bbox_scale or (info.get("data_config") or {}).get("crop_factor", 2.0)
     codec = HeatmapCodec(input_size=cfg.input_size, heatmap_size=cfg.heatmap_size)
     device = next(model.parameters()).device
-    for image_path in map(Path, args.image):
+    stems = demo_output_stems([Path(p) for p in args.image])
+    written: list[Path] = []
+    replaced = 0
+    for image_path, stem in zip(map(Path, args.image), stems, strict=True):
         if not image_path.is_file():
             raise CliError(f"image not found: {image_path}")
         try:
-            image = read_image_rgb(image_path)
+            image = read_image_rgb(image_path, max_pixels=args.max_pixels)
+        except ImageTooLargeError:
+            raise
         except ImageReadError as e:
             raise CliError(f"cannot decode image {image_path}: not an image OpenCV can read "
                            "(PNG, JPEG, ...) or the file is truncated") from e  # fmt: skip
         height, width = image.shape[:2]
+        check_bbox_inside(args.bbox, width, height, image_path)
         affine = demo_crop_affine((width, height), args.side, args.bbox, bbox_scale,
                                   cfg.input_size)  # fmt: skip
         crop = warp_image(image, affine, cfg.input_size).astype(np.float32) / 255.0
@@ -563,7 +688,8 @@ def run_demo(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: 
             cv2.rectangle(overlay, (x, y), (x + w - 1, y + h - 1), (255, 255, 255), 1)
         label = "log-lik: no flow head" if loglik is None else f"log-lik {loglik:.1f}"
         vis.put_label(overlay, f"{args.side} hand, {label}")
-        overlay_path = vis.save_rgb(out / f"{image_path.stem}_overlay.png", overlay)
+        replaced += sum((out / name).exists() for name in (f"{stem}_overlay.png", f"{stem}.json"))
+        overlay_path = vis.save_rgb(out / f"{stem}_overlay.png", overlay)
         result = {
             "image": str(image_path), "side": args.side, "bbox_xywh": args.bbox,
             "image_size_wh": [width, height],
@@ -574,10 +700,13 @@ def run_demo(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: 
             "log_likelihood": loglik,
             "likelihood_note": None if loglik is not None else "no flow head",
         }  # fmt: skip
-        json_path = write_json(out / f"{image_path.stem}.json", result)
+        json_path = write_json(out / f"{stem}.json", result)
+        written += [overlay_path, json_path]
         print(f"{image_path}: wrote {overlay_path} and {json_path} ({label})")
         if args.show:
             show_files([overlay_path])
+    note = f", replacing {replaced} from an earlier run" if replaced else ""
+    print(f"wrote {len(written)} files for {len(stems)} images to {out}{note}")
     return 0
 
 
@@ -585,8 +714,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for a user-facing error)."""
     args = build_parser().parse_args(argv)
     try:
-        if args.max_vis is not None and args.max_vis < 1:
-            raise CliError(f"--max_vis must be >= 1, got {args.max_vis}")
+        validate_args(args)
         ckpt_path = resolve_checkpoint(args.checkpoint or PRETRAINED_DIR)
         try:
             device = torch.device(args.device)
@@ -599,12 +727,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                           f"eval_{args.fine_tune}_{args.split}")  # fmt: skip
         out = Path(args.out) if args.out else default_out
         if args.image:
+            check_demo_images(args)
+        check_output_folder(out)
+        if args.image:
             return run_demo(args, model, info, out)
         return run_eval(args, model, info, out)
-    except (CliError, CheckpointError, DatasetLayoutError, ImageReadError,
-            FileNotFoundError) as e:  # fmt: skip
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return report_user_error(e, debug=args.debug)
 
 
 if __name__ == "__main__":

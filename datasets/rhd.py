@@ -34,6 +34,7 @@ remaining doubt is below a quarter of a heatmap pixel. Pass ``pixel_offset`` to 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -135,6 +136,22 @@ def parse_annotation_file(path: Path) -> dict[str, np.ndarray]:
     }
 
 
+def check_finite_labels(arrays: dict[str, np.ndarray], source: Path) -> None:
+    """Raise `AnnotationFormatError` naming the file, frame and field of the first NaN/inf in
+    'uv_vis', 'xyz' or 'K' (such labels would crash the crop or pass into samples)."""
+    for key in ("uv_vis", "xyz", "K"):
+        values = arrays[key]
+        bad_frames = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+        if len(bad_frames):
+            first = int(bad_frames[0])
+            bad_rows = np.flatnonzero(~np.isfinite(values[first]).all(axis=-1)).tolist()
+            frame_ids = arrays["frame_ids"][bad_frames].tolist()
+            raise _format_error(
+                f"{source}: frame {frame_ids[0]} field {key!r} holds non-finite values "
+                f"(NaN/inf) in rows {bad_rows}; {len(bad_frames)} frame(s) have non-finite "
+                f"{key!r}, e.g. {frame_ids[:5]}")
+
+
 def find_annotation_file(split_dir: Path, folder: str) -> Path:
     """``anno_<folder>.pickle`` if present, else ``.mat``; raises with the layout."""
     for suffix in (".pickle", ".mat"):
@@ -181,8 +198,10 @@ class RHDReader:
         self.annotation_path = find_annotation_file(split_dir, folder)
         arrays = cached_arrays(self.annotation_path, PARSER_KIND,
                                lambda: parse_annotation_file(self.annotation_path), cache_dir)
+        check_finite_labels(arrays, self.annotation_path)
         self._select_frames(arrays, frame_ids)
         self._check_files()
+        self.unannotated_images = self._report_unannotated(arrays["frame_ids"])
         self._build_index(hands, min_visible)
 
     def _select_frames(self, arrays: dict[str, np.ndarray],
@@ -235,6 +254,23 @@ class RHDReader:
             if missing:
                 raise _layout_error(f"{self.split_dir / 'mask'}: {len(missing)} requested "
                                     f"frames have no mask, first {self.mask_path(missing[0])}")
+
+    def _report_unannotated(self, annotated: np.ndarray) -> int:
+        """Count (and warn about) colour images that have no annotation entry: they are never
+        used, and a silent skip would hide a truncated annotation file."""
+        color_dir = self.split_dir / "color"
+        names = {f"{int(f):05d}.png" for f in annotated}
+        images = [p.name for p in color_dir.iterdir()
+                  if p.suffix == ".png" and p.stem.isdigit()]  # fmt: skip
+        extra = sorted(n for n in images if n not in names)
+        if extra:
+            warnings.warn(
+                f"{color_dir}: {len(extra)} of {len(images)} images have no entry in "
+                f"{self.annotation_path} and are not used, e.g. {extra[:3]}",
+                UserWarning,
+                stacklevel=3,
+            )
+        return len(extra)
 
     def _build_index(self, hands: str, min_visible: int) -> None:
         n = len(self.frame_ids)

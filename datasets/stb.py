@@ -101,6 +101,18 @@ def parse_label_file(path: Path) -> dict[str, np.ndarray]:
     return {"joints_mm": np.ascontiguousarray(para.transpose(2, 1, 0))}
 
 
+def check_finite_joints(joints_mm: np.ndarray, source: Path) -> None:
+    """Raise `AnnotationFormatError` naming the file, frame and joints of the first NaN/inf
+    in ``handPara`` ((frames, 21, 3) as parsed)."""
+    bad_frames = np.flatnonzero(~np.isfinite(joints_mm.reshape(len(joints_mm), -1)).all(axis=1))
+    if len(bad_frames):
+        first = int(bad_frames[0])
+        joints = np.flatnonzero(~np.isfinite(joints_mm[first]).all(axis=-1)).tolist()
+        raise _format_error(f"{source}: frame {first} field 'handPara' holds non-finite values "
+                            f"(NaN/inf) at joints {joints} (STB order); {len(bad_frames)} "
+                            f"frame(s) affected, e.g. {bad_frames[:5].tolist()}")
+
+
 class STBReader:
     """Annotations of some STB sequences seen by one camera.
 
@@ -145,6 +157,7 @@ class STBReader:
             joints_mm = cached_arrays(label_path, PARSER_KIND,
                                       lambda p=label_path: parse_label_file(p),
                                       cache_dir)["joints_mm"]
+            check_finite_joints(joints_mm, label_path)
             num = joints_mm.shape[0]
             frames = np.arange(num) if wanted is None else np.asarray(wanted, dtype=np.int64)
             if len(frames) and frames.max() >= num:

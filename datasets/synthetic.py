@@ -63,7 +63,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import scipy.io
-from tqdm import tqdm
 
 from datasets.hand_model import (
     HAND_SIDES,
@@ -98,6 +97,7 @@ from datasets.render import (
 from datasets.stb_calibration import IMAGE_SIZE_WH as STB_SIZE_WH
 from datasets.stb_calibration import SK_COLOR_K, sk_color_to_depth
 from utils.geometry import intrinsics, project_points
+from utils.progress import progress_bar
 
 DIFFICULTIES = ("easy", "hard")
 RHD_SIZE = 320
@@ -664,7 +664,7 @@ def _worker_init() -> None:
 
 
 def _map(tasks: list[tuple], workers: int, progress: bool) -> Iterator[tuple]:
-    bar = tqdm(total=len(tasks), desc="synthetic", unit="img", disable=not progress)
+    bar = progress_bar(total=len(tasks), desc="synthetic", unit="img", disable=not progress)
     if workers <= 1:
         for task in tasks:
             yield _run_task(task)
@@ -739,7 +739,7 @@ def generate(out_dir: str | os.PathLike, num_train: int, num_test: int, seed: in
         stb: also write the STB part.
         stb_frames_per_sequence: frames per STB sequence (default
             `default_stb_frames_per_sequence`).
-        progress: show a tqdm progress bar.
+        progress: show a progress bar (utils.progress).
 
     Returns:
         A `SyntheticDataset` describing what was written.

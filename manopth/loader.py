@@ -243,6 +243,20 @@ def mano_model_path(side: str = "right", mano_root: str | Path | None = None) ->
     return root / f"MANO_{side.upper()}.pkl"
 
 
+def check_finite_array(value: np.ndarray, key: str, source: str) -> None:
+    """Raise ManoFileError naming the file and the array when it holds NaN or inf (such a
+    model would load and only make the fit or the layer fail later)."""
+    if not np.issubdtype(value.dtype, np.number):
+        raise ManoFileError(mano_file_message(source, f"'{key}' holds {value.dtype} values, "
+                                              f"expected numbers"))
+    bad = ~np.isfinite(value)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ManoFileError(mano_file_message(
+            source, f"'{key}' holds {int(bad.sum())} non-finite values (NaN/inf), first at "
+            f"index {first}"))
+
+
 def mano_model_from_arrays(arrays: dict[str, Any], source: str = "<arrays>") -> ManoModel:
     """Validate MANO arrays (numpy, scipy sparse or stand-ins) and build a `ManoModel`.
 
@@ -263,6 +277,7 @@ def mano_model_from_arrays(arrays: dict[str, Any], source: str = "<arrays>") -> 
             raise ManoFileError(
                 mano_file_message(source, f"'{key}' has shape {value.shape}, expected {shape}")
             )
+        check_finite_array(value, key, source)
         values[key] = value
     parents = [int(p) for p in values["kintree_table"][0].astype(np.int64)]
     # The root's parent is stored as uint32 max (4294967295) in the original files.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -284,8 +285,12 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path} (expected a YAML mapping)")
-    with path.open() as f:
-        data = yaml.safe_load(f)
+    try:
+        with path.open() as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        detail = " ".join(str(e).split())
+        raise ValueError(f"config file {path}: not valid YAML ({detail})") from e
     if isinstance(data, dict) and isinstance(data.get("train"), dict):
         data = data["train"]
     if not isinstance(data, dict):
@@ -322,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", metavar="FILE.yaml", help="YAML file of options (below command-line flags)"
     )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error, not just its message"
+    )
     hints = typing.get_type_hints(TrainConfig)
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
@@ -352,6 +360,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
     """Parse `argv` (None: sys.argv[1:]) into a resolved TrainConfig."""
     ns = vars(build_parser().parse_args(argv))
     config_file = ns.pop("config", None)
+    ns.pop("debug", None)
     file_values = load_yaml_config(config_file) if config_file else {}
     preset = ns.get("preset", file_values.get("preset", TrainConfig.preset))
     if preset not in TRAIN_PRESETS:
@@ -361,8 +370,118 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
     return apply_overrides(cfg, ns, "command line")
 
 
+def option_flag(name: str) -> str:
+    """The command-line spelling of a TrainConfig field, for messages."""
+    return "--learning-rate" if name == "learning_rate" else f"--{name}"
+
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a finite number",
+               str: "a string"}  # fmt: skip
+
+
+def _value_fits(value: Any, inner: Any) -> bool:
+    if inner is float:
+        return (isinstance(value, int | float) and not isinstance(value, bool)
+                and math.isfinite(value))  # fmt: skip
+    if inner is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, inner)
+
+
+def check_option_types(cfg: TrainConfig) -> None:
+    """Every option has its field's type (YAML files can hold anything) and every float is
+    finite (argparse and YAML both accept 'nan' and 'inf'); raises ValueError naming it."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        hint = hints[f.name]
+        optional = type(None) in typing.get_args(hint)
+        if value is None and optional:
+            continue
+        inner, is_list = _base_type(hint)
+        if inner not in _TYPE_WORDS:
+            continue
+        words = _TYPE_WORDS[inner]
+        values = value if is_list and isinstance(value, list) else [value]
+        ok = (isinstance(value, list) or not is_list) and all(_value_fits(v, inner)
+                                                              for v in values)  # fmt: skip
+        if not ok:
+            if f.name in OPTION_RANGES:
+                words = f"{words} {_range_text(*OPTION_RANGES[f.name])}"
+            kind = f"a list, each {words}" if is_list else words
+            hint_text = (" (YAML reads 1e-3 as a string: write 1.0e-3)"
+                         if isinstance(value, str) and inner in (int, float) else "")
+            raise ValueError(f"{option_flag(f.name)} must be {kind}"
+                             f"{' or null' if optional else ''}, got {value!r}{hint_text}")
+
+
+# Allowed ranges of the numeric options the checks in validate_config do not cover:
+# option -> (lowest, highest, lowest itself allowed); None: unbounded.
+OPTION_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "learning_rate": (0, None, False),
+    "weight_decay": (0, None, True),
+    "gamma": (0, None, False),
+    "grad_clip": (0, None, True),
+    "loss_heatmap": (0, None, True),
+    "loss_mask": (0, None, True),
+    "loss_flow": (0, None, True),
+    "flow_hidden_ratio": (0, None, False),
+    "flow_clamp": (0, None, False),
+    "hg_stacks": (1, None, True),
+    "hg_blocks": (1, None, True),
+    "flow_steps": (0, None, True),
+    "max_nonfinite_steps": (1, None, True),
+    "max_steps_per_epoch": (1, None, True),
+    "max_val_batches": (1, None, True),
+    "snapshot": (0, None, True),
+    "save_every_steps": (0, None, True),
+    "synth_num_train": (0, None, True),
+    "synth_num_test": (0, None, True),
+    "time_budget_min": (0, None, False),
+    # numpy's global seed is a 32-bit unsigned integer.
+    "seed": (0, 2**32 - 1, True),
+    "split_seed": (0, 2**32 - 1, True),
+}
+# Options with a fixed set of values (the command line has choices, a YAML file does not).
+OPTION_CHOICES: dict[str, tuple[str, ...]] = {
+    "preset": PRESETS,
+    "synth_difficulty": ("easy", "hard"),
+}
+
+
+def _range_text(low: float | None, high: float | None, low_inclusive: bool) -> str:
+    if high is not None:
+        return f"in [{low}, {high}]" if low_inclusive else f"in ({low}, {high}]"
+    return f">= {low}" if low_inclusive else f"> {low}"
+
+
+def check_option_ranges(cfg: TrainConfig) -> None:
+    """The numeric options are inside OPTION_RANGES, the names inside OPTION_CHOICES and the
+    file names usable; raises ValueError with the allowed range."""
+    for name, (low, high, low_inclusive) in OPTION_RANGES.items():
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        too_low = low is not None and (value < low if low_inclusive else value <= low)
+        if too_low or (high is not None and value > high):
+            raise ValueError(f"{option_flag(name)} must be {_range_text(low, high, low_inclusive)}"
+                             f", got {value!r}")
+    for name, choices in OPTION_CHOICES.items():
+        if getattr(cfg, name) not in choices:
+            raise ValueError(f"--{name} must be one of {list(choices)}, got {getattr(cfg, name)!r}")
+    if cfg.loss_heatmap == cfg.loss_mask == cfg.loss_flow == 0:
+        raise ValueError("--loss_heatmap, --loss_mask and --loss_flow are all 0: nothing to train")
+    for name in ("data_root", "checkpoint", "saved_prefix"):
+        if not getattr(cfg, name):
+            raise ValueError(f"--{name} must not be empty")
+    if "/" in cfg.saved_prefix or "\\" in cfg.saved_prefix:
+        raise ValueError(f"--saved_prefix must be a file name prefix without folders, got "
+                         f"{cfg.saved_prefix!r} (the folder is -ckp)")
+
+
 def validate_config(cfg: TrainConfig) -> None:
     """Raise ValueError for option values that cannot work (user input, so no asserts)."""
+    check_option_types(cfg)
     if cfg.njoints != 21:
         raise ValueError(f"--njoints must be 21 (the canonical hand joints), got {cfg.njoints}")
     unknown = sorted(set(cfg.datasets) - set(REGISTRY))
@@ -395,3 +514,4 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--time_budget_min must be > 0, got {cfg.time_budget_min}")
     if cfg.device is not None and cfg.device.split(":")[0] not in ("cpu", "cuda"):
         raise ValueError(f"--device must be 'cpu' or 'cuda', got {cfg.device!r}")
+    check_option_ranges(cfg)

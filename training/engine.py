@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from models.losses import TERM_NAMES, HandFlowCriterion, LossTerms
 from training.distributed import (
@@ -26,6 +25,7 @@ from training.distributed import (
     unwrap_model,
 )
 from utils.evaluator import evaluate as run_evaluation
+from utils.progress import progress_bar
 
 # Batch keys that are tensors the model or the criterion read (moved to the device).
 DEVICE_KEYS = ("image", "heatmaps", "heatmap_weights", "mask", "has_mask")
@@ -151,7 +151,7 @@ def train_one_epoch(
         should_stop: checked before each step (same answer on every process); True ends the
             epoch early, e.g. when the time budget is used.
         after_step: called with the progress after each step (mid-epoch checkpoints).
-        show_progress: tqdm bar (rank 0 only).
+        show_progress: progress bar (rank 0 only; utils.progress).
         bf16: bf16 autocast of the forward pass (the flow head and the losses stay float32).
 
     Returns:
@@ -166,7 +166,7 @@ def train_one_epoch(
     total_steps = len(loader) + progress.step if hasattr(loader, "__len__") else None
     if max_steps is not None and total_steps is not None:
         total_steps = min(total_steps, max_steps)
-    bar = tqdm(
+    bar = progress_bar(
         total=total_steps,
         initial=progress.step,
         desc=f"epoch {epoch + 1}",
@@ -325,11 +325,11 @@ def evaluate(
         loader: the full validation loader (used on rank 0 only).
         is_main: this process is rank 0.
         max_batches: stop after this many batches (None: all).
-        show_progress: tqdm bar.
+        show_progress: progress bar (utils.progress).
     """
     result = None
     if is_main:
-        wrap = (lambda it: tqdm(it, desc="val", leave=False)) if show_progress else None
+        wrap = (lambda it: progress_bar(it, desc="val", leave=False)) if show_progress else None
         out = run_evaluation(
             unwrap_model(model), loader, collect_predictions=False, max_batches=max_batches,
             progress=wrap,

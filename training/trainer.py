@@ -47,8 +47,12 @@ from training.checkpoint import (
     BEST_NAME,
     CHECKPOINT_VERSION,
     LAST_NAME,
+    CheckpointError,
+    NonFiniteStateError,
     capture_rng_state,
     load_checkpoint,
+    nonfinite_entries,
+    remove_stale_temp_files,
     restore_rng_state,
     save_checkpoint,
     snapshot_name,
@@ -67,7 +71,14 @@ from training.distributed import (
     sync_buffers,
     unwrap_model,
 )
-from training.engine import EpochProgress, ValResult, evaluate, train_one_epoch
+from training.engine import (
+    EpochProgress,
+    TrainingDivergedError,
+    ValResult,
+    evaluate,
+    train_one_epoch,
+)
+from training.lock import RunLock
 from training.plots import plot_history
 
 logger = logging.getLogger("training")
@@ -371,6 +382,121 @@ def warn_config_drift(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> No
         )
 
 
+def apply_optimiser_options(optimizer: torch.optim.Optimizer,
+                            scheduler: torch.optim.lr_scheduler.StepLR,
+                            cfg: TrainConfig) -> dict[str, tuple[Any, Any]]:  # fmt: skip
+    """Apply --learning-rate, --lr_decay_step, --gamma and --weight_decay over a resumed
+    optimiser and scheduler where they differ from the loaded values.
+
+    The learning rate is set to the new schedule's value at the loaded epoch,
+    learning_rate * gamma ** (epochs // lr_decay_step), so config.yaml (which records the
+    options of this run) says what training uses. Nothing changes when the options match.
+
+    Returns:
+        option -> (loaded value, applied value) for each option that changed.
+    """
+    changes: dict[str, tuple[Any, Any]] = {}
+    if scheduler.step_size != cfg.lr_decay_step:
+        changes["lr_decay_step"] = (scheduler.step_size, cfg.lr_decay_step)
+        scheduler.step_size = cfg.lr_decay_step
+    if scheduler.gamma != cfg.gamma:
+        changes["gamma"] = (scheduler.gamma, cfg.gamma)
+        scheduler.gamma = cfg.gamma
+    if any(base != cfg.learning_rate for base in scheduler.base_lrs):
+        changes["learning_rate"] = (scheduler.base_lrs[0], cfg.learning_rate)
+        scheduler.base_lrs = [cfg.learning_rate] * len(scheduler.base_lrs)
+    if changes:
+        lr = cfg.learning_rate * cfg.gamma ** (scheduler.last_epoch // cfg.lr_decay_step)
+        for group in optimizer.param_groups:
+            group["initial_lr"] = cfg.learning_rate
+            group["lr"] = lr
+        # What get_last_lr() and the scheduler's state_dict report until its next step.
+        scheduler._last_lr = [lr] * len(optimizer.param_groups)
+    decays = {group["weight_decay"] for group in optimizer.param_groups}
+    if decays != {cfg.weight_decay}:
+        changes["weight_decay"] = (min(decays), cfg.weight_decay)
+        for group in optimizer.param_groups:
+            group["weight_decay"] = cfg.weight_decay
+    return changes
+
+
+# What a checkpoint needs beyond training.checkpoint.REQUIRED_KEYS to be resumed.
+RESUME_KEYS = ("optimizer", "scheduler", "progress", "metrics", "rng")
+RESUME_METRICS_KEYS = ("history", "best_val_auc", "global_step")
+
+
+def check_resumable(ckpt: dict[str, Any], path: Path) -> None:
+    """Raise CheckpointError naming the file unless it holds a resumable training state."""
+    missing = [k for k in RESUME_KEYS if k not in ckpt]
+    metrics = ckpt.get("metrics")
+    if isinstance(metrics, dict):
+        missing += [f"metrics.{k}" for k in RESUME_METRICS_KEYS if k not in metrics]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be resumed: it has no {missing} entries (found "
+            f"{sorted(ckpt)}); its weights can still be evaluated (run.py, "
+            f"--evaluate_seednet_pth), or resume from a last.pth.tar written by training"
+        )
+    bad = nonfinite_entries(ckpt["optimizer"])
+    if bad:
+        raise NonFiniteStateError(
+            f"checkpoint {path}: non-finite optimiser state (NaN/inf) in {bad[:3]}; resume "
+            f"from an earlier checkpoint"
+        )
+
+
+def model_config_of(ckpt: dict[str, Any], path: Path) -> ModelConfig:
+    """The architecture stored in a checkpoint; CheckpointError naming the file if invalid."""
+    try:
+        return ModelConfig.from_dict(ckpt["config"]["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path}: config['model'] cannot rebuild the network ({e})"
+        ) from e
+
+
+def load_model_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: Path) -> None:
+    """Load a checkpoint's weights; CheckpointError naming the file if they do not fit."""
+    try:
+        model.load_state_dict(strip_module_prefix(ckpt["model"]))
+    except RuntimeError as e:
+        detail = "; ".join(ln.strip() for ln in str(e).splitlines()[1:2] if ln.strip())
+        raise CheckpointError(
+            f"checkpoint {path}: its weights do not fit the architecture in its config "
+            f"(written by another version, or edited): {detail}"
+        ) from e
+
+
+def check_finite_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                                path: Path, device: torch.device) -> None:  # fmt: skip
+    """Raise TrainingDivergedError (on every process) when weights or optimiser values
+    (moments, learning rate, ...) are NaN/inf, before they are written over `path`."""
+    bad = nonfinite_entries({"model": unwrap_model(model).state_dict(),
+                             "optimizer": optimizer.state_dict()})  # fmt: skip
+    if any_process(bool(bad), device):
+        raise TrainingDivergedError(
+            f"training diverged: non-finite values (NaN/inf) in "
+            f"{', '.join(bad[:3]) or 'the state of another process'}; not written to {path}"
+        )
+
+
+def last_good_note(out_dir: Path, resume_path: Path | None) -> str:
+    """Which checkpoint a diverged run can be resumed from: the folder's last.pth.tar if it
+    loads (hash and finiteness checked), else the file the run resumed from."""
+    for path in (out_dir / LAST_NAME, resume_path):
+        if path is None or not path.is_file():
+            continue
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError:
+            continue
+        global_step = ckpt.get("metrics", {}).get("global_step", "?")
+        return (f"the last good checkpoint is {path} (saved after {ckpt['epoch']} epochs + "
+                f"{ckpt.get('step', 0)} steps, global step {global_step}): resume with "
+                f"--resume_seednet_pth {path} and a lower --learning-rate")  # fmt: skip
+    return "no good resumable checkpoint exists"
+
+
 # --- the run ---------------------------------------------------------------------------------
 
 
@@ -378,16 +504,40 @@ def run_training(cfg: TrainConfig, hooks: RunHooks | None = None) -> TrainResult
     """Train (or, with --evaluate_seednet_pth, evaluate) as configured.
 
     Joins the torchrun process group when launched by torchrun and leaves it at the end.
+    A training run holds the checkpoint folder's lock (training/lock.py) throughout.
     """
     start = time.monotonic()  # the time budget counts from here (data setup included)
     validate_config(cfg)
     info = dist_info_from_env()
     device = resolve_device(cfg.device, info)
     init_distributed(device.type)
+    lock = None
     try:
+        lock = lock_checkpoint_folder(cfg, info)
         return _run(cfg, info, device, hooks or RunHooks(), start)
+    except TrainingDivergedError as e:
+        if not info.is_main:
+            raise
+        note = last_good_note(Path(cfg.checkpoint), resolve_resume_path(cfg))
+        raise TrainingDivergedError(f"{e}; {note}") from e
     finally:
+        if lock is not None:
+            lock.release()
         cleanup()
+
+
+def lock_checkpoint_folder(cfg: TrainConfig, info: DistInfo) -> RunLock | None:
+    """Rank 0 of a training run locks -ckp (evaluation writes nothing there), then deletes
+    the temporary files an interrupted save left in it."""
+    if cfg.evaluate_seednet_pth or not info.is_main:
+        return None
+    lock = RunLock(cfg.checkpoint)
+    lock.acquire()
+    removed = remove_stale_temp_files(cfg.checkpoint)
+    if removed:
+        logger.warning("removed %d partial file(s) left by an interrupted save: %s",
+                       len(removed), ", ".join(str(p) for p in removed))  # fmt: skip
+    return lock
 
 
 def _run(
@@ -407,6 +557,7 @@ def _run(
         ckpt = load_checkpoint(cfg.evaluate_seednet_pth)
     elif resume_path is not None:
         ckpt = load_checkpoint(resume_path)
+        check_resumable(ckpt, resume_path)
         warn_config_drift(ckpt["config"].get("train", {}), cfg, resume_path)
     elif info.is_main and (out_dir / LAST_NAME).is_file():
         warnings.warn(
@@ -416,7 +567,8 @@ def _run(
             stacklevel=2,
         )
     # A checkpoint carries its architecture; command-line model flags only shape new runs.
-    mcfg = ModelConfig.from_dict(ckpt["config"]["model"]) if ckpt else model_config_from(cfg)
+    ckpt_path = Path(cfg.evaluate_seednet_pth) if eval_only else resume_path
+    mcfg = model_config_of(ckpt, ckpt_path) if ckpt else model_config_from(cfg)
 
     ensure_synthetic(cfg, info)
     val_loader = build_val_loader(cfg, build_split(cfg, mcfg, "val"), device)
@@ -424,7 +576,7 @@ def _run(
     # on CPU with identical results (bench/bench_models.py).
     model = set_memory_format(build_model(mcfg).to(device))
     if eval_only:
-        model.load_state_dict(strip_module_prefix(ckpt["model"]))
+        load_model_weights(model, ckpt, ckpt_path)
         val = evaluate(model, val_loader, is_main=info.is_main, max_batches=cfg.max_val_batches)
         if info.is_main:
             logger.info("validation of %s: %s", cfg.evaluate_seednet_pth, json.dumps(val.to_dict()))
@@ -449,9 +601,13 @@ def _run(
 
     state = RunState(epoch=cfg.start_epoch)
     if ckpt is not None:
-        model.load_state_dict(strip_module_prefix(ckpt["model"]))
+        load_model_weights(model, ckpt, ckpt_path)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        for name, (loaded, applied) in apply_optimiser_options(optimizer, scheduler, cfg).items():
+            logger.info("resume: %s %s in %s -> %s from this run's options (learning rate now "
+                        "%g)", name, loaded, resume_path, applied,
+                        optimizer.param_groups[0]["lr"])  # fmt: skip
         if scaler is not None and ckpt.get("scaler") is not None:
             scaler.load_state_dict(ckpt["scaler"])
         metrics = ckpt["metrics"]
@@ -488,6 +644,7 @@ def _run(
         nonlocal saved_at_step
         if name == LAST_NAME:
             saved_at_step = state.global_step
+        check_finite_training_state(ddp_model, optimizer, out_dir / name, device)
         if info.is_main:
             save_checkpoint(
                 checkpoint_state(state, ddp_model, optimizer, scheduler, scaler, cfg, mcfg),
