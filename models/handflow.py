@@ -10,6 +10,7 @@ from torch import nn
 
 from models.config import ModelConfig
 from models.flow import FlowHead, FlowOutput
+from models.fuse import fold_batchnorm
 from models.seednet import SeedNet, SeedNetOutput
 
 _MEMORY_FORMATS = {
@@ -63,6 +64,14 @@ class HandFlowNet(nn.Module):
         )
         self.seednet = SeedNet(cfg)
         self.flow = FlowHead(cfg) if cfg.flow_enabled else None
+        self.bn_folded = False  # set by prepare_for_inference
+
+    def train(self, mode: bool = True) -> HandFlowNet:
+        """nn.Module.train; refused once BatchNorm was folded for inference."""
+        if mode and self.bn_folded:
+            raise RuntimeError("this model's BatchNorms were folded by prepare_for_inference "
+                               "(inference only); build or load a fresh model to train it")
+        return super().train(mode)
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in [0, 1] -> normalised network input.
@@ -128,9 +137,17 @@ def set_memory_format(model: HandFlowNet, memory_format: str | None = None) -> H
     return model.to(memory_format=fmt)
 
 
-def prepare_for_inference(model: HandFlowNet, memory_format: str | None = None) -> HandFlowNet:
-    """Eval mode plus set_memory_format(model, memory_format). Returns the model."""
+def prepare_for_inference(model: HandFlowNet, memory_format: str | None = None,
+                          fold_bn: bool = True) -> HandFlowNet:
+    """Eval mode, BatchNorm folded into the preceding convolutions (`models.fuse`; outputs
+    equal up to float rounding) and set_memory_format(model, memory_format), in place.
+
+    A folded model is for inference only: `model.train()` then raises. Returns the model.
+    """
     model.eval()
+    if fold_bn and not model.bn_folded:
+        fold_batchnorm(model.seednet)
+        model.bn_folded = True
     return set_memory_format(model, memory_format)
 
 

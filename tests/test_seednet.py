@@ -136,3 +136,27 @@ def test_channels_last_inference_matches_contiguous() -> None:
     assert model.normalize(images).is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got.seed.heatmaps[-1], expected.seed.heatmaps[-1], atol=1e-4, rtol=0)
     torch.testing.assert_close(got.flow.nll_bpd, expected.flow.nll_bpd, atol=1e-4, rtol=0)
+
+
+def test_folded_batchnorm_matches_and_refuses_training() -> None:
+    """prepare_for_inference folds BN into the convs before it: the same outputs (after BN
+    statistics moved away from their initial values), and no training afterwards."""
+    model = build_model("small")
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(4, 3, 128, 128) * 2)
+    model.eval()
+    images = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        expected = model(images)
+        n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+        prepare_for_inference(model)
+        got = model(images)
+    left = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert left < n_bn / 2
+    torch.testing.assert_close(got.seed.heatmaps[-1], expected.seed.heatmaps[-1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.seed.masks[-1], expected.seed.masks[-1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.flow.log_likelihood, expected.flow.log_likelihood, rtol=1e-5,
+                               atol=1e-3)
+    with pytest.raises(RuntimeError, match="folded"):
+        model.train()
