@@ -573,6 +573,12 @@ class ConfidenceAccumulator:
     def __len__(self) -> int:
         return sum(e.shape[0] for e in self._errors)
 
+    @property
+    def num_labelled(self) -> int:
+        """Images added so far that have at least one scored joint."""
+        return sum(int(failed_images(e, n)[1].sum()) for e, n in zip(self._errors, self._norms,
+                                                                     strict=True))
+
     def compute(self, threshold: tuple[str, float] | None = None) -> ConfidenceSummary:
         """The summary; ``threshold`` = (per-image score name, value) adds a ThresholdReport."""
         if not self._errors:
