@@ -35,7 +35,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets.transforms import crop_to_original
-from utils.confidence import Calibration, ConfidenceAccumulator, ConfidenceSummary, auroc
+from utils.confidence import (
+    JOINT_CALIBRATION_SCORE,
+    Calibration,
+    ConfidenceAccumulator,
+    ConfidenceSummary,
+    auroc,
+    expected_calibration_error,
+    fit_platt,
+    joint_correct,
+)
 from utils.heatmap import HeatmapCodec
 from utils.metrics import (
     MMPOSE_BBOX_FACTOR,
@@ -312,7 +321,7 @@ def score_heatmaps(
     return kp_crop, kp_orig, scores, errors
 
 
-def confidence_note(joint_confidence: np.ndarray | None, hand_present: np.ndarray | None
+def confidence_note(joint_confidence: object | None, hand_present: object | None
                     ) -> str | None:  # fmt: skip
     """Why a prediction carries no confidence or hand_present (None when it has both)."""
     notes = [note for value, note in ((joint_confidence, NO_JOINT_CALIBRATION),
@@ -551,9 +560,40 @@ def score_images(
     return {k: np.concatenate(v) for k, v in parts.items()}, np.array(kinds)
 
 
+class ImageScoreCollector:
+    """An :func:`evaluate` ``on_batch`` hook keeping the per-image scores of the plain pass,
+    so :func:`hand_vs_nohand` need not run the positives through the model again."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, list[np.ndarray]] = {}
+
+    def __call__(self, _: int, batch: dict, out: BatchOutput) -> None:
+        if out.flip:
+            return
+        for name, values in image_scores(out.scores, out.mask_prob, out.log_likelihood,
+                                         out.joint_confidence).items():  # fmt: skip
+            self._parts.setdefault(name, []).append(values)
+
+    def scores(self) -> dict[str, np.ndarray]:
+        """name -> (N,) over the batches seen."""
+        return {k: np.concatenate(v) for k, v in self._parts.items()}
+
+
+def chain_hooks(*hooks: Callable[[int, dict, BatchOutput], None] | None
+                ) -> Callable[[int, dict, BatchOutput], None]:  # fmt: skip
+    """One ``on_batch`` hook calling each given hook (None entries skipped) in order."""
+    active = [h for h in hooks if h is not None]
+
+    def call(b: int, batch: dict, out: BatchOutput) -> None:
+        for hook in active:
+            hook(b, batch, out)
+
+    return call
+
+
 def hand_vs_nohand(
     model: nn.Module,
-    positives: Iterable[dict],
+    positives: Iterable[dict] | dict[str, np.ndarray],
     negatives: Iterable[dict],
     *,
     max_batches: int | None = None,
@@ -563,13 +603,17 @@ def hand_vs_nohand(
 
     Args:
         model: as for :func:`evaluate`.
-        positives: batches of hand crops (e.g. the evaluation loader).
+        positives: batches of hand crops (e.g. the evaluation loader), or their per-image
+            scores already computed (:class:`ImageScoreCollector`; same calibration).
         negatives: batches of crops without a hand with a 'kind' key
             (`datasets.negatives.NoHandDataset`).
         max_batches: per loader, stop after this many batches.
         calibration: adds the calibrated 'joint_confidence_mean' score.
     """
-    pos, _ = score_images(model, positives, max_batches=max_batches, calibration=calibration)
+    if isinstance(positives, dict):
+        pos = positives
+    else:
+        pos, _ = score_images(model, positives, max_batches=max_batches, calibration=calibration)
     neg, kinds = score_images(model, negatives, max_batches=max_batches,
                               calibration=calibration)  # fmt: skip
 
@@ -590,3 +634,92 @@ def hand_vs_nohand(
         negative_scores=neg,
         negative_kinds=kinds,
     )
+
+
+@dataclass
+class CalibrationFit:
+    """A fitted calibration and how it did on the data it was fitted on.
+
+    Attributes:
+        calibration: the maps (store with ``Calibration.to_dict()``).
+        num_keypoints: scored keypoints the joint map was fitted on.
+        ece_before: ECE of the heatmap peak clipped to [0, 1] on those keypoints.
+        ece_after: ECE of the calibrated joint confidence on them (in-sample).
+        hand: the hand-vs-no-hand scores the hand map was fitted on, or None.
+    """
+
+    calibration: Calibration
+    num_keypoints: int
+    ece_before: float | None
+    ece_after: float | None
+    hand: HandVsNoHandResult | None = None
+
+    def to_dict(self) -> dict:
+        return {"calibration": self.calibration.to_dict(), "num_keypoints": self.num_keypoints,
+                "ece_before": self.ece_before, "ece_after": self.ece_after,
+                "hand_vs_nohand": None if self.hand is None else self.hand.to_dict()}
+
+
+def fit_calibration(
+    model: nn.Module,
+    loader: Iterable[dict],
+    *,
+    negatives: Iterable[dict] | None = None,
+    max_batches: int | None = None,
+    bbox_factor: float = MMPOSE_BBOX_FACTOR,
+    fitted_on: dict | None = None,
+) -> CalibrationFit:
+    """Fit the joint map (heatmap peak -> P(joint within PCK@0.2)) on ``loader`` and, with
+    ``negatives``, the hand map (a per-image score -> P(hand present)).
+
+    The hand map uses the per-image score with the highest hand-vs-no-hand AUROC on this
+    data, with the two classes weighted equally (P = 0.5 where a hand and no hand are
+    equally likely). Fit on a validation split, not the split you report.
+
+    Args:
+        model: as for :func:`evaluate`.
+        loader: hand crops with labels (the batches of :func:`evaluate`).
+        negatives: crops without a hand (`datasets.negatives.NoHandDataset`), or None.
+        max_batches: per loader, stop after this many batches.
+        bbox_factor: PCK box enlargement.
+        fitted_on: what the data was, stored with the calibration.
+    """
+    peaks: list[np.ndarray] = []
+    correct: list[np.ndarray] = []
+    collector = ImageScoreCollector()
+
+    def collect(_: int, batch: dict, out: BatchOutput) -> None:
+        norms = gt_bbox_size(_np(batch["kp2d_orig_px"]), batch["orig_size_wh"].cpu().numpy(),
+                             bbox_factor)  # fmt: skip
+        right, scored = joint_correct(out.errors_px, norms)
+        peaks.append(out.scores[scored])
+        correct.append(right[scored])
+
+    evaluate(model, loader, collect_predictions=False, max_batches=max_batches,
+             bbox_factor=bbox_factor, on_batch=chain_hooks(collect, collector))  # fmt: skip
+    peak, right = np.concatenate(peaks), np.concatenate(correct)
+    joint = fit_platt(peak, right, score=JOINT_CALIBRATION_SCORE)
+    hand = hand_map = None
+    if negatives is not None:
+        hand = hand_vs_nohand(model, collector.scores(), negatives, max_batches=max_batches)
+        usable = {k: v for k, v in hand.auroc.items() if v is not None}
+        if not usable:
+            raise ValueError("hand-vs-no-hand AUROC is undefined for every score: no "
+                             "positives or no negatives were scored")
+        best = max(usable, key=usable.get)
+        values = np.concatenate([hand.positive_scores[best], hand.negative_scores[best]])
+        labels = np.concatenate([np.ones(hand.num_positive, bool),
+                                 np.zeros(hand.num_negative, bool)])  # fmt: skip
+        hand_map = fit_platt(values, labels, score=best, balanced=True)
+    calibration = Calibration(joint=joint, hand_present=hand_map, fitted_on=dict(fitted_on or {}))
+    return CalibrationFit(
+        calibration=calibration,
+        num_keypoints=int(peak.size),
+        ece_before=_finite(expected_calibration_error(np.clip(peak, 0.0, 1.0), right)),
+        ece_after=_finite(expected_calibration_error(joint(peak), right)),
+        hand=hand,
+    )
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
