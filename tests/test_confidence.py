@@ -1,5 +1,5 @@
 """Confidence metrics with hand-computed values: AUROC, ECE, failed images, the kept curve,
-Platt calibration and the accumulator."""
+Platt calibration and the accumulator; joints drawn in confidence colours."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from utils.confidence import (
     kept_fraction_curve,
     reliability_bins,
 )
+from utils.vis import confidence_colors, draw_skeleton, plot_kept_curves
 
 
 def test_auroc_four_samples_by_hand() -> None:
@@ -177,3 +178,18 @@ def test_accumulator_by_hand() -> None:
         acc.update(np.zeros((1, 2)), np.ones(1), image_scores={}, joint_scores={}, joint_probs={})
     with pytest.raises(ValueError, match="per-image scores"):
         acc.compute(threshold=("nope", 0.0))
+
+
+def test_confidence_colours_and_skeleton_joint_colours(tmp_path) -> None:
+    colors = confidence_colors(np.array([0.0, 0.5, 1.0, np.nan]))
+    assert colors.tolist() == [[230, 0, 0], [230, 230, 0], [0, 230, 0], [230, 0, 0]]
+    kp = np.stack([np.linspace(10, 50, 21), np.full(21, 30.0)], axis=1)
+    kp[7] = [30.0, 50.0]  # away from the bones
+    fill = np.zeros((21, 3), np.uint8)
+    fill[7] = [0, 0, 255]
+    image = draw_skeleton(np.zeros((64, 64, 3), np.uint8), kp, radius=4, joint_colors=fill)
+    assert image[50, 30].tolist() == [0, 0, 255]
+    with pytest.raises(ValueError, match=r"joint colours \(21, 3\)"):
+        draw_skeleton(np.zeros((8, 8, 3), np.uint8), kp, joint_colors=fill[:3])
+    path = plot_kept_curves({"s": ([1.0, 0.5], [0.4, 0.6], [0.3, None])}, tmp_path / "c.png")
+    assert path.is_file()
