@@ -10,6 +10,13 @@ Own images (no dataset needed):
     python run.py --checkpoint checkpoints/demo --image hand.jpg [more.jpg ...] \
         [--bbox x y w h] [--side left]
 
+Confidence: fit a calibration on a validation split and store it in the checkpoint, then
+evaluate with hand-vs-no-hand crops:
+
+    python run.py --calibrate --fine_tune synth --split val --checkpoint checkpoints/demo \
+        --hand_vs_nohand --nohand_coco ../shared/realdata/pseudo/ti1k
+    python run.py --fine_tune synth --checkpoint checkpoints/demo --hand_vs_nohand
+
 See `python run.py --help` and the README section "Evaluating".
 """
 
@@ -37,6 +44,7 @@ import datasets
 from datasets.base import (
     MAX_IMAGE_PIXELS,
     MAX_PIXELS_ENV,
+    AnnotationFormatError,
     DatasetLayoutError,
     ImageReadError,
     ImageTooLargeError,
@@ -44,6 +52,7 @@ from datasets.base import (
     read_image_rgb,
 )
 from datasets.joints import JOINT_NAMES, NUM_JOINTS
+from datasets.negatives import NoHandDataset, build_nohand_dataset
 from datasets.transforms import crop_matrix, crop_to_original, flip_matrix, warp_image
 from models import (
     ModelConfig,
@@ -57,10 +66,23 @@ from training.checkpoint import (
     CheckpointError,
     check_finite_weights,
     load_checkpoint,
+    save_checkpoint,
 )
 from utils import vis
+from utils.confidence import Calibration, ConfidenceSummary
 from utils.errors import report_user_error
-from utils.evaluator import BatchOutput, EvalResult, evaluate
+from utils.evaluator import (
+    BatchOutput,
+    EvalResult,
+    HandVsNoHandResult,
+    ImageScoreCollector,
+    chain_hooks,
+    confidence_note,
+    evaluate,
+    fit_calibration,
+    hand_vs_nohand,
+    image_scores,
+)
 from utils.heatmap import HeatmapCodec
 from utils.image_header import image_size_from_header
 from utils.metrics import MetricsSummary
@@ -150,6 +172,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=None,
                    help="results folder (default: <checkpoint folder>/eval_<dataset>_<split>, "
                    "or <checkpoint folder>/demo for --image)")
+    g = p.add_argument_group("confidence (README: Evaluating, Confidence)")
+    g.add_argument("--calibrate", action="store_true",
+                   help="fit the calibration (heatmap peak -> P(joint correct); with "
+                   "--hand_vs_nohand also a per-image score -> P(hand present)) on --split "
+                   "(use val) and store it in the checkpoint file; no evaluation")
+    g.add_argument("--hand_vs_nohand", action="store_true",
+                   help="also score the hand crops against crops without a hand (synthetic "
+                   "backgrounds, plus background patches of --nohand_coco) and report the "
+                   "AUROC of every per-image score")
+    g.add_argument("--nohand_coco", nargs="+", default=None, metavar="PATH",
+                   help="COCO hand-crop files or folders (e.g. ../shared/realdata/pseudo or "
+                   "pseudo/ti1k) to cut background patches from, away from every hand box")
+    g.add_argument("--nohand_num", type=int, default=200,
+                   help="synthetic backgrounds, and real patches wanted from --nohand_coco")
+    g.add_argument("--nohand_seed", type=int, default=0,
+                   help="seed of the patch choice and of the synthetic backgrounds")
+    g.add_argument("--min_confidence", type=float, default=None,
+                   help="also report PCK/AUC of the images whose --confidence_score is at "
+                   "least this")
+    g.add_argument("--confidence_score", default=None,
+                   help="per-image score of --min_confidence: flow_loglik, heatmap_peak_mean, "
+                   "hand_mask_mean or joint_confidence_mean (default: joint_confidence_mean "
+                   "with a calibration, else heatmap_peak_mean)")
     g = p.add_argument_group("visualisation")
     g.add_argument("--vis", action="store_true",
                    help="write an image grid per evaluated batch to <out>/vis")
@@ -285,7 +330,8 @@ def load_model(path: Path, args: argparse.Namespace) -> tuple[torch.nn.Module, d
     model = build_model(cfg)
     _load_state_dict(model, ckpt["model"], path, f"the {cfg.preset_name!r} model in its config")
     info = {"checkpoint": str(path), "kind": "2dhandflow", "epoch": ckpt.get("epoch"),
-            "model_config": cfg.to_dict(), "data_config": ckpt["config"].get("data")}
+            "model_config": cfg.to_dict(), "data_config": ckpt["config"].get("data"),
+            "calibration": ckpt.get("calibration")}
     return model, info
 
 
@@ -443,6 +489,53 @@ def format_table(m: MetricsSummary, title: str, has_flow: bool) -> str:
     return "\n".join(lines)
 
 
+def format_confidence(c: ConfidenceSummary, hand: HandVsNoHandResult | None,
+                      calibration: Calibration | None) -> str:  # fmt: skip
+    """The printed confidence block: per-image and per-joint scores against the labels."""
+    half = min(range(len(c.kept_fractions)), key=lambda i: abs(c.kept_fractions[i] - 0.5))
+    lines = [
+        f"== confidence: {c.num_images} images, {c.num_failed} failed (fewer than "
+        f"{c.failure_joint_fraction:g} of the joints within PCK@{c.pck_thr:g}); "
+        f"{c.num_correct_keypoints}/{c.num_keypoints} keypoints within PCK@{c.pck_thr:g}",
+        f"  {'per image':<22} {'fail AUROC':>10} {'hand AUROC':>10} "
+        f"{'PCK kept':>9} {'AUC kept':>9}  (kept: best {c.kept_fractions[half]:.0%})",
+    ]  # fmt: skip
+    hand_auroc = {} if hand is None else hand.auroc
+    rows = [(name, r.failure_auroc, r.kept) for name, r in c.image_scores.items()]
+    rows.append(("oracle (true error)", None, c.oracle))
+    for name, fail, kept in rows:
+        fail_text = "-" if kept is c.oracle else _fmt(fail, ".3f")
+        hand_text = "-" if hand is None or kept is c.oracle else _fmt(hand_auroc.get(name), ".3f")
+        lines.append(f"  {name:<22} {fail_text:>10} {hand_text:>10} "
+                     f"{_fmt(kept.pck[half], '.3f'):>9} {_fmt(kept.auc[half], '.3f'):>9}")
+    all_kept = c.oracle
+    lines.append(f"  {'all images':<22} {'':>10} {'':>10} {_fmt(all_kept.pck[0], '.3f'):>9} "
+                 f"{_fmt(all_kept.auc[0], '.3f'):>9}")
+    lines.append(f"  {'per joint':<22} {'AUROC':>10} {'ECE':>10}")
+    for name, r in c.joint_scores.items():
+        ece = _fmt(r.ece, ".3f") if r.reliability is not None else "not a prob."
+        lines.append(f"  {name:<22} {_fmt(r.auroc, '.3f'):>10} {ece:>10}")
+    if hand is not None:
+        kinds = ", ".join(f"{k} {int((hand.negative_kinds == k).sum())}"
+                          for k in hand.auroc_by_kind)  # fmt: skip
+        lines.append(f"  hand vs no hand: {hand.num_positive} hand crops against "
+                     f"{hand.num_negative} crops without a hand ({kinds})")
+    if calibration is None:
+        lines.append("  calibration: none in the checkpoint, so predictions carry no "
+                     "confidence or hand_present (python run.py --calibrate ...)")
+    else:
+        parts = [f"joint <- {calibration.joint.score}" if calibration.joint else "no joint map",
+                 f"hand_present <- {calibration.hand_present.score}" if calibration.hand_present
+                 else "no hand_present map"]  # fmt: skip
+        lines.append(f"  calibration: {', '.join(parts)}")
+    if c.threshold is not None:
+        t = c.threshold
+        lines.append(f"  threshold: {t.score} >= {t.threshold:g} keeps {t.num_kept}/"
+                     f"{c.num_images} images ({t.fraction_kept:.0%}): PCK {_fmt(t.pck)}   "
+                     f"AUC {_fmt(t.auc)}")
+    return "\n".join(lines)
+
+
 def coco_results(result_preds: Sequence) -> list[dict]:
     """COCO keypoint results (image_id = frame id, category 1, [x, y, score] * 21)."""
     out = []
@@ -471,8 +564,10 @@ def write_json(path: Path, data: Any) -> Path:
     return path
 
 
-def write_outputs(out: Path, result: EvalResult, info: dict, args: argparse.Namespace) -> None:
-    """metrics.json, predictions*.json, coco_results*.json and pck_curve.png in ``out``."""
+def write_outputs(out: Path, result: EvalResult, info: dict, args: argparse.Namespace,
+                  hand: HandVsNoHandResult | None = None) -> None:
+    """metrics.json, predictions*.json, coco_results*.json, pck_curve.png and
+    confidence_curve.png in ``out``."""
     def summary(m: MetricsSummary | None) -> dict | None:
         return None if m is None else m.to_dict()
 
@@ -484,6 +579,12 @@ def write_outputs(out: Path, result: EvalResult, info: dict, args: argparse.Name
     }  # fmt: skip
     if not result.has_flow:
         metrics["likelihood_note"] = "no flow head: log-likelihood columns are empty"
+    metrics["confidence"] = None if result.confidence is None else result.confidence.to_dict()
+    metrics["hand_vs_nohand"] = None if hand is None else hand.to_dict()
+    calibration = result.calibration
+    metrics["calibration_note"] = confidence_note(
+        None if calibration is None else calibration.joint,
+        None if calibration is None else calibration.hand_present)
     write_json(out / "metrics.json", metrics)
     write_json(out / "predictions.json", [p.to_dict() for p in result.predictions])
     write_json(out / "coco_results.json", coco_results(result.predictions))
@@ -501,6 +602,14 @@ def write_outputs(out: Path, result: EvalResult, info: dict, args: argparse.Name
         title=f"{args.fine_tune} {args.split}: AUC MMPose {result.metrics.auc:.3f}, "
         f"Z&B {result.metrics.zb_auc:.3f}",
     )  # fmt: skip
+    if result.confidence is not None:
+        c = result.confidence
+        kept = {name: (r.kept.fractions, r.kept.pck, r.kept.auc)
+                for name, r in c.image_scores.items()}  # fmt: skip
+        kept["oracle (true error)"] = (c.oracle.fractions, c.oracle.pck, c.oracle.auc)
+        vis.plot_kept_curves(kept, out / "confidence_curve.png",
+                             title=f"{args.fine_tune} {args.split}: dropping the "
+                             "lowest-scoring images", reference="oracle (true error)")
 
 
 class GridWriter:
@@ -538,6 +647,8 @@ class GridWriter:
                 kp2d_pred_orig_px=out.kp2d_orig_px[i],
                 title=f"{batch['dataset'][i]} #{int(batch['frame_id'][i])}",
                 epe_px=float(np.nanmean(errors)) if np.isfinite(errors).any() else None,
+                joint_confidence=None if out.joint_confidence is None
+                else out.joint_confidence[i],
             ))  # fmt: skip
         path = vis.save_rgb(self.out_dir / f"batch_{b:04d}.png", vis.render_grid(samples))
         self.written.append(path)
@@ -566,7 +677,9 @@ def show_files(paths: Sequence[Path]) -> None:
 # --- the two modes ------------------------------------------------------------------------------
 
 
-def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: Path) -> int:
+def eval_loader(args: argparse.Namespace, model: torch.nn.Module,
+                info: dict) -> tuple[Dataset, DataLoader]:  # fmt: skip
+    """The dataset of --fine_tune/--split at the model's input size and its loader."""
     try:
         dataset = build_eval_dataset(args, model.cfg, info.get("data_config") or {})
     except DatasetLayoutError as e:
@@ -575,26 +688,125 @@ def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: 
         raise CliError(f"{args.fine_tune} split {args.split!r} under {args.data_root} is empty")
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
                         num_workers=args.workers, persistent_workers=False)  # fmt: skip
+    return dataset, loader
+
+
+def nohand_loader(args: argparse.Namespace, input_size: int) -> DataLoader:
+    """Crops without a hand: --nohand_num synthetic backgrounds, plus as many background
+    patches of --nohand_coco."""
+    try:
+        negatives: NoHandDataset = build_nohand_dataset(
+            input_size, coco_files=args.nohand_coco or (),
+            num_real=args.nohand_num if args.nohand_coco else 0, num_synthetic=args.nohand_num,
+            seed=args.nohand_seed,
+        )  # fmt: skip
+    except AnnotationFormatError as e:
+        raise CliError(f"--nohand_coco: {e}") from e
+    print(f"hand vs no hand: {len(negatives.patches)} background patches"
+          f"{' of ' + ', '.join(args.nohand_coco) if args.nohand_coco else ''} and "
+          f"{negatives.num_synthetic} synthetic backgrounds", flush=True)  # fmt: skip
+    return DataLoader(negatives, batch_size=args.batch_size, shuffle=False,
+                      num_workers=args.workers)  # fmt: skip
+
+
+def threshold_of(args: argparse.Namespace, model: torch.nn.Module,
+                 calibration: Calibration | None) -> tuple[str, float] | None:  # fmt: skip
+    """(score, value) of --min_confidence, checked against the scores this model offers."""
+    if args.min_confidence is None:
+        if args.confidence_score is not None:
+            raise CliError("--confidence_score needs --min_confidence")
+        return None
+    offered = ["heatmap_peak_mean", "hand_mask_mean"]
+    if getattr(model, "flow", None) is not None:
+        offered.insert(0, "flow_loglik")
+    if calibration is not None and calibration.joint is not None:
+        offered.append("joint_confidence_mean")
+    name = args.confidence_score or (
+        "joint_confidence_mean" if "joint_confidence_mean" in offered else "heatmap_peak_mean")
+    if name not in offered:
+        raise CliError(f"--confidence_score {name!r} is not a score this model offers: "
+                       f"{', '.join(offered)}")
+    return name, args.min_confidence
+
+
+def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: Path,
+             calibration: Calibration | None) -> int:  # fmt: skip
+    threshold = threshold_of(args, model, calibration)
+    dataset, loader = eval_loader(args, model, info)
     writer = GridWriter(out / "vis", dataset, args.batch_size, args.max_vis) if args.vis else None
     print(f"evaluating {info['checkpoint']} on {args.fine_tune}/{args.split} "
           f"({len(dataset)} samples) on {args.device}", flush=True)  # fmt: skip
     def progress(batches):
         return progress_bar(batches, total=len(loader), desc="eval", leave=False)
 
+    collector = ImageScoreCollector() if args.hand_vs_nohand else None
     result = evaluate(model, loader, flip_test=args.flip_test, max_batches=args.max_batches,
-                      on_batch=writer, progress=progress, bbox_factor=args.bbox_factor)
+                      on_batch=chain_hooks(writer, collector), progress=progress,
+                      bbox_factor=args.bbox_factor, calibration=calibration,
+                      confidence_threshold=threshold)  # fmt: skip
+    hand = None
+    if collector is not None:
+        hand = hand_vs_nohand(model, collector.scores(), nohand_loader(args, model.cfg.input_size),
+                              max_batches=args.max_batches, calibration=calibration)
     print(format_table(result.metrics, "single view", result.has_flow))
     if result.metrics_flip is not None:
         print(format_table(result.metrics_flip, "flip test", result.has_flow))
+    if result.confidence is not None:
+        print(format_confidence(result.confidence, hand, calibration))
     print(f"{result.num_samples} images in {result.seconds:.1f} s "
           f"({result.images_per_s:.1f} images/s, data loading included)")  # fmt: skip
-    write_outputs(out, result, info, args)
-    print(f"wrote metrics.json, predictions.json, coco_results.json, pck_curve.png to {out}")
+    write_outputs(out, result, info, args, hand)
+    print(f"wrote metrics.json, predictions.json, coco_results.json, pck_curve.png"
+          f"{', confidence_curve.png' if result.confidence is not None else ''} to {out}")
     if writer is not None:
         print(f"wrote {len(writer.written)} image grids to {out / 'vis'}")
     if args.show:
         show_files([out / "pck_curve.png", *writer.written[:1]] if writer else
                    [out / "pck_curve.png"])  # fmt: skip
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace, model: torch.nn.Module, info: dict,
+                  out: Path) -> int:  # fmt: skip
+    """Fit the calibration on --split and store it in the checkpoint file."""
+    if info["kind"] != "2dhandflow":
+        raise CliError(f"--calibrate stores the calibration in a 2DHandFlow checkpoint; "
+                       f"{info['checkpoint']} is {info['kind']!r}")
+    if args.split == "test":
+        print("warning: --calibrate on the test split: metrics later reported on it are "
+              "optimistic (calibrate on --split val)", file=sys.stderr)
+    dataset, loader = eval_loader(args, model, info)
+    negatives = nohand_loader(args, model.cfg.input_size) if args.hand_vs_nohand else None
+    fitted_on = {"dataset": args.fine_tune, "split": args.split, "num_images": len(dataset),
+                 "max_batches": args.max_batches,
+                 "nohand": None if negatives is None else {
+                     "coco": list(args.nohand_coco or ()), "num": args.nohand_num,
+                     "seed": args.nohand_seed}}  # fmt: skip
+    print(f"calibrating {info['checkpoint']} on {args.fine_tune}/{args.split} "
+          f"({len(dataset)} samples)", flush=True)  # fmt: skip
+    try:
+        fit = fit_calibration(model, loader, negatives=negatives, max_batches=args.max_batches,
+                              bbox_factor=args.bbox_factor, fitted_on=fitted_on)
+    except ValueError as e:
+        raise CliError(f"cannot calibrate on {args.fine_tune}/{args.split}: {e}") from e
+    path = Path(info["checkpoint"])
+    ckpt = load_checkpoint(path)
+    ckpt["calibration"] = fit.calibration.to_dict()
+    save_checkpoint(ckpt, path)
+    write_json(out / "calibration.json", fit.to_dict())
+    joint = fit.calibration.joint
+    print(f"joint confidence = sigmoid({joint.a:.4g} * heatmap_peak + {joint.b:.4g}) from "
+          f"{fit.num_keypoints} keypoints; ECE {_fmt(fit.ece_before, '.3f')} (peak) -> "
+          f"{_fmt(fit.ece_after, '.3f')} (calibrated, same data)")
+    hand = fit.calibration.hand_present
+    if hand is not None:
+        print(f"hand_present = sigmoid({hand.a:.4g} * {hand.score} + {hand.b:.4g}) from "
+              f"{fit.hand.num_positive} hand and {fit.hand.num_negative} no-hand crops "
+              f"(AUROC {_fmt(fit.hand.auroc[hand.score], '.3f')}, the best of "
+              f"{', '.join(fit.hand.auroc)})")
+    else:
+        print("no hand_present map: add --hand_vs_nohand to fit one")
+    print(f"stored the calibration in {path} and wrote {out / 'calibration.json'}")
     return 0
 
 
@@ -653,7 +865,8 @@ def demo_output_stems(paths: Sequence[Path]) -> list[str]:
 
 
 @torch.no_grad()
-def run_demo(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: Path) -> int:
+def run_demo(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: Path,
+             calibration: Calibration | None) -> int:  # fmt: skip
     cfg = model.cfg
     bbox_scale = args.bbox_scale or (info.get("data_config") or {}).get("crop_factor", 2.0)
     codec = HeatmapCodec(input_size=cfg.input_size, heatmap_size=cfg.heatmap_size)
@@ -681,24 +894,36 @@ def run_demo(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: 
         kp_crop, scores = codec.decode(pred.seed.heatmaps[-1].float().cpu().numpy())
         kp_orig = crop_to_original(kp_crop[0], affine)
         loglik = None if pred.flow is None else float(pred.flow.log_likelihood[0])
+        joint_conf, hand_present = demo_confidence(pred, scores, calibration)
         thick = max(2, round(max(width, height) / 200))
-        overlay = vis.draw_skeleton(image, kp_orig, thickness=thick, radius=thick + 1)
+        colors = None if joint_conf is None else vis.confidence_colors(joint_conf)
+        overlay = vis.draw_skeleton(image, kp_orig, thickness=thick, radius=thick + 1,
+                                    joint_colors=colors)  # fmt: skip
         if args.bbox is not None:
             x, y, w, h = (round(v) for v in args.bbox)
             cv2.rectangle(overlay, (x, y), (x + w - 1, y + h - 1), (255, 255, 255), 1)
         label = "log-lik: no flow head" if loglik is None else f"log-lik {loglik:.1f}"
+        if hand_present is not None:
+            label += f", P(hand) {hand_present:.2f}"
         vis.put_label(overlay, f"{args.side} hand, {label}")
         replaced += sum((out / name).exists() for name in (f"{stem}_overlay.png", f"{stem}.json"))
+        if joint_conf is not None:
+            vis.put_label(overlay, f"joints: confidence (red 0, green 1), mean "
+                          f"{float(joint_conf.mean()):.2f}", row=1)  # fmt: skip
         overlay_path = vis.save_rgb(out / f"{stem}_overlay.png", overlay)
         result = {
             "image": str(image_path), "side": args.side, "bbox_xywh": args.bbox,
             "image_size_wh": [width, height],
             "keypoints": [{"name": JOINT_NAMES[j], "x": float(kp_orig[j, 0]),
-                           "y": float(kp_orig[j, 1]), "score": float(scores[0, j])}
+                           "y": float(kp_orig[j, 1]), "score": float(scores[0, j]),
+                           "confidence": None if joint_conf is None else float(joint_conf[j])}
                           for j in range(kp_orig.shape[0])],
             "kp2d_px": np.round(kp_orig, 3).tolist(), "scores": scores[0].tolist(),
             "log_likelihood": loglik,
             "likelihood_note": None if loglik is not None else "no flow head",
+            "confidence": None if joint_conf is None else np.round(joint_conf, 5).tolist(),
+            "hand_present": hand_present,
+            "confidence_note": confidence_note(joint_conf, hand_present),
         }  # fmt: skip
         json_path = write_json(out / f"{stem}.json", result)
         written += [overlay_path, json_path]
@@ -708,6 +933,19 @@ def run_demo(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: 
     note = f", replacing {replaced} from an earlier run" if replaced else ""
     print(f"wrote {len(written)} files for {len(stems)} images to {out}{note}")
     return 0
+
+
+def demo_confidence(pred: Any, scores: np.ndarray, calibration: Calibration | None
+                    ) -> tuple[np.ndarray | None, float | None]:  # fmt: skip
+    """(calibrated (21,) joint confidence, P(hand present)) of one demo image, or Nones."""
+    if calibration is None:
+        return None, None
+    joint_conf = calibration.joint_confidence(scores)
+    mask_prob = torch.sigmoid(pred.seed.masks[-1][:, 0].float()).cpu().numpy()
+    loglik = None if pred.flow is None else pred.flow.log_likelihood.float().cpu().numpy()
+    hand = calibration.hand_probability(image_scores(scores, mask_prob, loglik, joint_conf))
+    return (None if joint_conf is None else joint_conf[0],
+            None if hand is None else float(hand[0]))  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -720,18 +958,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             device = torch.device(args.device)
         except RuntimeError as e:
             raise CliError(f"--device {args.device!r} is not a valid torch device") from e
+        if args.calibrate and args.image:
+            raise CliError("--calibrate fits on a dataset split; it does not take --image")
+        if args.nohand_num < 1:
+            raise CliError(f"--nohand_num must be >= 1, got {args.nohand_num}")
         model, info = load_model(ckpt_path, args)
+        try:
+            calibration = Calibration.from_dict(info.get("calibration"), str(ckpt_path))
+        except ValueError as e:
+            raise CliError(f"checkpoint {ckpt_path}: bad 'calibration' entry: {e}") from e
         prepare = compile_for_inference if args.compile else prepare_for_inference
         model = prepare(model.to(device))
-        default_out = ckpt_path.parent / ("demo" if args.image else
-                                          f"eval_{args.fine_tune}_{args.split}")  # fmt: skip
-        out = Path(args.out) if args.out else default_out
+        mode = ("demo" if args.image else f"calibration_{args.fine_tune}_{args.split}"
+                if args.calibrate else f"eval_{args.fine_tune}_{args.split}")  # fmt: skip
+        out = Path(args.out) if args.out else ckpt_path.parent / mode
         if args.image:
             check_demo_images(args)
         check_output_folder(out)
         if args.image:
-            return run_demo(args, model, info, out)
-        return run_eval(args, model, info, out)
+            return run_demo(args, model, info, out, calibration)
+        if args.calibrate:
+            return run_calibrate(args, model, info, out)
+        return run_eval(args, model, info, out, calibration)
     except USER_ERRORS as e:
         return report_user_error(e, debug=args.debug)
 

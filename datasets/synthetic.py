@@ -447,7 +447,7 @@ def _sensor_noise(rng: np.random.Generator, height: int, width: int) -> np.ndarr
     return np.ascontiguousarray(window[..., rng.permutation(3)])
 
 
-def _finish(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def camera_finish(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Camera effects: slight blur (anti-aliasing), exposure, noise; -> uint8."""
     image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.45, 1.0))
     noise = _sensor_noise(rng, image.shape[0], image.shape[1])
@@ -523,7 +523,7 @@ def _compose(rng: np.random.Generator, buf: Buffers, albedos: np.ndarray, hard: 
     height, width = buf.depth_m.shape
     background = make_background(rng, height, width, cluttered=hard)
     texture = _skin_texture(rng, height, width)
-    return _finish(shade(buf, background, albedos, light, texture), rng)
+    return camera_finish(shade(buf, background, albedos, light, texture), rng)
 
 
 def rhd_annotation(sample: RenderedSample) -> dict[str, np.ndarray]:
@@ -592,7 +592,7 @@ def render_stb_sample(seed: int, sequence: str, frame: int, difficulty: str) -> 
     background = look.background * rng.uniform(0.93, 1.07)
     texture = _skin_texture(rng, height, width)
     albedos = np.array([np.zeros(3), look.skin, _nail_albedo(look.skin), look.sleeve])
-    image = _finish(shade(buf, background.astype(np.float32), albedos, random_light(rng),
+    image = camera_finish(shade(buf, background.astype(np.float32), albedos, random_light(rng),
                           texture), rng)
     depth = np.where(np.isfinite(buf.depth_m), buf.depth_m, 2.0).astype(np.float32)
     return RenderedSample(image_rgb=image, label=buf.label, depth_m=depth, K=K, hands=(hand,),

@@ -11,8 +11,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 import datasets
+from datasets.negatives import NoHandDataset
+from datasets.synthetic import generate
 from models import ModelConfig, build_model
-from utils.evaluator import evaluate, flip_heatmaps, model_to_crop_px, score_heatmaps
+from utils.confidence import Calibration, PlattMap
+from utils.evaluator import (
+    evaluate,
+    flip_heatmaps,
+    hand_vs_nohand,
+    model_to_crop_px,
+    sample_map_at,
+    score_heatmaps,
+)
 from utils.heatmap import HeatmapCodec
 from utils.metrics import MetricAccumulator
 
@@ -113,10 +123,83 @@ def test_evaluate_small_handflow(rhd_real):
     assert np.isfinite(result.metrics.epe_mean_px)
     assert result.metrics.mean_log_likelihood is not None
     assert set(pred.to_dict()) == {"dataset", "frame_id", "kp2d_px", "scores",
-                                   "log_likelihood", "epe_px"}  # fmt: skip
+                                   "log_likelihood", "epe_px", "confidence", "hand_present",
+                                   "confidence_note"}  # fmt: skip
+    # No calibration: no confidence, and the prediction says why.
+    assert pred.confidence is None and pred.hand_present is None
+    assert "no calibration" in pred.confidence_note
     assert result.images_per_s > 0
+    conf = result.confidence
+    assert conf is not None and conf.num_images == 8
+    assert list(conf.image_scores) == ["flow_loglik", "heatmap_peak_mean", "hand_mask_mean"]
+    assert list(conf.joint_scores) == ["heatmap_peak", "flow_loglik_at_joint"]
+    assert conf.joint_scores["heatmap_peak"].ece is not None  # the clipped peak is a probability
+    assert conf.joint_scores["flow_loglik_at_joint"].ece is None  # log-likelihood is not
+    assert len(conf.joint_scores["heatmap_peak"].per_joint_auroc) == 21
+    # round(fraction x 8) images kept at 1.0, 0.9, ..., 0.1.
+    kept = conf.image_scores["flow_loglik"].kept.num_kept.tolist()
+    assert kept == [8, 7, 6, 6, 5, 4, 3, 2, 2, 1]
 
 
 def test_evaluate_rejects_empty_loader():
     with pytest.raises(ValueError, match="no samples"):
         evaluate(_PoolModel(), [])
+
+
+@pytest.fixture(scope="module")
+def synth_test(tmp_path_factory):
+    """Four easy synthetic evaluation frames at the small preset's 128 input."""
+    root = tmp_path_factory.mktemp("synth")
+    generate(root / "SYNTH", num_train=0, num_test=4, seed=0, difficulty="easy", workers=1,
+             stb=False)  # fmt: skip
+    return datasets.build_dataset("synth", root, "test", train_aug=False, input_size=128,
+                                  heatmap_size=32, cache_dir=False)  # fmt: skip
+
+
+def test_sample_map_at_is_bilinear_and_centre_aligned():
+    maps = np.arange(16, dtype=np.float64).reshape(1, 4, 4)  # value = 4 y + x on a 4x4 map
+    # An 8-px image over a 4-px map: image pixel 1.5 is map pixel 0.5.
+    kp = np.array([[[1.5, 1.5], [3.5, 5.5], [-10.0, 0.0], [100.0, 100.0]]])
+    np.testing.assert_allclose(sample_map_at(maps, kp, 8), [[2.5, 4 * 2.5 + 1.5, 0.0, 15.0]])
+
+
+def test_evaluate_applies_a_calibration_and_a_threshold(synth_test):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.preset("small"))
+    cal = Calibration(joint=PlattMap("heatmap_peak", 4.0, -1.0),
+                      hand_present=PlattMap("heatmap_peak_mean", 2.0, 0.0))  # fmt: skip
+    loader = DataLoader(synth_test, batch_size=2)
+    result = evaluate(model, loader, calibration=cal,
+                      confidence_threshold=("heatmap_peak_mean", -1e9))  # fmt: skip
+    pred = result.predictions[0]
+    assert pred.confidence.shape == (21,) and pred.confidence_note is None
+    assert np.all((pred.confidence >= 0) & (pred.confidence <= 1))
+    np.testing.assert_allclose(pred.confidence, 1 / (1 + np.exp(-(4 * pred.scores - 1))))
+    assert pred.hand_present == pytest.approx(1 / (1 + np.exp(-2 * pred.scores.mean())))
+    conf = result.confidence
+    assert "joint_confidence_mean" in conf.image_scores
+    assert conf.joint_scores["joint_confidence"].ece is not None
+    # A monotone map keeps the ranking: the same AUROC as the raw peak.
+    assert conf.joint_scores["joint_confidence"].auroc == pytest.approx(
+        conf.joint_scores["heatmap_peak"].auroc)
+    assert conf.threshold.num_kept == conf.num_images and conf.threshold.fraction_kept == 1.0
+    assert conf.threshold.pck == pytest.approx(result.metrics.pck)
+
+
+def test_hand_vs_nohand_scores_shapes_and_determinism(synth_test):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.preset("small"))
+    negatives = NoHandDataset(128, num_synthetic=3, seed=0)
+
+    def run():
+        return hand_vs_nohand(model, DataLoader(synth_test, batch_size=2),
+                              DataLoader(negatives, batch_size=2))  # fmt: skip
+
+    result = run()
+    assert (result.num_positive, result.num_negative) == (4, 3)
+    assert set(result.auroc) == {"flow_loglik", "heatmap_peak_mean", "hand_mask_mean"}
+    assert all(0.0 <= v <= 1.0 for v in result.auroc.values())
+    assert list(result.auroc_by_kind) == ["synthetic"]
+    assert result.negative_scores["flow_loglik"].shape == (3,)
+    assert result.to_dict()["num_negative_by_kind"] == {"synthetic": 3}
+    assert run().auroc == result.auroc

@@ -161,8 +161,9 @@ class TrainConfig:
     # StepLR: multiply the learning rate by gamma every lr_decay_step epochs.
     lr_decay_step: int = field(default=50, metadata=_opt("epochs between learning-rate decays"))
     gamma: float = field(default=0.1, metadata=_opt("learning-rate decay factor"))
-    # Gradient-norm clipping; 0 disables it.
-    grad_clip: float = field(default=1.0, metadata=_opt("max gradient norm (0: off)"))
+    # Gradient-norm clipping, one norm per top-level module (SeedNet, flow head); 0: off.
+    grad_clip: float = field(default=1.0, metadata=_opt(
+        "max gradient norm, of SeedNet and of the flow head separately (0: off)"))
     # Mixed precision (CUDA only; ignored with a warning on CPU).
     amp: bool = field(default=False, metadata=_opt("mixed precision on CUDA"))
     # bf16 autocast of the network's forward pass (weights, losses and the flow stay

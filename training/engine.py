@@ -1,8 +1,9 @@
 """One training epoch and one validation pass; read top to bottom.
 
 `train_one_epoch` runs the optimisation steps of one epoch (or what is left of it after a
-mid-epoch resume), with gradient clipping, optional CUDA mixed precision, a guard against
-non-finite losses and per-step hooks used for the time budget and mid-epoch checkpoints.
+mid-epoch resume), with gradient clipping per module (SeedNet and the flow head separately),
+optional CUDA mixed precision, a guard against non-finite losses and per-step hooks used for
+the time budget and mid-epoch checkpoints.
 `evaluate` scores the model on the validation split with utils.evaluator (final-stack
 heatmaps decoded, mapped back to original-image pixels, MMPose's PCK@0.2 / AUC / EPE).
 """
@@ -116,6 +117,51 @@ def loss_term_values(terms: LossTerms) -> dict[str, float]:
     return {name: float(getattr(terms, name).detach()) for name in (*TERM_NAMES, "total")}
 
 
+def gradient_groups(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, list[torch.nn.Parameter]]:
+    """The optimiser's parameters grouped by the model's top-level module.
+
+    HandFlowNet gives {'seednet': [...], 'flow': [...]} (in registration order); a DDP
+    wrapper's 'module.' prefix is ignored. Parameters the model does not name go to 'other'.
+    """
+    owner = {id(p): name.split(".", 1)[0]
+             for name, p in unwrap_model(model).named_parameters()}  # fmt: skip
+    groups: dict[str, list[torch.nn.Parameter]] = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            groups.setdefault(owner.get(id(p), "other"), []).append(p)
+    return groups
+
+
+def clip_gradients(
+    groups: Mapping[str, Iterable[torch.nn.Parameter]], max_norm: float
+) -> dict[str, float]:
+    """Clip each group's gradients to its own global norm ``max_norm`` (0: measure only).
+
+    One norm per group, not one over the whole model: a single norm lets the flow head's
+    gradients shrink SeedNet's updates even though the flow never sees SeedNet's graph.
+
+    Returns:
+        Group name -> its gradient norm before clipping (inf/NaN when non-finite).
+    """
+    norms = {}
+    for name, params in groups.items():
+        with_grad = [p for p in params if p.grad is not None]
+        if not with_grad:
+            norms[name] = 0.0
+        elif max_norm > 0:
+            norms[name] = float(torch.nn.utils.clip_grad_norm_(with_grad, max_norm))
+        else:
+            norms[name] = float(torch.nn.utils.get_total_norm([p.grad for p in with_grad]))
+    return norms
+
+
+def total_norm(norms: Mapping[str, float]) -> float:
+    """The norm over all groups together, from the per-group norms."""
+    return math.sqrt(sum(n * n for n in norms.values()))
+
+
 def train_one_epoch(
     model: torch.nn.Module,
     criterion: HandFlowCriterion,
@@ -145,7 +191,8 @@ def train_one_epoch(
         epoch: 0-based epoch index (for messages).
         progress: running state to continue from (None: a fresh epoch).
         max_steps: stop the epoch after this many steps (None: the whole loader).
-        grad_clip: max global gradient norm; 0 disables clipping.
+        grad_clip: max gradient norm of each top-level module (SeedNet, flow head),
+            clipped separately (see `clip_gradients`); 0 disables clipping.
         scaler: CUDA GradScaler when mixed precision is on, else None.
         max_nonfinite_steps: consecutive skipped steps after which TrainingDivergedError.
         should_stop: checked before each step (same answer on every process); True ends the
@@ -207,12 +254,7 @@ def train_one_epoch(
             scaler.unscale_(optimizer)
         else:
             terms.total.backward()
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        if grad_clip > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
-        else:
-            grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad
-                                                             is not None]))
+        grad_norm = total_norm(clip_gradients(gradient_groups(model, optimizer), grad_clip))
         if use_amp:
             # GradScaler skips steps with inf/NaN gradients itself and lowers its scale.
             scaler.step(optimizer)

@@ -12,6 +12,15 @@ needed. In the centre-aligned convention (pixel centres at integers, heatmap pix
 ``x_hm -> h - 1 - x_hm``, i.e. exactly a reversal of the last axis: the averaging is exact,
 with no half-pixel shift. Plain and flip-test metrics are both computed (same forward pass
 for the plain part) and reported separately.
+
+Confidence (plain pass only; `utils.confidence`): per image the flow's log-likelihood
+(``flow_loglik``), the mean heatmap peak (``heatmap_peak_mean``), the mean hand-mask
+probability (``hand_mask_mean``) and, with a calibration, the mean calibrated joint confidence
+(``joint_confidence_mean``); per joint the heatmap peak (``heatmap_peak``; clipped to [0, 1]
+it is the uncalibrated stated probability), the flow's log-likelihood map at the joint
+(``flow_loglik_at_joint``) and the calibrated P(joint correct) (``joint_confidence``).
+`hand_vs_nohand` scores hand crops against crops without a hand with the same per-image
+scores.
 """
 
 from __future__ import annotations
@@ -26,16 +35,35 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets.transforms import crop_to_original
+from utils.confidence import (
+    JOINT_CALIBRATION_SCORE,
+    Calibration,
+    ConfidenceAccumulator,
+    ConfidenceSummary,
+    auroc,
+    expected_calibration_error,
+    fit_platt,
+    joint_correct,
+)
 from utils.heatmap import HeatmapCodec
 from utils.metrics import (
     MMPOSE_BBOX_FACTOR,
     MetricAccumulator,
     MetricsSummary,
+    gt_bbox_size,
     heatmap_argmax_errors,
     per_sample_epe,
 )
 
 ACCH_GRID = 64  # heatmap width BiHand's accH threshold (3.2 px) refers to
+NO_JOINT_CALIBRATION = (
+    "no calibration in the checkpoint: per-joint confidence is not available (fit one with "
+    "`python run.py --calibrate --split val ...`, README: Confidence)"
+)
+NO_HAND_CALIBRATION = (
+    "no hand_present calibration in the checkpoint (fit one with `python run.py --calibrate "
+    "--hand_vs_nohand ...`, README: Confidence)"
+)
 
 
 @dataclass
@@ -49,6 +77,10 @@ class SamplePrediction:
         scores: (21,) heatmap maxima.
         log_likelihood: flow log-likelihood (nats), None without a flow head.
         epe_px: mean error over the visible joints (original pixels), None if none visible.
+        confidence: (21,) calibrated P(joint within PCK@0.2) in [0, 1], None without a
+            calibration.
+        hand_present: calibrated P(a hand is in the crop), None without that calibration.
+        confidence_note: why `confidence` or `hand_present` is None (None when both exist).
     """
 
     dataset: str
@@ -57,6 +89,9 @@ class SamplePrediction:
     scores: np.ndarray
     log_likelihood: float | None
     epe_px: float | None
+    confidence: np.ndarray | None = None
+    hand_present: float | None = None
+    confidence_note: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -66,6 +101,10 @@ class SamplePrediction:
             "scores": np.round(self.scores, 5).tolist(),
             "log_likelihood": self.log_likelihood,
             "epe_px": self.epe_px,
+            "confidence": None if self.confidence is None
+            else np.round(self.confidence, 5).tolist(),
+            "hand_present": self.hand_present,
+            "confidence_note": self.confidence_note,
         }
 
 
@@ -83,6 +122,9 @@ class BatchOutput:
         log_likelihood: (B,), or None.
         errors_px: (B, 21) errors in original pixels (NaN where not visible).
         flip: this output is the flip-test one.
+        joint_confidence: (B, 21) calibrated P(joint correct), or None (no calibration, or
+            the flip-test output).
+        hand_present: (B,) calibrated P(hand present), or None.
     """
 
     kp2d_crop_px: np.ndarray
@@ -94,6 +136,8 @@ class BatchOutput:
     log_likelihood: np.ndarray | None
     errors_px: np.ndarray
     flip: bool = False
+    joint_confidence: np.ndarray | None = None
+    hand_present: np.ndarray | None = None
 
 
 @dataclass
@@ -108,6 +152,9 @@ class EvalResult:
         has_flow: the model has a flow head (likelihood columns are meaningful).
         num_samples: samples evaluated.
         seconds: wall time of the loop (data loading included).
+        confidence: confidence metrics of the plain pass (None if no image had a scored
+            joint).
+        calibration: the calibration applied, or None.
     """
 
     metrics: MetricsSummary
@@ -117,6 +164,8 @@ class EvalResult:
     has_flow: bool = False
     num_samples: int = 0
     seconds: float = 0.0
+    confidence: ConfidenceSummary | None = None
+    calibration: Calibration | None = None
 
     @property
     def images_per_s(self) -> float:
@@ -155,6 +204,77 @@ def _resize_heatmaps(heatmaps: torch.Tensor, size: int) -> torch.Tensor:
     if heatmaps.shape[-1] == size:
         return heatmaps
     return F.interpolate(heatmaps, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def sample_map_at(maps: np.ndarray, kp_px: np.ndarray, image_size: int) -> np.ndarray:
+    """Bilinear samples of per-image maps at keypoints (centre-aligned, clamped to the map).
+
+    Args:
+        maps: (B, h, w) maps covering an image of ``image_size`` pixels.
+        kp_px: (B, K, 2) keypoints (x, y) in that image's pixels.
+        image_size: side of the image the keypoints refer to.
+
+    Returns:
+        (B, K) float64.
+    """
+    maps = np.asarray(maps, np.float64)
+    b, h, w = maps.shape
+    x = np.clip((np.asarray(kp_px[..., 0], np.float64) + 0.5) * w / image_size - 0.5, 0, w - 1)
+    y = np.clip((np.asarray(kp_px[..., 1], np.float64) + 0.5) * h / image_size - 0.5, 0, h - 1)
+    x = np.nan_to_num(x)
+    y = np.nan_to_num(y)
+    x0 = np.minimum(np.floor(x).astype(np.int64), w - 1)
+    y0 = np.minimum(np.floor(y).astype(np.int64), h - 1)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    fx, fy = x - x0, y - y0
+    rows = np.arange(b)[:, None]
+    top = maps[rows, y0, x0] * (1 - fx) + maps[rows, y0, x1] * fx
+    bottom = maps[rows, y1, x0] * (1 - fx) + maps[rows, y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def image_scores(peaks: np.ndarray, mask_prob: np.ndarray, log_likelihood: np.ndarray | None,
+                 joint_confidence: np.ndarray | None) -> dict[str, np.ndarray]:  # fmt: skip
+    """The per-image confidence scores the model offers (higher = more trusted).
+
+    Args:
+        peaks: (B, K) heatmap maxima.
+        mask_prob: (B, h, w) hand-mask probability.
+        log_likelihood: (B,) flow log-likelihood, or None without a flow head.
+        joint_confidence: (B, K) calibrated joint confidence, or None.
+
+    Returns:
+        name -> (B,): 'flow_loglik' (with a flow), 'heatmap_peak_mean', 'hand_mask_mean',
+        'joint_confidence_mean' (with a calibration).
+    """
+    out = {}
+    if log_likelihood is not None:
+        out["flow_loglik"] = np.asarray(log_likelihood, np.float64)
+    out["heatmap_peak_mean"] = np.asarray(peaks, np.float64).mean(axis=1)
+    out["hand_mask_mean"] = np.asarray(mask_prob, np.float64).reshape(len(peaks), -1).mean(axis=1)
+    if joint_confidence is not None:
+        out["joint_confidence_mean"] = np.asarray(joint_confidence, np.float64).mean(axis=1)
+    return out
+
+
+def joint_scores(peaks: np.ndarray, kp_crop_px: np.ndarray, crop_size: int,
+                 loglik_map: np.ndarray | None, joint_confidence: np.ndarray | None
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
+    """The per-joint scores and the stated probabilities among them.
+
+    Returns:
+        (name -> (B, K) score: 'heatmap_peak', 'flow_loglik_at_joint' (with a flow),
+        'joint_confidence' (with a calibration); name -> (B, K) stated probability of 'joint
+        correct': 'heatmap_peak' clipped to [0, 1], 'joint_confidence').
+    """
+    scores = {"heatmap_peak": np.asarray(peaks, np.float64)}
+    probs = {"heatmap_peak": np.clip(scores["heatmap_peak"], 0.0, 1.0)}
+    if loglik_map is not None:
+        scores["flow_loglik_at_joint"] = sample_map_at(loglik_map, kp_crop_px, crop_size)
+    if joint_confidence is not None:
+        scores["joint_confidence"] = np.asarray(joint_confidence, np.float64)
+        probs["joint_confidence"] = scores["joint_confidence"]
+    return scores, probs
 
 
 def score_heatmaps(
@@ -201,12 +321,22 @@ def score_heatmaps(
     return kp_crop, kp_orig, scores, errors
 
 
+def confidence_note(joint_confidence: object | None, hand_present: object | None
+                    ) -> str | None:  # fmt: skip
+    """Why a prediction carries no confidence or hand_present (None when it has both)."""
+    notes = [note for value, note in ((joint_confidence, NO_JOINT_CALIBRATION),
+                                      (hand_present, NO_HAND_CALIBRATION)) if value is None]
+    return "; ".join(notes) or None
+
+
 def _predictions(
     batch: dict, kp_orig: np.ndarray, scores: np.ndarray, errors: np.ndarray,
-    loglik: np.ndarray | None,
+    loglik: np.ndarray | None, joint_conf: np.ndarray | None = None,
+    hand_present: np.ndarray | None = None,
 ) -> list[SamplePrediction]:  # fmt: skip
     names, frame_ids = batch["dataset"], batch["frame_id"]
     epe = per_sample_epe(errors)
+    note = confidence_note(joint_conf, hand_present)
     return [
         SamplePrediction(
             dataset=str(names[i]),
@@ -215,6 +345,9 @@ def _predictions(
             scores=scores[i],
             log_likelihood=None if loglik is None else float(loglik[i]),
             epe_px=None if np.isnan(epe[i]) else float(epe[i]),
+            confidence=None if joint_conf is None else joint_conf[i],
+            hand_present=None if hand_present is None else float(hand_present[i]),
+            confidence_note=note,
         )
         for i in range(kp_orig.shape[0])
     ]
@@ -231,6 +364,8 @@ def evaluate(
     bbox_factor: float = MMPOSE_BBOX_FACTOR,
     on_batch: Callable[[int, dict, BatchOutput], None] | None = None,
     progress: Callable[[Iterable], Iterable] | None = None,
+    calibration: Calibration | None = None,
+    confidence_threshold: tuple[str, float] | None = None,
 ) -> EvalResult:
     """Evaluate a HandFlowNet-like model on a loader of collated samples.
 
@@ -249,6 +384,9 @@ def evaluate(
         on_batch: hook called with (batch index, batch, plain BatchOutput) after each batch
             (e.g. visualisation); called a second time with the flip output when flip_test.
         progress: optional wrapper of the loader (e.g. tqdm).
+        calibration: maps to calibrated joint confidence and hand_present, or None.
+        confidence_threshold: (per-image score name, value): also report PCK/AUC of the
+            images scoring at least the value (``EvalResult.confidence.threshold``).
 
     Returns:
         An :class:`EvalResult`.
@@ -262,6 +400,7 @@ def evaluate(
     acc_flip = (
         MetricAccumulator(bbox_factor=bbox_factor, heatmap_width=ACCH_GRID) if flip_test else None
     )
+    conf_acc = ConfidenceAccumulator(pck_thr=acc.pck_thr)
     preds: list[SamplePrediction] = []
     preds_flip: list[SamplePrediction] = []
     has_flow = getattr(model, "flow", None) is not None
@@ -281,11 +420,18 @@ def evaluate(
                 loglik_map = _np(out.flow.loglik_map)
             kp_crop, kp_orig, scores, errors = score_heatmaps(heatmaps, batch, codec, acc, loglik)
             n += kp_orig.shape[0]
+            joint_conf, hand_present = _score_confidence(
+                conf_acc, batch, kp_crop, scores, errors, _np(mask_prob), loglik, loglik_map,
+                calibration, bbox_factor,
+            )  # fmt: skip
             if collect_predictions:
-                preds.extend(_predictions(batch, kp_orig, scores, errors, loglik))
+                preds.extend(_predictions(batch, kp_orig, scores, errors, loglik, joint_conf,
+                                          hand_present))  # fmt: skip
             if on_batch is not None:
                 on_batch(b, batch, BatchOutput(kp_crop, kp_orig, scores, _np(heatmaps),
-                                               _np(mask_prob), loglik_map, loglik, errors))
+                                               _np(mask_prob), loglik_map, loglik, errors,
+                                               joint_confidence=joint_conf,
+                                               hand_present=hand_present))  # fmt: skip
             if acc_flip is not None:
                 out_m = model(torch.flip(image, dims=[-1]))
                 hm_avg = 0.5 * (heatmaps + flip_heatmaps(out_m.seed.heatmaps[-1].float()))
@@ -295,7 +441,10 @@ def evaluate(
                     hm_avg, batch, codec, acc_flip, loglik
                 )
                 if collect_predictions:
-                    preds_flip.extend(_predictions(batch, kp_orig_f, scores_f, errors_f, loglik))
+                    preds_flip.extend(_predictions(
+                        batch, kp_orig_f, scores_f, errors_f, loglik,
+                        None if calibration is None else calibration.joint_confidence(scores_f),
+                        hand_present))  # fmt: skip
                 if on_batch is not None:
                     on_batch(b, batch, BatchOutput(kp_crop_f, kp_orig_f, scores_f, _np(hm_avg),
                                                    _np(mask_avg), loglik_map, loglik, errors_f,
@@ -313,4 +462,264 @@ def evaluate(
         has_flow=has_flow,
         num_samples=n,
         seconds=seconds,
+        confidence=conf_acc.compute(confidence_threshold) if conf_acc.num_labelled else None,
+        calibration=calibration,
     )
+
+
+def _score_confidence(
+    conf_acc: ConfidenceAccumulator, batch: dict, kp_crop: np.ndarray, peaks: np.ndarray,
+    errors: np.ndarray, mask_prob: np.ndarray, loglik: np.ndarray | None,
+    loglik_map: np.ndarray | None, calibration: Calibration | None, bbox_factor: float,
+) -> tuple[np.ndarray | None, np.ndarray | None]:  # fmt: skip
+    """Add one batch's confidence scores; returns (joint confidence, hand_present) or Nones."""
+    joint_conf = None if calibration is None else calibration.joint_confidence(peaks)
+    per_image = image_scores(peaks, mask_prob, loglik, joint_conf)
+    hand_present = None if calibration is None else calibration.hand_probability(per_image)
+    per_joint, probs = joint_scores(peaks, kp_crop, int(batch["image"].shape[-1]), loglik_map,
+                                    joint_conf)  # fmt: skip
+    norms = gt_bbox_size(_np(batch["kp2d_orig_px"]), batch["orig_size_wh"].cpu().numpy(),
+                         bbox_factor)  # fmt: skip
+    conf_acc.update(errors, norms, image_scores=per_image, joint_scores=per_joint,
+                    joint_probs=probs)  # fmt: skip
+    return joint_conf, hand_present
+
+
+@dataclass
+class HandVsNoHandResult:
+    """How well each per-image score tells crops with a hand from crops without one.
+
+    Attributes:
+        num_positive: hand crops scored.
+        num_negative: crops without a hand scored.
+        auroc: score name -> AUROC for 'hand present' over all negatives.
+        auroc_by_kind: negative kind (e.g. 'real', 'synthetic') -> score name -> AUROC of
+            the hand crops against the negatives of that kind.
+        positive_scores: score name -> (num_positive,) values (for calibration).
+        negative_scores: score name -> (num_negative,) values.
+        negative_kinds: (num_negative,) kind of each negative.
+    """
+
+    num_positive: int
+    num_negative: int
+    auroc: dict[str, float | None]
+    auroc_by_kind: dict[str, dict[str, float | None]]
+    positive_scores: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    negative_scores: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    negative_kinds: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, str))
+
+    def to_dict(self) -> dict:
+        """Counts and AUROCs (the raw scores are left out)."""
+        counts = {str(k): int((self.negative_kinds == k).sum())
+                  for k in dict.fromkeys(self.negative_kinds.tolist())}  # fmt: skip
+        return {"num_positive": self.num_positive, "num_negative": self.num_negative,
+                "num_negative_by_kind": counts, "auroc": dict(self.auroc),
+                "auroc_by_kind": {k: dict(v) for k, v in self.auroc_by_kind.items()}}
+
+
+@torch.no_grad()
+def score_images(
+    model: nn.Module,
+    loader: Iterable[dict],
+    *,
+    max_batches: int | None = None,
+    calibration: Calibration | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The per-image scores of :func:`image_scores` over a loader of image batches.
+
+    Args:
+        model: as for :func:`evaluate`.
+        loader: batches with 'image' (B, 3, S, S) in [0, 1] and optionally 'kind' (B,) str.
+        max_batches: stop after this many batches.
+        calibration: adds 'joint_confidence_mean' when it has a joint map.
+
+    Returns:
+        (name -> (N,) scores, (N,) kind of each image; 'hand' where the batch has no 'kind').
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    kinds: list[str] = []
+    try:
+        for b, batch in enumerate(loader):
+            if max_batches is not None and b >= max_batches:
+                break
+            out = model(resize_to_model(batch["image"].to(device), model.cfg.input_size))
+            peaks = _np(out.seed.heatmaps[-1].float().amax(dim=(-2, -1)))
+            mask_prob = _np(torch.sigmoid(out.seed.masks[-1][:, 0].float()))
+            loglik = None if out.flow is None else _np(out.flow.log_likelihood)
+            joint_conf = None if calibration is None else calibration.joint_confidence(peaks)
+            for name, values in image_scores(peaks, mask_prob, loglik, joint_conf).items():
+                parts.setdefault(name, []).append(values)
+            kinds.extend(str(k) for k in batch.get("kind", ["hand"] * len(peaks)))
+    finally:
+        model.train(was_training)
+    if not kinds:
+        raise ValueError("the loader yielded no images to score")
+    return {k: np.concatenate(v) for k, v in parts.items()}, np.array(kinds)
+
+
+class ImageScoreCollector:
+    """An :func:`evaluate` ``on_batch`` hook keeping the per-image scores of the plain pass,
+    so :func:`hand_vs_nohand` need not run the positives through the model again."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, list[np.ndarray]] = {}
+
+    def __call__(self, _: int, batch: dict, out: BatchOutput) -> None:
+        if out.flip:
+            return
+        for name, values in image_scores(out.scores, out.mask_prob, out.log_likelihood,
+                                         out.joint_confidence).items():  # fmt: skip
+            self._parts.setdefault(name, []).append(values)
+
+    def scores(self) -> dict[str, np.ndarray]:
+        """name -> (N,) over the batches seen."""
+        return {k: np.concatenate(v) for k, v in self._parts.items()}
+
+
+def chain_hooks(*hooks: Callable[[int, dict, BatchOutput], None] | None
+                ) -> Callable[[int, dict, BatchOutput], None]:  # fmt: skip
+    """One ``on_batch`` hook calling each given hook (None entries skipped) in order."""
+    active = [h for h in hooks if h is not None]
+
+    def call(b: int, batch: dict, out: BatchOutput) -> None:
+        for hook in active:
+            hook(b, batch, out)
+
+    return call
+
+
+def hand_vs_nohand(
+    model: nn.Module,
+    positives: Iterable[dict] | dict[str, np.ndarray],
+    negatives: Iterable[dict],
+    *,
+    max_batches: int | None = None,
+    calibration: Calibration | None = None,
+) -> HandVsNoHandResult:
+    """AUROC of every per-image score for hand crops (positives) against crops without a hand.
+
+    Args:
+        model: as for :func:`evaluate`.
+        positives: batches of hand crops (e.g. the evaluation loader), or their per-image
+            scores already computed (:class:`ImageScoreCollector`; same calibration).
+        negatives: batches of crops without a hand with a 'kind' key
+            (`datasets.negatives.NoHandDataset`).
+        max_batches: per loader, stop after this many batches.
+        calibration: adds the calibrated 'joint_confidence_mean' score.
+    """
+    if isinstance(positives, dict):
+        pos = positives
+    else:
+        pos, _ = score_images(model, positives, max_batches=max_batches, calibration=calibration)
+    neg, kinds = score_images(model, negatives, max_batches=max_batches,
+                              calibration=calibration)  # fmt: skip
+
+    def area(neg_mask: np.ndarray) -> dict[str, float | None]:
+        out = {}
+        for name, values in pos.items():
+            labels = np.concatenate([np.ones(values.size, bool), np.zeros(neg_mask.sum(), bool)])
+            value = auroc(np.concatenate([values, neg[name][neg_mask]]), labels)
+            out[name] = None if np.isnan(value) else value
+        return out
+
+    return HandVsNoHandResult(
+        num_positive=int(next(iter(pos.values())).size),
+        num_negative=int(kinds.size),
+        auroc=area(np.ones(kinds.size, bool)),
+        auroc_by_kind={str(k): area(kinds == k) for k in dict.fromkeys(kinds.tolist())},
+        positive_scores=pos,
+        negative_scores=neg,
+        negative_kinds=kinds,
+    )
+
+
+@dataclass
+class CalibrationFit:
+    """A fitted calibration and how it did on the data it was fitted on.
+
+    Attributes:
+        calibration: the maps (store with ``Calibration.to_dict()``).
+        num_keypoints: scored keypoints the joint map was fitted on.
+        ece_before: ECE of the heatmap peak clipped to [0, 1] on those keypoints.
+        ece_after: ECE of the calibrated joint confidence on them (in-sample).
+        hand: the hand-vs-no-hand scores the hand map was fitted on, or None.
+    """
+
+    calibration: Calibration
+    num_keypoints: int
+    ece_before: float | None
+    ece_after: float | None
+    hand: HandVsNoHandResult | None = None
+
+    def to_dict(self) -> dict:
+        return {"calibration": self.calibration.to_dict(), "num_keypoints": self.num_keypoints,
+                "ece_before": self.ece_before, "ece_after": self.ece_after,
+                "hand_vs_nohand": None if self.hand is None else self.hand.to_dict()}
+
+
+def fit_calibration(
+    model: nn.Module,
+    loader: Iterable[dict],
+    *,
+    negatives: Iterable[dict] | None = None,
+    max_batches: int | None = None,
+    bbox_factor: float = MMPOSE_BBOX_FACTOR,
+    fitted_on: dict | None = None,
+) -> CalibrationFit:
+    """Fit the joint map (heatmap peak -> P(joint within PCK@0.2)) on ``loader`` and, with
+    ``negatives``, the hand map (a per-image score -> P(hand present)).
+
+    The hand map uses the per-image score with the highest hand-vs-no-hand AUROC on this
+    data, with the two classes weighted equally (P = 0.5 where a hand and no hand are
+    equally likely). Fit on a validation split, not the split you report.
+
+    Args:
+        model: as for :func:`evaluate`.
+        loader: hand crops with labels (the batches of :func:`evaluate`).
+        negatives: crops without a hand (`datasets.negatives.NoHandDataset`), or None.
+        max_batches: per loader, stop after this many batches.
+        bbox_factor: PCK box enlargement.
+        fitted_on: what the data was, stored with the calibration.
+    """
+    peaks: list[np.ndarray] = []
+    correct: list[np.ndarray] = []
+    collector = ImageScoreCollector()
+
+    def collect(_: int, batch: dict, out: BatchOutput) -> None:
+        norms = gt_bbox_size(_np(batch["kp2d_orig_px"]), batch["orig_size_wh"].cpu().numpy(),
+                             bbox_factor)  # fmt: skip
+        right, scored = joint_correct(out.errors_px, norms)
+        peaks.append(out.scores[scored])
+        correct.append(right[scored])
+
+    evaluate(model, loader, collect_predictions=False, max_batches=max_batches,
+             bbox_factor=bbox_factor, on_batch=chain_hooks(collect, collector))  # fmt: skip
+    peak, right = np.concatenate(peaks), np.concatenate(correct)
+    joint = fit_platt(peak, right, score=JOINT_CALIBRATION_SCORE)
+    hand = hand_map = None
+    if negatives is not None:
+        hand = hand_vs_nohand(model, collector.scores(), negatives, max_batches=max_batches)
+        usable = {k: v for k, v in hand.auroc.items() if v is not None}
+        if not usable:
+            raise ValueError("hand-vs-no-hand AUROC is undefined for every score: no "
+                             "positives or no negatives were scored")
+        best = max(usable, key=usable.get)
+        values = np.concatenate([hand.positive_scores[best], hand.negative_scores[best]])
+        labels = np.concatenate([np.ones(hand.num_positive, bool),
+                                 np.zeros(hand.num_negative, bool)])  # fmt: skip
+        hand_map = fit_platt(values, labels, score=best, balanced=True)
+    calibration = Calibration(joint=joint, hand_present=hand_map, fitted_on=dict(fitted_on or {}))
+    return CalibrationFit(
+        calibration=calibration,
+        num_keypoints=int(peak.size),
+        ece_before=_finite(expected_calibration_error(np.clip(peak, 0.0, 1.0), right)),
+        ece_after=_finite(expected_calibration_error(joint(peak), right)),
+        hand=hand,
+    )
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None

@@ -44,6 +44,7 @@ def draw_skeleton(
     thickness: int = 2,
     radius: int = 3,
     hollow: bool | np.ndarray = False,
+    joint_colors: np.ndarray | None = None,
 ) -> np.ndarray:
     """Draw a 21-joint hand skeleton in the canonical finger colours.
 
@@ -56,6 +57,8 @@ def draw_skeleton(
         hollow: draw joints as rings instead of filled discs; a bool, or (21,) bool per
             joint (the evaluation grid rings the ground-truth joints the dataset marks
             occluded).
+        joint_colors: (21, 3) RGB fill per joint instead of the finger colours (e.g.
+            :func:`confidence_colors`); bones keep the finger colours.
 
     Returns:
         A new (H, W, 3) uint8 image.
@@ -74,16 +77,28 @@ def draw_skeleton(
         if show[parent] and show[child]:
             cv2.line(out, tuple(map(int, pts[parent])), tuple(map(int, pts[child])),
                      joint_color_rgb(child), thickness, cv2.LINE_AA, shift)  # fmt: skip
+    if joint_colors is not None and np.shape(joint_colors) != (NUM_JOINTS, 3):
+        raise ValueError(f"expected joint colours ({NUM_JOINTS}, 3), got {np.shape(joint_colors)}")
     for j in range(NUM_JOINTS):
         if show[j]:
             center = tuple(map(int, pts[j]))
             r = radius << shift
+            color = (joint_color_rgb(j) if joint_colors is None
+                     else tuple(int(c) for c in joint_colors[j]))  # fmt: skip
             if rings[j]:
-                cv2.circle(out, center, r, joint_color_rgb(j), 1, cv2.LINE_AA, shift)
+                cv2.circle(out, center, r, color, 1, cv2.LINE_AA, shift)
             else:
-                cv2.circle(out, center, r, joint_color_rgb(j), -1, cv2.LINE_AA, shift)
+                cv2.circle(out, center, r, color, -1, cv2.LINE_AA, shift)
                 cv2.circle(out, center, r, (0, 0, 0), 1, cv2.LINE_AA, shift)
     return out
+
+
+def confidence_colors(confidence: np.ndarray) -> np.ndarray:
+    """(K,) confidence in [0, 1] -> (K, 3) uint8 RGB: red (0), yellow (0.5), green (1)."""
+    c = np.clip(np.nan_to_num(np.asarray(confidence, np.float64), nan=0.0), 0.0, 1.0)
+    red = np.where(c < 0.5, 1.0, 2.0 * (1.0 - c))
+    green = np.where(c < 0.5, 2.0 * c, 1.0)
+    return np.round(np.stack([red, green, np.zeros_like(c)], axis=-1) * 230).astype(np.uint8)
 
 
 def colorize(values: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
@@ -157,6 +172,8 @@ class VisSample:
         kp2d_pred_orig_px: (21, 2) prediction in original pixels, or None.
         title: label of the row (dataset and frame id).
         epe_px: the sample's mean error in original pixels, or None.
+        joint_confidence: (21,) calibrated P(joint correct): the predicted joints are
+            coloured by it (red 0, yellow 0.5, green 1); None keeps the finger colours.
     """
 
     image_rgb: np.ndarray
@@ -171,6 +188,7 @@ class VisSample:
     kp2d_pred_orig_px: np.ndarray | None = None
     title: str = ""
     epe_px: float | None = None
+    joint_confidence: np.ndarray | None = None
 
 
 def _square(image_rgb: np.ndarray, size_px: int) -> np.ndarray:
@@ -194,10 +212,15 @@ def render_row(sample: VisSample, size_px: int = PANEL_PX) -> np.ndarray:
         gt = put_label(gt, f"{PANEL_TITLES[0]} {sample.title}")
     else:
         gt = put_label(crop.copy(), f"input {sample.title}")
-    pred = draw_skeleton(crop, to_panel(sample.kp2d_pred_px))
+    colors = (None if sample.joint_confidence is None
+              else confidence_colors(sample.joint_confidence))  # fmt: skip
+    pred = draw_skeleton(crop, to_panel(sample.kp2d_pred_px), joint_colors=colors)
     put_label(pred, PANEL_TITLES[1])
     if sample.epe_px is not None and np.isfinite(sample.epe_px):
         put_label(pred, f"EPE {sample.epe_px:.1f} px", row=1)
+    if sample.joint_confidence is not None:
+        put_label(pred, f"joint conf. (red 0, green 1) mean "
+                  f"{float(np.mean(sample.joint_confidence)):.2f}", row=2)  # fmt: skip
     heat_max = np.asarray(sample.heatmaps, np.float64).max(axis=0)
     heat = blend(crop, colorize(heat_max, lo=0.0, hi=max(float(heat_max.max()), 1e-6)))
     put_label(heat, f"{PANEL_TITLES[2]}, peak {heat_max.max():.2f}")
@@ -271,6 +294,47 @@ def plot_pck_curves(
     ax.grid(True, alpha=0.3)
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def plot_kept_curves(
+    curves: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+    path: str | Path,
+    title: str = "dropping low-confidence images",
+    reference: str | None = None,
+) -> Path:
+    """PCK and AUC of the kept images against the kept fraction, one line per score.
+
+    Args:
+        curves: label -> (kept fractions, PCK, AUC) of equal length.
+        path: output PNG path.
+        title: figure title.
+        reference: label drawn dashed (e.g. the oracle that drops by true error).
+
+    Returns:
+        The written path.
+    """
+    fig = Figure(figsize=(9.0, 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, 2, i + 1) for i in range(2)]
+    for label, (fractions, pck, auc) in curves.items():
+        style = "--" if label == reference else "-"
+        for ax, values in zip(axes, (pck, auc), strict=True):
+            ys = [np.nan if v is None else v for v in values]
+            ax.plot(fractions, ys, style, marker="o", markersize=3, label=label)
+    for ax, name in zip(axes, ("PCK@0.2 of kept images", "AUC (0-30 px) of kept images"),
+                        strict=True):  # fmt: skip
+        ax.set_xlabel("fraction of images kept (highest score first)")
+        ax.set_ylabel(name)
+        ax.set_xlim(1.02, 0.05)
+        ax.set_ylim(0.0, 1.02)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(loc="lower left", fontsize=7)
+    fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
