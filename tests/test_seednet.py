@@ -160,3 +160,17 @@ def test_folded_batchnorm_matches_and_refuses_training() -> None:
                                atol=1e-3)
     with pytest.raises(RuntimeError, match="folded"):
         model.train()
+
+
+def test_bf16_inference_is_close_and_float32_out() -> None:
+    model = build_model("small").eval()
+    images = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        expected = model(images)
+        prepare_for_inference(model, precision="bf16")
+        got = model(images)
+    assert got.heatmaps.dtype == torch.float32 and got.flow.log_likelihood.dtype == torch.float32
+    peak = float(expected.heatmaps.abs().max())
+    assert float((got.heatmaps - expected.heatmaps).abs().max()) < 0.05 * peak
+    with pytest.raises(ValueError, match="precision"):
+        prepare_for_inference(model, precision="fp16")
