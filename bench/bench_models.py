@@ -2,8 +2,11 @@
 
 Run from the repo root:  .venv/bin/python -m bench.bench_models [--preset default] [--iters 3]
 It prints: parameter counts; multiply-accumulates (MACs) of SeedNet and of the flow head for
-several pool settings; eval images/s at batch 1 and 8 and training-step images/s at batch 8 for
-plain NCHW, channels_last and torch.compile, each checked against plain eager to 1e-4.
+several pool settings; the machine's conv ceiling (float32 and bf16) measured in the same run;
+eval images/s at batch 1 and 8 and training-step images/s at batch 8 for plain NCHW (the
+ancestor's arithmetic), channels_last, the default inference path (BatchNorm folded,
+channels_last), its bf16 form, the default without the flow head and (opt-in)
+torch.compile, with the largest output difference to plain eager NCHW and the ratios.
 Figures depend on the machine and on its load (the CPU may be shared): rerun to compare.
 """
 
@@ -11,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import statistics
 import time
 from collections.abc import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models import HandFlowCriterion, HandFlowNet, ModelConfig, build_model
+from models import HandFlowCriterion, HandFlowNet, ModelConfig, build_model, prepare_for_inference
 from models.flow import FlowHead
 
 MATCH_TOL = 1e-4
@@ -101,73 +106,130 @@ def time_call(fn: Callable[[], object], iters: int, warmup: int = 1) -> float:
     return (time.perf_counter() - start) / iters
 
 
-def make_variant(base: HandFlowNet, name: str) -> tuple[HandFlowNet, Callable, torch.memory_format]:
-    """(model copy, callable model, input memory format) for one execution variant."""
-    model = copy.deepcopy(base)
-    fmt = torch.channels_last if "channels_last" in name else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    runner = torch.compile(model) if name.startswith("compile") else model
-    return model, runner, fmt
+VARIANTS = ("eager_nchw", "eager_channels_last", "default", "default_bf16", "default_no_flow",
+            "compile_channels_last")
+DEFAULT_VARIANTS = VARIANTS[:5]
 
 
-def report_speed(cfg: ModelConfig, variants: list[str], iters: int) -> None:
+def make_variant(base: HandFlowNet, name: str) -> tuple[HandFlowNet, HandFlowNet, Callable, bool]:
+    """(training copy, inference copy, callable inference model, bf16) for one variant.
+
+    eager_nchw: plain NCHW float32, nothing folded (the ancestor's arithmetic);
+    eager_channels_last: the same weights in channels_last; default: what run.py uses
+    (prepare_for_inference: BatchNorm folded, channels_last); default_bf16: the same under
+    bf16 autocast (training: bf16 forward as --precision bf16); default_no_flow: default
+    without the flow head; compile_channels_last: default + torch.compile.
+    """
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; known: {VARIANTS}")
+    src = base
+    if name == "default_no_flow":
+        src = build_model(dataclasses.replace(base.cfg, flow_enabled=False))
+        src.seednet.load_state_dict(base.seednet.state_dict())
+    fmt = torch.contiguous_format if name == "eager_nchw" else torch.channels_last
+    train_model = copy.deepcopy(src).to(memory_format=fmt)
+    infer = copy.deepcopy(src).eval()
+    bf16 = name == "default_bf16"
+    if name.startswith(("default", "compile")):
+        prepare_for_inference(infer, "channels_last", precision="bf16" if bf16 else "fp32")
+    else:
+        infer = infer.to(memory_format=fmt)
+    runner = torch.compile(infer) if name.startswith("compile") else infer
+    return train_model, infer, runner, bf16
+
+
+def conv_ceiling_gflops(iters: int, bf16: bool) -> float:
+    """GFLOP/s of a 3x3 256->256 conv on (8, 256, 64, 64), channels_last: the machine's
+    practical limit for SeedNet's dominant op."""
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1).to(memory_format=torch.channels_last).eval()
+    x = torch.rand(8, 256, 64, 64).contiguous(memory_format=torch.channels_last)
+    flops = 2 * 8 * 256 * 256 * 9 * 64 * 64
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        seconds = time_call(lambda: conv(x), iters)
+    return flops / seconds / 1e9
+
+
+def report_speed(cfg: ModelConfig, variants: list[str], iters: int, reps: int) -> None:
+    """Median over `reps` alternating repetitions of every variant (a shared, noisy CPU)."""
     generator = torch.Generator().manual_seed(0)
     base = build_model(cfg)
     criterion = HandFlowCriterion()
     batch8 = fake_batch(cfg, 8, generator)
     image1 = batch8["image"][:1]
     threads = torch.get_num_threads()
-    print(f"\n## Throughput ({cfg.preset_name} preset, {threads} threads, {iters} iters)")
-    header = ("variant", "match", "eval b1 img/s", "eval b8 img/s", "train b8 img/s")
-    print(f"{header[0]:<24} {header[1]:>9} {header[2]:>14} {header[3]:>14} {header[4]:>15}")
     eager = copy.deepcopy(base).eval()
-    for name in variants:
-        model, runner, fmt = make_variant(base, name)
-        model.eval()
-        img1 = image1.contiguous(memory_format=fmt)
-        img8 = batch8["image"].contiguous(memory_format=fmt)
-        try:
+    built = {name: make_variant(base, name) for name in variants}
+    times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
+    diffs: dict[str, float] = {}
+    for _ in range(reps):
+        for name, (train_model, _infer, runner, bf16) in built.items():
             with torch.no_grad():
-                compile_start = time.perf_counter()
-                runner(img1)
-                runner(img8)
-                first_call = time.perf_counter() - compile_start
-            diff = max_diff(eager, runner, img8)
+                runner(image1)
+                runner(batch8["image"])
+            if name not in diffs:
+                diffs[name] = max_diff(eager, runner, batch8["image"]) if name != (
+                    "default_no_flow") else max_diff_seed(eager, runner, batch8["image"])
             with torch.no_grad():
-                t1 = time_call(lambda r=runner, x=img1: r(x), iters)
-                t8 = time_call(lambda r=runner, x=img8: r(x), iters)
-            model.train()
-            optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-4)
-            train_batch = dict(batch8, image=img8)
+                t1 = time_call(lambda r=runner: r(image1), iters)
+                t8 = time_call(lambda r=runner: r(batch8["image"]), iters)
+            train_model.train()
+            params = [p for p in train_model.parameters() if p.requires_grad]
+            optimizer = torch.optim.Adam(params, 1e-4, foreach=True)
 
-            def step(r=runner, opt=optimizer, b=train_batch) -> None:
-                terms = criterion(r(b["image"]), b)
+            def step(m=train_model, opt=optimizer, b=batch8, use_bf16=bf16) -> None:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                    out = m(b["image"])
+                terms = criterion(out, b)
                 opt.zero_grad(set_to_none=True)
                 terms.total.backward()
                 opt.step()
 
-            t_train = time_call(step, max(1, iters - 1))
-        except RuntimeError as err:  # torch.compile's backend failures are RuntimeErrors
-            print(f"{name:<24} failed: {type(err).__name__}: {str(err).splitlines()[0][:80]}")
-            continue
-        ok = "ok" if diff <= MATCH_TOL else "MISMATCH"
-        note = f"  (first calls {first_call:.0f} s)" if name.startswith("compile") else ""
-        print(
-            f"{name:<24} {ok:>4} {diff:.0e} {1 / t1:>14.2f} {8 / t8:>14.2f} "
-            f"{8 / t_train:>15.2f}{note}"
-        )
+            times[name].append((t1, t8, time_call(step, max(1, iters - 1))))
+    macs = count_macs(lambda: eager.seednet(eager.normalize(image1)))
+    ceiling = {bf: conv_ceiling_gflops(iters, bf) for bf in (False, True)}
+    print(f"\n## Throughput ({cfg.preset_name} preset, {threads} threads, median of {reps} "
+          f"alternating reps of {iters} iters)")
+    print(f"SeedNet: {2 * macs / 1e9:.1f} GFLOP per image. Conv ceiling (3x3 256->256, "
+          f"(8, 256, 64, 64), channels_last): {ceiling[False]:.0f} GFLOP/s float32 -> "
+          f"{ceiling[False] * 1e9 / (2 * macs):.1f} img/s; {ceiling[True]:.0f} GFLOP/s bf16 -> "
+          f"{ceiling[True] * 1e9 / (2 * macs):.1f} img/s")
+    header = ("variant", "max diff", "eval b1 img/s", "eval b8 img/s", "train b8 img/s",
+              "b8 / nchw", "b8 / CL")
+    print(f"{header[0]:<22} {header[1]:>9} {header[2]:>13} {header[3]:>13} {header[4]:>14} "
+          f"{header[5]:>9} {header[6]:>8}")
+    med = {name: [statistics.median(col) for col in zip(*rows, strict=True)]
+           for name, rows in times.items()}
+    ref_nchw = med.get("eager_nchw")
+    ref_cl = med.get("eager_channels_last")
+    for name, (t1, t8, tt) in med.items():
+        r_nchw = f"{ref_nchw[1] / t8:.2f}" if ref_nchw else "-"
+        r_cl = f"{ref_cl[1] / t8:.2f}" if ref_cl else "-"
+        print(f"{name:<22} {diffs[name]:>9.1e} {1 / t1:>13.2f} {8 / t8:>13.2f} {8 / tt:>14.2f} "
+              f"{r_nchw:>9} {r_cl:>8}")
+    if ref_cl:
+        print("training-step ratios to eager_channels_last: " + ", ".join(
+            f"{name} {ref_cl[2] / tt:.2f}" for name, (_, _, tt) in med.items()))
+    if "default" in med and "default_no_flow" in med:
+        d, nf = med["default"], med["default_no_flow"]
+        print(f"flow head cost (default vs default_no_flow): inference b8 "
+              f"{100 * (d[1] / nf[1] - 1):+.1f} %, training step {100 * (d[2] / nf[2] - 1):+.1f} %")
+
+
+def max_diff_seed(a: HandFlowNet, b: HandFlowNet, image: torch.Tensor) -> float:
+    """Largest abs difference of the final heatmaps and mask logits (no flow compared)."""
+    with torch.no_grad():
+        out_a, out_b = a(image), b(image)
+    return max(float((x.float() - y.float()).abs().max()) for x, y in
+               ((out_a.heatmaps, out_b.heatmaps), (out_a.seed.masks[-1], out_b.seed.masks[-1])))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="default", choices=["default", "small"])
+    parser.add_argument("--preset", default="default", choices=["default", "small", "real"])
     parser.add_argument("--iters", type=int, default=3, help="timed iterations per figure")
-    parser.add_argument(
-        "--variants",
-        nargs="+",
-        default=["eager_nchw", "eager_channels_last", "compile_nchw", "compile_channels_last"],
-        help="execution variants to time",
-    )
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
+                        choices=VARIANTS, help="execution variants to time")
+    parser.add_argument("--reps", type=int, default=3, help="alternating repetitions (median)")
     parser.add_argument("--skip-speed", action="store_true", help="only print params and MACs")
     parser.add_argument(
         "--threads",
@@ -183,7 +245,7 @@ def main() -> None:
     cfg = ModelConfig.preset(args.preset)
     report_macs(cfg)
     if not args.skip_speed:
-        report_speed(cfg, args.variants, args.iters)
+        report_speed(cfg, args.variants, args.iters, args.reps)
 
 
 if __name__ == "__main__":
