@@ -52,7 +52,6 @@ import scipy.io
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
-from datasets.joints import NUM_JOINTS
 from datasets.transforms import (
     AugmentConfig,
     CropConfig,
@@ -72,9 +71,6 @@ SAMPLE_KEYS: tuple[str, ...] = (
     "kp2d_orig_px", "orig_size_wh", "affine", "flipped", "K", "joints_m", "has_3d",
     "dataset", "frame_id",
 )  # fmt: skip
-
-SPLITS = ("train", "val", "test")
-
 
 class DatasetLayoutError(FileNotFoundError):
     """A dataset file or folder is missing; the message shows the expected layout."""
@@ -484,11 +480,3 @@ def train_val_indices(split_keys: np.ndarray, split: str, val_fraction: float,
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     is_val = hash_unit(split_keys, seed) < val_fraction
     return np.flatnonzero(is_val if split == "val" else ~is_val)
-
-
-def check_joint_arrays(kp2d: np.ndarray, joints: np.ndarray, source: str) -> None:
-    """Raise `AnnotationFormatError` unless kp2d is (..., 21, 2) and joints (..., 21, 3)."""
-    if kp2d.shape[-2:] != (NUM_JOINTS, 2) or joints.shape[-2:] != (NUM_JOINTS, 3):
-        raise AnnotationFormatError(f"{source}: expected (..., {NUM_JOINTS}, 2) keypoints and "
-                                    f"(..., {NUM_JOINTS}, 3) joints, got {kp2d.shape} and "
-                                    f"{joints.shape}")

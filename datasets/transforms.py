@@ -28,8 +28,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from utils.geometry import project_points
-
 
 @dataclass(frozen=True)
 class CropConfig:
@@ -327,8 +325,3 @@ def occlude(image: np.ndarray, rng: np.random.Generator, aug: AugmentConfig) -> 
             patch = rng.uniform(0.0, 1.0, size=(h, w, 3)).astype(np.float32)
         image[y0:y0 + h, x0:x0 + w] = patch
     return image
-
-
-def projection_error_px(K: np.ndarray, joints_m: np.ndarray, kp2d_px: np.ndarray) -> np.ndarray:
-    """(21,) distance between ``project_points(K, joints_m)`` and ``kp2d_px`` (diagnostics)."""
-    return np.linalg.norm(project_points(K, joints_m) - kp2d_px, axis=-1)

@@ -35,18 +35,18 @@ DEFAULT_MANO_ROOT = Path(__file__).resolve().parent / "mano" / "models"
 
 NUM_VERTS = 778
 NUM_FACES = 1538
-NUM_JOINTS = 16
+NUM_MANO_JOINTS = 16
 NUM_BETAS = 10
-NUM_POSE_FEATURES = 9 * (NUM_JOINTS - 1)
-NUM_HAND_POSE = 3 * (NUM_JOINTS - 1)
+NUM_POSE_FEATURES = 9 * (NUM_MANO_JOINTS - 1)
+NUM_HAND_POSE = 3 * (NUM_MANO_JOINTS - 1)
 
 EXPECTED_SHAPES: dict[str, tuple[int, ...]] = {
     "v_template": (NUM_VERTS, 3),
     "shapedirs": (NUM_VERTS, 3, NUM_BETAS),
     "posedirs": (NUM_VERTS, 3, NUM_POSE_FEATURES),
-    "J_regressor": (NUM_JOINTS, NUM_VERTS),
-    "weights": (NUM_VERTS, NUM_JOINTS),
-    "kintree_table": (2, NUM_JOINTS),
+    "J_regressor": (NUM_MANO_JOINTS, NUM_VERTS),
+    "weights": (NUM_VERTS, NUM_MANO_JOINTS),
+    "kintree_table": (2, NUM_MANO_JOINTS),
     "f": (NUM_FACES, 3),
     "hands_components": (NUM_HAND_POSE, NUM_HAND_POSE),
     "hands_mean": (NUM_HAND_POSE,),

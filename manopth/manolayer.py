@@ -22,7 +22,7 @@ from manopth import lbs
 from manopth.loader import (
     NUM_BETAS,
     NUM_HAND_POSE,
-    NUM_JOINTS,
+    NUM_MANO_JOINTS,
     NUM_VERTS,
     SIDES,
     ManoModel,
@@ -154,13 +154,13 @@ class ManoLayer(nn.Module):
             if self.use_pca:
                 hand = hand @ self._buffer("hands_components", pose)
             hand = hand + self._buffer("hands_mean", pose)
-            full = torch.cat([pose[:, :3], hand], dim=1).reshape(-1, NUM_JOINTS, 3)
+            full = torch.cat([pose[:, :3], hand], dim=1).reshape(-1, NUM_MANO_JOINTS, 3)
             return lbs.batch_rodrigues(full)
         if self.rot_mode == "rotmat":
-            if pose.ndim != 4 or pose.shape[1:] != (NUM_JOINTS, 3, 3):
+            if pose.ndim != 4 or pose.shape[1:] != (NUM_MANO_JOINTS, 3, 3):
                 raise ValueError(f"rotmat pose must be (B, 16, 3, 3), got {tuple(pose.shape)}")
             return pose
-        if pose.ndim != 3 or pose.shape[1:] != (NUM_JOINTS, 6):
+        if pose.ndim != 3 or pose.shape[1:] != (NUM_MANO_JOINTS, 6):
             raise ValueError(f"rot6d pose must be (B, 16, 6), got {tuple(pose.shape)}")
         return lbs.rot6d_to_matrix(pose)
 
@@ -188,7 +188,7 @@ class ManoLayer(nn.Module):
             betas: (B, S) shape coefficients, S <= 10 (default zeros).
             trans: (B, 3) translation in metres (default 0).
         """
-        if rot_mats.ndim != 4 or rot_mats.shape[1:] != (NUM_JOINTS, 3, 3):
+        if rot_mats.ndim != 4 or rot_mats.shape[1:] != (NUM_MANO_JOINTS, 3, 3):
             raise ValueError(f"rot_mats must be (B, 16, 3, 3), got {tuple(rot_mats.shape)}")
         batch = rot_mats.shape[0]
         if betas is None:

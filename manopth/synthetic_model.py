@@ -45,7 +45,7 @@ import scipy.sparse
 
 from manopth.loader import (
     NUM_FACES,
-    NUM_JOINTS,
+    NUM_MANO_JOINTS,
     NUM_VERTS,
     SIDES,
     ManoModel,
@@ -263,7 +263,7 @@ def _build_geometry() -> tuple[_MeshBuilder, dict[str, dict[str, Any]]]:
 
 def _skinning_weights(mesh: _MeshBuilder) -> np.ndarray:
     """(V, 16) weights: the palm follows the wrist, finger segments their joint, blended."""
-    weights = np.zeros((len(mesh.verts), NUM_JOINTS))
+    weights = np.zeros((len(mesh.verts), NUM_MANO_JOINTS))
     for v, (fi, s) in enumerate(zip(mesh.finger_of, mesh.axial_m, strict=True)):
         if fi < 0:
             weights[v, 0] = 1.0
@@ -284,7 +284,7 @@ def _skinning_weights(mesh: _MeshBuilder) -> np.ndarray:
 
 def _joint_regressor(mesh: _MeshBuilder, info: dict[str, dict[str, Any]]) -> np.ndarray:
     """(16, V): each joint is the mean of one vertex ring (rings sit exactly at the joints)."""
-    reg = np.zeros((NUM_JOINTS, len(mesh.verts)))
+    reg = np.zeros((NUM_MANO_JOINTS, len(mesh.verts)))
     reg[0, info["wrist"]["ring"]] = 1.0 / _WRIST
     axial = np.asarray(mesh.axial_m)
     finger_of = np.asarray(mesh.finger_of)
@@ -324,8 +324,8 @@ def _shape_dirs(verts: np.ndarray, mesh: _MeshBuilder, info: dict, rng: np.rando
 
 def _pose_dirs(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(V, 3, 135): each finger joint's (R - I) moves the vertices it and its parent skin."""
-    dirs = np.zeros((weights.shape[0], 3, 9 * (NUM_JOINTS - 1)))
-    for j in range(1, NUM_JOINTS):
+    dirs = np.zeros((weights.shape[0], 3, 9 * (NUM_MANO_JOINTS - 1)))
+    for j in range(1, NUM_MANO_JOINTS):
         influence = weights[:, j] + weights[:, MANO_PARENTS[j]] * (weights[:, j] > 0)
         basis = rng.normal(scale=0.004, size=(3, 9))
         dirs[:, :, 9 * (j - 1):9 * j] = influence[:, None, None] * basis
@@ -334,7 +334,7 @@ def _pose_dirs(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _flexion_axes(info: dict) -> np.ndarray:
     """(15, 3) per finger joint the axis that curls it towards the palm (MANO joint order)."""
-    axes = np.zeros((NUM_JOINTS - 1, 3))
+    axes = np.zeros((NUM_MANO_JOINTS - 1, 3))
     palm_centre = np.array([0.0, -0.05, -0.02])
     for f in _FINGERS:
         d = info[f.name]["axis"]
@@ -353,7 +353,7 @@ def _pose_pca(info: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     """Orthonormal (45, 45) components (rows), the first curling all fingers; the mean pose."""
     flex = _flexion_axes(info)
     curl = flex.reshape(-1)
-    spread = np.zeros((NUM_JOINTS - 1, 3))
+    spread = np.zeros((NUM_MANO_JOINTS - 1, 3))
     for f in _FINGERS:
         spread[f.joints[0] - 1] = [0.0, 0.0, 1.0] if f.name != "thumb" else flex[f.joints[0] - 1]
     seeds = np.concatenate([curl[None], spread.reshape(1, -1), rng.normal(size=(43, 45))])
@@ -410,7 +410,7 @@ def synthetic_mano_arrays(side: str = "right", seed: int = 0) -> dict[str, Any]:
         shapedirs = shapedirs * mirror[None, :, None]
         posedirs = posedirs * mirror[None, :, None]
         faces = faces[:, ::-1].copy()  # mirroring flips the orientation
-    kintree = np.stack([np.array(MANO_PARENTS), np.arange(NUM_JOINTS)]).astype(np.int64)
+    kintree = np.stack([np.array(MANO_PARENTS), np.arange(NUM_MANO_JOINTS)]).astype(np.int64)
     kintree[0, 0] = 4294967295  # the originals store the root's parent as uint32 max
     return {
         "v_template": verts,

@@ -288,8 +288,8 @@ def score_heatmaps(
 
     Args:
         heatmaps: (B, 21, h, w) heatmaps whose grid matches ``codec`` (model input size).
-        batch: a collated batch (keys of DESIGN.md: image, heatmaps, heatmap_weights,
-            visible, kp2d_orig_px, orig_size_wh, affine).
+        batch: a collated batch (datasets.base.SAMPLE_KEYS; uses image, heatmaps,
+            heatmap_weights, visible, kp2d_orig_px, orig_size_wh, affine).
         codec: codec of the model's input/heatmap sizes.
         accumulator: receives the batch.
         log_likelihood: (B,) or None.
@@ -376,7 +376,7 @@ def evaluate(
         model: returns an object with ``seed.heatmaps`` (list, last = final), ``seed.masks``
             and ``flow`` (None or with ``log_likelihood`` (B,) and ``loglik_map``); must have
             ``cfg.input_size`` and ``cfg.heatmap_size``.
-        loader: yields batches with the keys of DESIGN.md.
+        loader: yields collated batches with the keys of datasets.base.SAMPLE_KEYS.
         flip_test: also compute flip-test metrics (one extra forward pass per batch).
         collect_predictions: keep per-sample predictions.
         max_batches: stop after this many batches (None: all).
