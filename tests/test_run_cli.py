@@ -80,7 +80,7 @@ def test_demo_on_real_image(ckpt_dir, realdata, tmp_path):
     assert len(hand["keypoints"]) == 21 and hand["keypoints"][0]["name"] == "wrist"
     assert isinstance(hand["log_likelihood"], float)
     assert hand["side"] in ("left", "right") and hand["side_source"] == "model"
-    assert hand["side_score"] == "flow_loglik" and 0.5 <= hand["side_confidence"] <= 1.0
+    assert hand["side_score_name"] == "flow_loglik" and 0.5 <= hand["side_confidence"] <= 1.0
     kp = np.asarray(hand["kp2d_px"])
     assert kp.shape == (21, 2) and np.isfinite(kp).all()
 
@@ -117,7 +117,7 @@ def test_bihand_seednet_checkpoint_runs_without_flow(realdata, tmp_path):
     hand = json.loads((tmp_path / "o/00000.json").read_text())["hands"][0]
     assert hand["log_likelihood"] is None and hand["likelihood_note"] == "no flow head"
     # Without a flow the side is decided on the heatmap peaks and has no probability.
-    assert hand["side_score"] == "heatmap_peak_mean" and hand["side_confidence"] is None
+    assert hand["side_score_name"] == "heatmap_peak_mean" and hand["side_confidence"] is None
 
 
 def test_demo_crop_affine_whole_image_is_centre_aligned():

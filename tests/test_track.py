@@ -131,7 +131,9 @@ def test_tracks_on_the_same_hand_are_merged() -> None:
     assert not second.detected
 
 
-def test_bad_redetect_value() -> None:
+def test_bad_track_values() -> None:
     with pytest.raises(ValueError, match="--redetect_every must be >= 0"):
         HandTracker(FakePredictor(lambda i: 1.0), FakeDetect(lambda i: []), "x", 0.3,
                     TrackConfig(redetect_every=-1))  # fmt: skip
+    with pytest.raises(ValueError, match="--min_track_score must be finite"):
+        TrackConfig(min_track_score=float("nan")).check()

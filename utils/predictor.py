@@ -306,7 +306,7 @@ class HandPrediction:
         conf = self.joint_confidence
         return {
             "side": self.side, "side_source": self.side_source,
-            "side_confidence": self.side_confidence, "side_score": self.side_score_name,
+            "side_confidence": self.side_confidence, "side_score_name": self.side_score_name,
             "side_scores": self.side_scores,
             "box_xywh": np.round(self.box_xywh, 2).tolist(),
             "keypoints": [{"name": JOINT_NAMES[j], "x": float(self.kp2d_px[j, 0]),

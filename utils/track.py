@@ -14,6 +14,7 @@ Per frame (`HandTracker.step`):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,8 +36,11 @@ class TrackConfig:
     nms_iou: float = 0.3  # tracks whose keypoint boxes overlap more are one hand
 
     def check(self) -> None:
+        """Raise ValueError naming the option for values that cannot work."""
         if self.redetect_every < 0:
             raise ValueError(f"--redetect_every must be >= 0, got {self.redetect_every}")
+        if self.min_track_score is not None and not math.isfinite(self.min_track_score):
+            raise ValueError(f"--min_track_score must be finite, got {self.min_track_score}")
 
 
 @dataclass
