@@ -13,10 +13,12 @@ PYTEST_ARGS ?= -n 2
 venv: $(STAMP)
 
 # torch is pinned in the same pip command: a bare `torch` would pull a multi-GB CUDA build.
-$(STAMP): requirements.txt
+# The ONNX extra (onnx, onnxruntime: about 110 MB installed, torch is 10x that) comes along
+# so that `make test` exercises the ONNX export and backend.
+$(STAMP): requirements.txt requirements-onnx.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install torch==2.13.0 -r requirements.txt
+	$(PY) -m pip install torch==2.13.0 -r requirements.txt -r requirements-onnx.txt
 	touch $(STAMP)
 
 SYNTH_DONE := $(DATA_ROOT)/SYNTH/RHD/RHD_published_v2/evaluation/anno_evaluation.pickle

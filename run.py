@@ -5,10 +5,12 @@ Evaluation (BiHand's command line still works):
     python run.py --batch_size 8 --fine_tune rhd --checkpoint checkpoints --data_root data
     python run.py --fine_tune synth --checkpoint checkpoints/demo --vis --flip_test
 
-Own images (no dataset needed):
+Photos, folders and videos (no dataset needed; hands found without a box, side decided by
+the model unless --side forces it):
 
-    python run.py --checkpoint checkpoints/demo --image hand.jpg [more.jpg ...] \
-        [--bbox x y w h] [--side left]
+    python run.py --image hand.jpg [more.jpg photos/ ...] [--max_hands 2] [--bbox x y w h]
+    python run.py --video clip.mp4 --save_video
+    python run.py --export_onnx model.onnx            # then: --onnx model.onnx --image ...
 
 Confidence: fit a calibration on a validation split and store it in the checkpoint, then
 evaluate with hand-vs-no-hand crops:
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import json
 import math
 import os
 import pickle
@@ -35,7 +36,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
@@ -47,13 +47,11 @@ from datasets.base import (
     AnnotationFormatError,
     DatasetLayoutError,
     ImageReadError,
-    ImageTooLargeError,
     check_image_pixels,
     read_image_rgb,
 )
 from datasets.joints import JOINT_NAMES, NUM_JOINTS
 from datasets.negatives import NoHandDataset, build_nohand_dataset
-from datasets.transforms import crop_matrix, crop_to_original, flip_matrix, warp_image
 from models import (
     ModelConfig,
     build_model,
@@ -61,6 +59,7 @@ from models import (
     load_bihand_seednet,
     prepare_for_inference,
 )
+from models.export_onnx import OnnxExportError, export_onnx
 from training.checkpoint import (
     BEST_NAME,
     CheckpointError,
@@ -70,6 +69,14 @@ from training.checkpoint import (
 )
 from utils import vis
 from utils.confidence import Calibration, ConfidenceSummary
+from utils.demo import (
+    DemoOptions,
+    ImageInput,
+    check_box_inside,
+    expand_image_inputs,
+    run_images,
+    run_video,
+)
 from utils.errors import report_user_error
 from utils.evaluator import (
     BatchOutput,
@@ -81,12 +88,14 @@ from utils.evaluator import (
     evaluate,
     fit_calibration,
     hand_vs_nohand,
-    image_scores,
 )
-from utils.heatmap import HeatmapCodec
 from utils.image_header import image_size_from_header
+from utils.jsonio import write_json
+from utils.localize import DetectConfig, resolve_hand_score
 from utils.metrics import MetricsSummary
+from utils.predictor import PER_IMAGE_SCORES, Predictor
 from utils.progress import progress_bar
+from utils.track import TrackConfig
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "checkpoints" / "pretrained"
 DOWNLOAD_HINT = (
@@ -105,7 +114,7 @@ class CliError(Exception):
 # code 2 (`--debug` adds the traceback). ValueError covers malformed annotations and refused
 # values, OSError missing, undecodable or unwritable files, UnpicklingError bad pickles.
 USER_ERRORS = (CliError, CheckpointError, DatasetLayoutError, ImageReadError, ValueError,
-               OSError, pickle.UnpicklingError)  # fmt: skip
+               OSError, pickle.UnpicklingError, OnnxExportError)  # fmt: skip
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -205,19 +214,69 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --vis: draw at most this many samples (default: every batch)")
     g.add_argument("--show", action="store_true",
                    help="open the PCK plot and the first grid in a window when a display exists")
-    g = p.add_argument_group("own images (demo)")
+    g = p.add_argument_group("photos, folders and videos (README: Photos, folders and videos)")
+    det, trk = DetectConfig(), TrackConfig()
     g.add_argument("--image", nargs="+", default=None, metavar="PATH",
-                   help="run on these images instead of a dataset")
+                   help="run on these images and folders of images (sorted by name) instead of "
+                   "a dataset")
+    g.add_argument("--video", default=None, metavar="FILE",
+                   help="run on a video (OpenCV): hands tracked from frame to frame, one JSON "
+                   "line per frame")
+    g.add_argument("--save_video", action="store_true",
+                   help="with --video: also write <name>_overlay.mp4 (mp4v)")
     g.add_argument("--bbox", nargs=4, type=float, default=None, metavar=("X", "Y", "W", "H"),
-                   help="hand box in the image (pixels); default: the whole image is the crop")
+                   help="one hand box in the image (pixels); default: find the hands")
+    g.add_argument("--whole_image", action="store_true",
+                   help="the whole image is the one hand crop (a square of its longer side): "
+                   "for photos cropped to one hand")
     g.add_argument("--bbox_scale", type=float, default=None,
-                   help="with --bbox: crop side = this x the box's longer side (default: the "
+                   help="crop side = this x the hand box's longer side (default: the "
                    "checkpoint's training crop factor, 2 for older checkpoints)")
     g.add_argument("--max_pixels", type=int, default=None,
                    help="refuse images declaring more pixels than this, before decoding "
                    f"(default: ${MAX_PIXELS_ENV} or {MAX_IMAGE_PIXELS})")
-    g.add_argument("--side", default="right", choices=("left", "right"),
-                   help="hand side; left hands are mirrored in and the result mirrored back")
+    g.add_argument("--side", default="auto", choices=("auto", "left", "right"),
+                   help="hand side: auto lets the model decide (the crop or its mirror, "
+                   "whichever it scores higher); left/right force it")
+    g.add_argument("--side_score", default=None, choices=PER_IMAGE_SCORES,
+                   help="score compared by the side decision (default: flow_loglik with a "
+                   "flow head, else heatmap_peak_mean)")
+    g.add_argument("--max_hands", type=int, default=det.max_hands,
+                   help="find at most this many hands per image or frame")
+    g.add_argument("--hand_score", default=None, choices=PER_IMAGE_SCORES,
+                   help="presence score of a hand (default: hand_present with a calibration, "
+                   "else heatmap_peak_mean)")
+    g.add_argument("--min_hand_score", type=float, default=None,
+                   help="a hand scoring below this is not reported (default: 0.5 for "
+                   "probabilities, 0.3 for heatmap_peak_mean and hand_mask_mean)")
+    g.add_argument("--mask_threshold", type=float, default=det.mask_threshold,
+                   help="coarse pass: mask probability that counts as hand")
+    g.add_argument("--peak_threshold", type=float, default=det.peak_threshold,
+                   help="coarse pass: heatmap peak of a joint that proposes a box")
+    g.add_argument("--tiles", type=int, default=det.tiles,
+                   help="coarse pass: N x N overlapping tiles at a second scale (0: whole image)")
+    g.add_argument("--nms_iou", type=float, default=det.nms_iou,
+                   help="boxes overlapping more than this IoU are one hand")
+    g.add_argument("--max_proposals", type=int, default=det.max_proposals,
+                   help="crop passes per image at most")
+    g.add_argument("--no_refine", action="store_true",
+                   help="skip the re-crop framed on the first crop pass's keypoints")
+    g.add_argument("--redetect_every", type=int, default=trk.redetect_every,
+                   help="video: run the full detection at least every N frames (0: only when "
+                   "a hand is lost)")
+    g.add_argument("--min_track_score", type=float, default=None,
+                   help="video: a tracked hand scoring below this is lost and the frame "
+                   "re-detected (default: --min_hand_score)")
+    g.add_argument("--no_track", action="store_true",
+                   help="video: the full detection on every frame (no tracking)")
+    g.add_argument("--onnx", default=None, metavar="FILE",
+                   help="run --image/--video with this exported model through onnxruntime "
+                   "instead of a torch checkpoint")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch (and with --onnx onnxruntime) intra-op threads (default: theirs; "
+                   "on a busy CPU 1 is often fastest)")
+    g.add_argument("--export_onnx", default=None, metavar="FILE",
+                   help="write the checkpoint's model as ONNX (checked against PyTorch) and exit")
     return p
 
 
@@ -233,6 +292,24 @@ def validate_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and value > 0):
             raise CliError(f"--{name} must be a finite number > 0, got {value}")
+    options = demo_options(args)
+    try:
+        options.detect.check()
+        options.track.check()
+    except ValueError as e:
+        raise CliError(str(e)) from e
+    if args.image and args.video:
+        raise CliError("give --image or --video, not both")
+    if args.save_video and not args.video:
+        raise CliError("--save_video needs --video")
+    if args.whole_image and args.bbox is not None:
+        raise CliError("--whole_image and --bbox both say where the hand is: give one")
+    if args.onnx and args.export_onnx:
+        raise CliError("--onnx runs an exported model, --export_onnx writes one: give one")
+    if args.onnx and not (args.image or args.video):
+        raise CliError("--onnx runs the demo: give --image or --video")
+    if args.threads is not None and args.threads < 1:
+        raise CliError(f"--threads must be >= 1, got {args.threads}")
     if args.bbox is not None:
         x, y, w, h = args.bbox
         if not all(math.isfinite(v) for v in args.bbox) or w <= 0 or h <= 0 or x < 0 or y < 0:
@@ -240,30 +317,19 @@ def validate_args(args: argparse.Namespace) -> None:
                            f"(pixels), got {' '.join(f'{v:g}' for v in args.bbox)}")
 
 
-def check_bbox_inside(bbox: Sequence[float] | None, width: int, height: int,
-                      image_path: Path) -> None:  # fmt: skip
-    """--bbox must lie inside the image (a box outside it frames nothing of the hand)."""
-    if bbox is None:
-        return
-    x, y, w, h = bbox
-    if x + w > width or y + h > height:
-        raise CliError(
-            f"--bbox {x:g} {y:g} {w:g} {h:g} is outside {image_path} ({width} x {height} "
-            f"pixels): the box must lie inside the image, X + W <= {width} and "
-            f"Y + H <= {height}")
-
-
-def check_demo_images(args: argparse.Namespace) -> None:
-    """Every --image exists, is within the pixel limit and contains --bbox, checked on the
-    file headers before any image is processed (formats without a parsed header are checked
-    once decoded)."""
-    for image_path in map(Path, args.image):
-        if not image_path.is_file():
-            raise CliError(f"image not found: {image_path}")
-        size = image_size_from_header(image_path)
+def check_demo_images(args: argparse.Namespace) -> list[ImageInput]:
+    """The images of --image (files, and the images of folders), each file named on the
+    command line checked on its header (pixel limit, --bbox inside) before any image is
+    processed; images of folders are checked when read (and skipped if unreadable)."""
+    inputs = expand_image_inputs(args.image)
+    for item in inputs:
+        if item.folder is not None:
+            continue
+        size = image_size_from_header(item.path)
         if size is not None:
-            check_image_pixels(image_path, *size, limit=args.max_pixels)
-            check_bbox_inside(args.bbox, *size, image_path)
+            check_image_pixels(item.path, *size, limit=args.max_pixels)
+            check_box_inside(args.bbox, *size, item.path)
+    return inputs
 
 
 def check_output_folder(out: Path) -> None:
@@ -549,24 +615,6 @@ def coco_results(result_preds: Sequence) -> list[dict]:
     return out
 
 
-def _json_safe(data: Any) -> Any:
-    """NaN/inf -> None (strict JSON), recursively."""
-    if isinstance(data, float):
-        return data if np.isfinite(data) else None
-    if isinstance(data, dict):
-        return {k: _json_safe(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_json_safe(v) for v in data]
-    return data
-
-
-def write_json(path: Path, data: Any) -> Path:
-    """Write strict JSON (non-finite numbers become null), creating the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_json_safe(data), indent=1, allow_nan=False))
-    return path
-
-
 def write_outputs(out: Path, result: EvalResult, info: dict, args: argparse.Namespace,
                   hand: HandVsNoHandResult | None = None) -> None:
     """metrics.json, predictions*.json, coco_results*.json, pck_curve.png and
@@ -813,142 +861,66 @@ def run_calibrate(args: argparse.Namespace, model: torch.nn.Module, info: dict,
     return 0
 
 
-def demo_crop_affine(image_wh: tuple[int, int], side: str, bbox: Sequence[float] | None,
-                     bbox_scale: float, size: int) -> np.ndarray:  # fmt: skip
-    """(3, 3) affine from the original image to the model input for the own-image demo.
-
-    A left hand is mirrored first (``u -> W - 1 - u``) so that the model sees a right hand;
-    ``bbox`` is in the original (unmirrored) image. Without a box the whole image is the
-    crop (a square of its longer side, centred, padded with black).
-    """
-    width, height = image_wh
-    if bbox is None:
-        center = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
-        side_px = float(max(width, height))
-    else:
-        x, y, w, h = bbox
-        if w <= 0 or h <= 0:
-            raise CliError(f"--bbox width and height must be positive, got {w} x {h}")
-        center = np.array([x + w / 2.0 - 0.5, y + h / 2.0 - 0.5])
-        side_px = bbox_scale * max(w, h)
-    flip = flip_matrix(width) if side == "left" else np.eye(3)
-    center = (flip @ np.array([center[0], center[1], 1.0]))[:2]
-    return crop_matrix(center, side_px, size) @ flip
+def demo_options(args: argparse.Namespace) -> DemoOptions:
+    """The demo's options (localisation, side, tracking) from the command line."""
+    detect = DetectConfig(max_hands=args.max_hands, hand_score=args.hand_score,
+                          min_hand_score=args.min_hand_score, mask_threshold=args.mask_threshold,
+                          peak_threshold=args.peak_threshold, tiles=args.tiles,
+                          nms_iou=args.nms_iou, max_proposals=args.max_proposals,
+                          refine=not args.no_refine)  # fmt: skip
+    track = TrackConfig(enabled=not args.no_track, redetect_every=args.redetect_every,
+                        min_track_score=args.min_track_score, nms_iou=args.nms_iou)
+    return DemoOptions(side=None if args.side == "auto" else args.side,
+                       box_xywh=None if args.bbox is None else tuple(args.bbox),
+                       whole_image=args.whole_image, detect=detect, track=track,
+                       max_pixels=args.max_pixels, save_video=args.save_video)  # fmt: skip
 
 
-def demo_output_stems(paths: Sequence[Path]) -> list[str]:
-    """One distinct output name per input image, so no result overwrites another.
-
-    The file stem when it is unique; images of the same name get their parent folders'
-    names in front, as many as needed (a/hand.png, b/hand.png -> a_hand, b_hand); the same
-    file given twice gets a number (hand, hand_2).
-    """
-    absolute = [Path(os.path.abspath(p)) for p in paths]
-    parts = [a.parent.parts[1:] if a.anchor else a.parent.parts for a in absolute]
-    stems = [Path(p).stem for p in paths]
-    names = list(stems)
-    for stem in set(stems):
-        group = [i for i, s in enumerate(stems) if s == stem]
-        depth = 0
-        distinct = len({absolute[i] for i in group})
-        while len({names[i] for i in group}) < distinct and depth < max(
-                len(parts[i]) for i in group):  # fmt: skip
-            depth += 1
-            for i in group:
-                names[i] = "_".join([*parts[i][-depth:], stem])
-    seen: set[str] = set()
-    for i, name in enumerate(names):
-        candidate, n = name, 1
-        while candidate in seen:
-            n += 1
-            candidate = f"{name}_{n}"
-        names[i] = candidate
-        seen.add(candidate)
-    return names
+def build_predictor(args: argparse.Namespace, model: torch.nn.Module | None, info: dict,
+                    calibration: Calibration | None) -> Predictor:  # fmt: skip
+    """The torch model's predictor, or the --onnx file's (same interface)."""
+    kwargs = {"crop_factor": args.bbox_scale, "side_score": args.side_score}
+    if args.onnx:
+        return Predictor.from_onnx(args.onnx, threads=args.threads, **kwargs)
+    return Predictor.from_model(model, info.get("data_config"), calibration, **kwargs)
 
 
-@torch.no_grad()
-def run_demo(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: Path,
-             calibration: Calibration | None) -> int:  # fmt: skip
-    cfg = model.cfg
-    bbox_scale = args.bbox_scale or (info.get("data_config") or {}).get("crop_factor", 2.0)
-    codec = HeatmapCodec(input_size=cfg.input_size, heatmap_size=cfg.heatmap_size)
-    device = next(model.parameters()).device
-    stems = demo_output_stems([Path(p) for p in args.image])
-    written: list[Path] = []
-    replaced = 0
-    for image_path, stem in zip(map(Path, args.image), stems, strict=True):
-        if not image_path.is_file():
-            raise CliError(f"image not found: {image_path}")
-        try:
-            image = read_image_rgb(image_path, max_pixels=args.max_pixels)
-        except ImageTooLargeError:
-            raise
-        except ImageReadError as e:
-            raise CliError(f"cannot decode image {image_path}: not an image OpenCV can read "
-                           "(PNG, JPEG, ...) or the file is truncated") from e  # fmt: skip
-        height, width = image.shape[:2]
-        check_bbox_inside(args.bbox, width, height, image_path)
-        affine = demo_crop_affine((width, height), args.side, args.bbox, bbox_scale,
-                                  cfg.input_size)  # fmt: skip
-        crop = warp_image(image, affine, cfg.input_size).astype(np.float32) / 255.0
-        x = torch.from_numpy(crop.transpose(2, 0, 1).copy())[None].to(device)
-        pred = model(x)
-        kp_crop, scores = codec.decode(pred.seed.heatmaps[-1].float().cpu().numpy())
-        kp_orig = crop_to_original(kp_crop[0], affine)
-        loglik = None if pred.flow is None else float(pred.flow.log_likelihood[0])
-        joint_conf, hand_present = demo_confidence(pred, scores, calibration)
-        thick = max(2, round(max(width, height) / 200))
-        colors = None if joint_conf is None else vis.confidence_colors(joint_conf)
-        overlay = vis.draw_skeleton(image, kp_orig, thickness=thick, radius=thick + 1,
-                                    joint_colors=colors)  # fmt: skip
-        if args.bbox is not None:
-            x, y, w, h = (round(v) for v in args.bbox)
-            cv2.rectangle(overlay, (x, y), (x + w - 1, y + h - 1), (255, 255, 255), 1)
-        label = "log-lik: no flow head" if loglik is None else f"log-lik {loglik:.1f}"
-        if hand_present is not None:
-            label += f", P(hand) {hand_present:.2f}"
-        vis.put_label(overlay, f"{args.side} hand, {label}")
-        replaced += sum((out / name).exists() for name in (f"{stem}_overlay.png", f"{stem}.json"))
-        if joint_conf is not None:
-            vis.put_label(overlay, f"joints: confidence (red 0, green 1), mean "
-                          f"{float(joint_conf.mean()):.2f}", row=1)  # fmt: skip
-        overlay_path = vis.save_rgb(out / f"{stem}_overlay.png", overlay)
-        result = {
-            "image": str(image_path), "side": args.side, "bbox_xywh": args.bbox,
-            "image_size_wh": [width, height],
-            "keypoints": [{"name": JOINT_NAMES[j], "x": float(kp_orig[j, 0]),
-                           "y": float(kp_orig[j, 1]), "score": float(scores[0, j]),
-                           "confidence": None if joint_conf is None else float(joint_conf[j])}
-                          for j in range(kp_orig.shape[0])],
-            "kp2d_px": np.round(kp_orig, 3).tolist(), "scores": scores[0].tolist(),
-            "log_likelihood": loglik,
-            "likelihood_note": None if loglik is not None else "no flow head",
-            "confidence": None if joint_conf is None else np.round(joint_conf, 5).tolist(),
-            "hand_present": hand_present,
-            "confidence_note": confidence_note(joint_conf, hand_present),
-        }  # fmt: skip
-        json_path = write_json(out / f"{stem}.json", result)
-        written += [overlay_path, json_path]
-        print(f"{image_path}: wrote {overlay_path} and {json_path} ({label})")
-        if args.show:
-            show_files([overlay_path])
-    note = f", replacing {replaced} from an earlier run" if replaced else ""
-    print(f"wrote {len(written)} files for {len(stems)} images to {out}{note}")
+def run_demo(args: argparse.Namespace, predictor: Predictor, inputs: Sequence[ImageInput],
+             out: Path) -> int:  # fmt: skip
+    """--image (files and folders) or --video through the predictor."""
+    options = demo_options(args)
+    name, threshold = resolve_hand_score(predictor, options.detect)
+    print(f"{options.mode}: hands scored by {name} (>= {threshold:g} counts as a hand), side "
+          f"{options.side or 'decided by the model (' + str(predictor.side_score) + ')'}, "
+          f"{predictor.backend.name} backend, crop {predictor.crop_factor:g}x the hand box",
+          flush=True)  # fmt: skip
+    if args.video:
+        summary = run_video(predictor, Path(args.video), out, options)
+        if summary.replaced:
+            print(f"replaced {summary.replaced} files from an earlier run")
+        return 0
+    on_image = (lambda path: show_files([path])) if args.show else None
+    summary = run_images(predictor, inputs, out, options, on_image=on_image)
+    note = f", replacing {summary.replaced} from an earlier run" if summary.replaced else ""
+    print(f"wrote {len(summary.written)} files for {summary.processed} images to {out}{note}"
+          f" (hands found: {summary.num_hands}; images without a hand: "
+          f"{summary.images_without_hand})")
+    if summary.skipped:
+        print(f"skipped {len(summary.skipped)} of {len(inputs)} images that could not be read: "
+              + ", ".join(str(path) for path, _ in summary.skipped), file=sys.stderr)
+    if not summary.processed:
+        raise CliError(f"none of the {len(inputs)} images could be read (see the lines above)")
     return 0
 
 
-def demo_confidence(pred: Any, scores: np.ndarray, calibration: Calibration | None
-                    ) -> tuple[np.ndarray | None, float | None]:  # fmt: skip
-    """(calibrated (21,) joint confidence, P(hand present)) of one demo image, or Nones."""
-    if calibration is None:
-        return None, None
-    joint_conf = calibration.joint_confidence(scores)
-    mask_prob = torch.sigmoid(pred.seed.masks[-1][:, 0].float()).cpu().numpy()
-    loglik = None if pred.flow is None else pred.flow.log_likelihood.float().cpu().numpy()
-    hand = calibration.hand_probability(image_scores(scores, mask_prob, loglik, joint_conf))
-    return (None if joint_conf is None else joint_conf[0],
-            None if hand is None else float(hand[0]))  # fmt: skip
+def run_export(args: argparse.Namespace, model: torch.nn.Module, info: dict) -> int:
+    """--export_onnx: the checkpoint's model as ONNX, checked against PyTorch."""
+    path = Path(args.export_onnx)
+    print(f"exporting {info['checkpoint']} to {path}", flush=True)
+    report = export_onnx(model.cpu(), path, data_config=info.get("data_config"),
+                         calibration=info.get("calibration"), source=info["checkpoint"])
+    print(report.summary())
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -956,30 +928,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         validate_args(args)
-        ckpt_path = resolve_checkpoint(args.checkpoint or PRETRAINED_DIR)
-        try:
-            device = torch.device(args.device)
-        except RuntimeError as e:
-            raise CliError(f"--device {args.device!r} is not a valid torch device") from e
-        if args.calibrate and args.image:
-            raise CliError("--calibrate fits on a dataset split; it does not take --image")
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        demo = bool(args.image or args.video)
+        if args.calibrate and demo:
+            raise CliError("--calibrate fits on a dataset split; it does not take --image or "
+                           "--video")
         if args.nohand_num < 1:
             raise CliError(f"--nohand_num must be >= 1, got {args.nohand_num}")
+        if args.onnx:
+            onnx_path = Path(args.onnx)
+            predictor = build_predictor(args, None, {}, None)
+            inputs = check_demo_images(args) if args.image else []
+            out = Path(args.out) if args.out else onnx_path.parent / "demo"
+            check_output_folder(out)
+            return run_demo(args, predictor, inputs, out)
+        ckpt_path = resolve_checkpoint(args.checkpoint or PRETRAINED_DIR)
+        try:
+            device = torch.device("cpu" if args.export_onnx else args.device)
+        except RuntimeError as e:
+            raise CliError(f"--device {args.device!r} is not a valid torch device") from e
         model, info = load_model(ckpt_path, args)
         try:
             calibration = Calibration.from_dict(info.get("calibration"), str(ckpt_path))
         except ValueError as e:
             raise CliError(f"checkpoint {ckpt_path}: bad 'calibration' entry: {e}") from e
-        prepare = compile_for_inference if args.compile else prepare_for_inference
+        prepare = compile_for_inference if args.compile and not args.export_onnx else \
+            prepare_for_inference
         model = prepare(model.to(device), precision=args.precision)
-        mode = ("demo" if args.image else f"calibration_{args.fine_tune}_{args.split}"
+        if args.export_onnx:
+            return run_export(args, model, info)
+        mode = ("demo" if demo else f"calibration_{args.fine_tune}_{args.split}"
                 if args.calibrate else f"eval_{args.fine_tune}_{args.split}")  # fmt: skip
         out = Path(args.out) if args.out else ckpt_path.parent / mode
-        if args.image:
-            check_demo_images(args)
+        inputs = check_demo_images(args) if args.image else []
         check_output_folder(out)
-        if args.image:
-            return run_demo(args, model, info, out, calibration)
+        if demo:
+            return run_demo(args, build_predictor(args, model, info, calibration), inputs, out)
         if args.calibrate:
             return run_calibrate(args, model, info, out)
         return run_eval(args, model, info, out, calibration)

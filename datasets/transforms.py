@@ -60,6 +60,11 @@ class AugmentConfig:
             photos: objects and the other hand cover parts of the hand).
         occlusion_max_frac: each rectangle's sides are drawn from U(0.1, max) x crop side.
         occlusion_max_count: up to this many rectangles per occluded crop.
+        context_prob: probability of a context crop: the crop side is multiplied by
+            U(1, context_scale_max) and the crop centre shifted so the hand stays inside, so
+            the hand is small somewhere in a large context (what a coarse localisation pass
+            over a whole photo sees).
+        context_scale_max: the largest context factor.
     """
 
     center_jitter: float = 0.08
@@ -74,6 +79,8 @@ class AugmentConfig:
     occlusion_prob: float = 0.0
     occlusion_max_frac: float = 0.4
     occlusion_max_count: int = 2
+    context_prob: float = 0.0
+    context_scale_max: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -253,6 +260,13 @@ def sample_geometric(rng: np.random.Generator, aug: AugmentConfig) -> GeometricP
     angle = np.deg2rad(rng.uniform(-aug.rotation_deg, aug.rotation_deg))
     shift = rng.uniform(-aug.center_jitter, aug.center_jitter, size=2)
     scale = float(np.exp(rng.uniform(-aug.scale_jitter, aug.scale_jitter)))
+    # Drawn last and only when enabled, so the other draws stay as they were without it.
+    if aug.context_prob > 0 and rng.uniform() < aug.context_prob:
+        context = float(rng.uniform(1.0, max(aug.context_scale_max, 1.0)))
+        scale *= context
+        # The hand box spans at most 1/context of the side: this shift keeps it inside.
+        reach = 0.5 * (1.0 - 1.0 / context)
+        shift = shift + rng.uniform(-reach, reach, size=2)
     return GeometricParams(angle_rad=float(angle), center_shift=(float(shift[0]),
                            float(shift[1])), scale=scale)
 

@@ -156,7 +156,8 @@ class FlowHead(nn.Module):
             )
         if self.pool > 1:
             features = F.avg_pool2d(features, kernel_size=self.pool, stride=self.pool)
-        return F.layer_norm(features, features.shape[1:])
+        # Plain ints: a traced (ONNX) graph keeps them constant; only the batch axis varies.
+        return F.layer_norm(features, tuple(int(n) for n in features.shape[1:]))
 
     def transform(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The invertible map: prepared x (B, C, h, w) -> (z (B, C, h, w), log|det dz/dx| (B,))."""

@@ -119,10 +119,14 @@ def test_demo_carries_confidence_and_hand_present(calibrated: Path, tmp_path: Pa
     image = tmp_path / "photo.png"
     cv2.imwrite(str(image), render_background_crop(0, 0, 200))
     rc = run.main(["--checkpoint", str(calibrated), "--image", str(image), "--out",
-                   str(tmp_path / "demo"), "--device", "cpu"])  # fmt: skip
+                   str(tmp_path / "demo"), "--device", "cpu", "--whole_image"])  # fmt: skip
     assert rc == 0
-    result = json.loads((tmp_path / "demo" / "photo.json").read_text())
+    record = json.loads((tmp_path / "demo" / "photo.json").read_text())
+    # A calibrated checkpoint scores presence with its P(hand present).
+    assert record["hand_score_name"] == "hand_present" and record["min_hand_score"] == 0.5
+    result = record["hands"][0]
     assert len(result["confidence"]) == 21 and 0.0 <= result["hand_present"] <= 1.0
+    assert result["hand_score"] == result["hand_present"]
     assert 0.0 <= result["keypoints"][3]["confidence"] <= 1.0
     assert result["confidence_note"] is None
 
@@ -132,9 +136,9 @@ def test_demo_without_calibration_gives_null_and_a_note(tmp_path: Path) -> None:
     image = tmp_path / "photo.png"
     cv2.imwrite(str(image), render_background_crop(0, 0, 200))
     rc = run.main(["--checkpoint", str(tmp_path / "ckp"), "--image", str(image), "--out",
-                   str(tmp_path / "demo"), "--device", "cpu"])  # fmt: skip
+                   str(tmp_path / "demo"), "--device", "cpu", "--whole_image"])  # fmt: skip
     assert rc == 0
-    result = json.loads((tmp_path / "demo" / "photo.json").read_text())
+    result = json.loads((tmp_path / "demo" / "photo.json").read_text())["hands"][0]
     assert result["confidence"] is None and result["hand_present"] is None
     assert result["keypoints"][0]["confidence"] is None
     assert "no calibration" in result["confidence_note"]

@@ -12,6 +12,7 @@ import datasets
 import run
 from models import ModelConfig, build_model
 from training.checkpoint import BEST_NAME, CHECKPOINT_VERSION, save_checkpoint
+from utils.predictor import crop_affine
 
 REAL_IMAGE = "HandGraphCNN_RealWorld/real_world_testset/images/00000.jpg"
 
@@ -67,15 +68,20 @@ def test_eval_synth_writes_outputs_and_vis(ckpt_dir, tmp_path, capsys):
 
 def test_demo_on_real_image(ckpt_dir, realdata, tmp_path):
     image = realdata / REAL_IMAGE
+    # A random model's scores are low: threshold 0 keeps whatever the localisation finds.
     rc = run.main(["--checkpoint", str(ckpt_dir / BEST_NAME), "--image", str(image),
-                   "--out", str(tmp_path), "--device", "cpu"])  # fmt: skip
+                   "--out", str(tmp_path), "--device", "cpu", "--min_hand_score", "0"])
     assert rc == 0
     overlay = cv2.imread(str(tmp_path / "00000_overlay.png"))
     assert overlay.shape == cv2.imread(str(image)).shape
     result = json.loads((tmp_path / "00000.json").read_text())
-    assert len(result["keypoints"]) == 21 and result["keypoints"][0]["name"] == "wrist"
-    assert isinstance(result["log_likelihood"], float)
-    kp = np.asarray(result["kp2d_px"])
+    assert result["localisation"] == "detect" and 1 <= result["num_hands"] <= 2
+    hand = result["hands"][0]
+    assert len(hand["keypoints"]) == 21 and hand["keypoints"][0]["name"] == "wrist"
+    assert isinstance(hand["log_likelihood"], float)
+    assert hand["side"] in ("left", "right") and hand["side_source"] == "model"
+    assert hand["side_score_name"] == "flow_loglik" and 0.5 <= hand["side_confidence"] <= 1.0
+    kp = np.asarray(hand["kp2d_px"])
     assert kp.shape == (21, 2) and np.isfinite(kp).all()
 
 
@@ -92,8 +98,9 @@ def test_demo_left_hand_mirrors_in_and_out(ckpt_dir, realdata, tmp_path):
                      "--bbox", *box]) == 0  # fmt: skip
     assert run.main([*common, "--image", str(tmp_path / "mirror.png"), "--side", "right",
                      "--bbox", *mirrored_box]) == 0  # fmt: skip
-    left = np.asarray(json.loads((tmp_path / "o/orig.json").read_text())["kp2d_px"])
-    right = np.asarray(json.loads((tmp_path / "o/mirror.json").read_text())["kp2d_px"])
+    left = np.asarray(json.loads((tmp_path / "o/orig.json").read_text())["hands"][0]["kp2d_px"])
+    right = np.asarray(
+        json.loads((tmp_path / "o/mirror.json").read_text())["hands"][0]["kp2d_px"])
     right[:, 0] = width - 1 - right[:, 0]
     np.testing.assert_allclose(left, right, atol=1e-2)
 
@@ -105,14 +112,16 @@ def test_bihand_seednet_checkpoint_runs_without_flow(realdata, tmp_path):
     path = tmp_path / BEST_NAME
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in seednet.items()}}, path)
     rc = run.main(["--checkpoint", str(tmp_path), "--image", str(realdata / REAL_IMAGE),
-                   "--out", str(tmp_path / "o")])  # fmt: skip
+                   "--out", str(tmp_path / "o"), "--whole_image"])  # fmt: skip
     assert rc == 0
-    result = json.loads((tmp_path / "o/00000.json").read_text())
-    assert result["log_likelihood"] is None and result["likelihood_note"] == "no flow head"
+    hand = json.loads((tmp_path / "o/00000.json").read_text())["hands"][0]
+    assert hand["log_likelihood"] is None and hand["likelihood_note"] == "no flow head"
+    # Without a flow the side is decided on the heatmap peaks and has no probability.
+    assert hand["side_score_name"] == "heatmap_peak_mean" and hand["side_confidence"] is None
 
 
 def test_demo_crop_affine_whole_image_is_centre_aligned():
-    affine = run.demo_crop_affine((256, 256), "right", None, 2.0, 128)
+    affine = crop_affine((256, 256), None, "right", 2.0, 128)
     corners = np.array([[-0.5, -0.5, 1.0], [255.5, 255.5, 1.0]]) @ affine.T
     np.testing.assert_allclose(corners[:, :2], [[-0.5, -0.5], [127.5, 127.5]])
 

@@ -147,3 +147,30 @@ def test_identity_params_and_no_augmentation_ranges() -> None:
     params = sample_geometric(np.random.default_rng(0), AugmentConfig(
         center_jitter=0.0, scale_jitter=0.0, rotation_deg=0.0))
     assert params == GeometricParams()
+
+
+def test_context_crops_make_the_hand_small_and_keep_it_inside() -> None:
+    joints = random_hand(np.random.default_rng(4))
+    kp = project_points(K, joints)
+    aug = AugmentConfig(center_jitter=0.0, scale_jitter=0.0, rotation_deg=0.0,
+                        context_prob=1.0, context_scale_max=4.0)  # fmt: skip
+    sizes = []
+    for seed in range(40):
+        params = sample_geometric(np.random.default_rng(seed), aug)
+        assert 1.0 <= params.scale <= 4.0
+        geo = compute_crop(kp, joints, K, (640, 480), flip=False, crop=CropConfig(256, 2.0),
+                           params=params)  # fmt: skip
+        lo, hi = geo.kp2d_px.min(axis=0), geo.kp2d_px.max(axis=0)
+        # The keypoint box is 128 px / context and lies inside the 256 crop, off centre.
+        assert max(hi - lo) == pytest.approx(128.0 / params.scale)
+        assert lo.min() >= -0.5 and hi.max() <= 255.5
+        sizes.append(max(hi - lo))
+    assert min(sizes) < 50 and max(sizes) > 100
+
+
+def test_context_off_draws_exactly_what_it_drew_before() -> None:
+    # context_prob 0 must not consume random numbers (resumed runs stay bit-identical).
+    plain, with_field = np.random.default_rng(3), np.random.default_rng(3)
+    a = sample_geometric(plain, AugmentConfig())
+    b = sample_geometric(with_field, AugmentConfig(context_prob=0.0, context_scale_max=8.0))
+    assert a == b and plain.uniform() == with_field.uniform()

@@ -115,6 +115,12 @@ class TrainConfig:
     scale_jitter: float = field(default=0.15, metadata=_opt("crop side x exp(U(-s, s))"))
     center_jitter: float = field(default=0.08, metadata=_opt("max centre shift / crop side"))
     occlusion_prob: float = field(default=0.0, metadata=_opt("probability of occluding patches"))
+    # Context crops: with this probability the crop side is multiplied by U(1, max), so the
+    # hand is small in a large context (what run.py's coarse localisation pass sees).
+    context_prob: float = field(default=0.0, metadata=_opt("probability of a context crop"))
+    context_scale_max: float = field(
+        default=4.0, metadata=_opt("largest context factor of the crop side")
+    )
     # DataLoader worker processes (persistent pool); 0 loads in the main process.
     workers: int = field(default=2, metadata=_opt("data loading workers", "-j"))
 
@@ -439,6 +445,8 @@ OPTION_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "synth_num_train": (0, None, True),
     "synth_num_test": (0, None, True),
     "time_budget_min": (0, None, False),
+    "context_prob": (0, 1, True),
+    "context_scale_max": (1, None, True),
     # numpy's global seed is a 32-bit unsigned integer.
     "seed": (0, 2**32 - 1, True),
     "split_seed": (0, 2**32 - 1, True),

@@ -228,7 +228,8 @@ def data_config(cfg: TrainConfig) -> dict[str, Any]:
 def augment_config(cfg: TrainConfig) -> AugmentConfig:
     """The augmentation ranges of the run."""
     return AugmentConfig(rotation_deg=cfg.rotation_deg, scale_jitter=cfg.scale_jitter,
-                         center_jitter=cfg.center_jitter, occlusion_prob=cfg.occlusion_prob)
+                         center_jitter=cfg.center_jitter, occlusion_prob=cfg.occlusion_prob,
+                         context_prob=cfg.context_prob, context_scale_max=cfg.context_scale_max)
 
 
 def reader_options(cfg: TrainConfig) -> ReaderOptions:

@@ -1,0 +1,240 @@
+"""Export a HandFlowNet (SeedNet + the flow head) to ONNX, checked against PyTorch.
+
+The file takes ``image`` (B, 3, S, S) RGB in [0, 1] (normalisation inside, as in torch) with
+a dynamic batch axis and returns ``heatmaps`` (B, J, S/4, S/4) and ``mask_logits``
+(B, 1, S/4, S/4) of the last stack, plus, for a model with a flow head, ``log_likelihood``
+(B,) and ``loglik_map`` (B, h, w). FrEIA's AllInOneBlock traces with the TorchScript-based
+exporter (``torch.onnx.export(dynamo=False)``; the dynamo exporter needs onnxscript, which
+is not a dependency). Should the flow ever fail to trace, the export falls back to SeedNet's
+outputs alone and says why (`ExportReport.note`).
+
+The file's metadata holds what `utils.predictor.Predictor.from_onnx` needs: the model
+config, the checkpoint's data config (crop framing) and its calibration, as JSON.
+
+`export_onnx` runs the file with onnxruntime on random inputs at two batch sizes and reports
+the largest differences to PyTorch (`ExportReport`).
+
+Needs the optional packages of requirements-onnx.txt (onnx, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from utils.predictor import (
+    ONNX_INPUT,
+    ONNX_META_CALIBRATION,
+    ONNX_META_DATA,
+    ONNX_META_MODEL,
+    ONNX_META_SOURCE,
+    ONNX_OUTPUTS,
+    OnnxBackend,
+    TorchBackend,
+)
+
+DEFAULT_OPSET = 17
+# Tolerances of the check against PyTorch: heatmaps and mask logits absolute; the
+# log-likelihood relative (a float32 sum over C x h x w terms, e.g. 65,536 for the default
+# model, is only good to ~1e-7 of its magnitude per term).
+ABS_TOLERANCE = 1e-4
+REL_TOLERANCE = 1e-4
+ONNX_INSTALL_HINT = "onnx is not installed: pip install -r requirements-onnx.txt"
+
+
+class OnnxExportError(RuntimeError):
+    """The export failed or its outputs differ from PyTorch's beyond the tolerances."""
+
+
+class _ExportWrapper(nn.Module):
+    """HandFlowNet -> a tuple of plain tensors (ONNX outputs cannot be dataclasses)."""
+
+    def __init__(self, model: nn.Module, with_flow: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.with_flow = with_flow
+        # The exporter restores the wrapper's mode afterwards: a new module is in training
+        # mode, and train() is refused by a model whose BatchNorms were folded.
+        self.train(False)
+
+    def train(self, mode: bool = True) -> _ExportWrapper:
+        """Only the wrapper's own flag: the model stays as the caller prepared it."""
+        self.training = mode
+        return self
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.with_flow:
+            out = self.model(image)
+            return (out.seed.heatmaps[-1], out.seed.masks[-1], out.flow.log_likelihood,
+                    out.flow.loglik_map)  # fmt: skip
+        seed = self.model.seednet(self.model.normalize(image))
+        return seed.heatmaps[-1], seed.masks[-1]
+
+
+@dataclass
+class ExportReport:
+    """What `export_onnx` wrote and how close onnxruntime is to PyTorch.
+
+    Attributes:
+        path: the .onnx file.
+        outputs: its output names.
+        flow_exported: the flow head's outputs are in the file.
+        max_abs_diff: output -> largest |onnxruntime - torch| over the check batches.
+        max_rel_diff: output -> largest |difference| / max(|torch|, 1).
+        checked_batches: the batch sizes checked.
+        seconds: export time.
+        note: why the flow is missing, when it is.
+    """
+
+    path: Path
+    outputs: tuple[str, ...]
+    flow_exported: bool
+    max_abs_diff: dict[str, float] = field(default_factory=dict)
+    max_rel_diff: dict[str, float] = field(default_factory=dict)
+    checked_batches: tuple[int, ...] = ()
+    seconds: float = 0.0
+    note: str | None = None
+
+    def within_tolerance(self) -> bool:
+        """Heatmaps and masks within ABS_TOLERANCE, the log-likelihoods within REL_TOLERANCE."""
+        for name, diff in self.max_abs_diff.items():
+            if name in ("log_likelihood", "loglik_map"):
+                if self.max_rel_diff[name] > REL_TOLERANCE:
+                    return False
+            elif diff > ABS_TOLERANCE:
+                return False
+        return True
+
+    def summary(self) -> str:
+        """One line per output for the CLI."""
+        lines = [f"wrote {self.path} ({', '.join(self.outputs)}; dynamic batch axis) in "
+                 f"{self.seconds:.1f} s"]
+        for name in self.max_abs_diff:
+            lines.append(f"  {name:<15} onnxruntime vs torch: max abs diff "
+                         f"{self.max_abs_diff[name]:.2e}, max rel diff "
+                         f"{self.max_rel_diff[name]:.2e} (batches "
+                         f"{', '.join(map(str, self.checked_batches))})")
+        if self.note:
+            lines.append(f"  note: {self.note}")
+        return "\n".join(lines)
+
+
+def _trace(wrapper: nn.Module, example: torch.Tensor, path: Path, outputs: tuple[str, ...],
+           opset: int) -> None:  # fmt: skip
+    dynamic = {name: {0: "batch"} for name in (ONNX_INPUT, *outputs)}
+    with warnings.catch_warnings():
+        # The shape checks in forward trace to constants (true for every batch size).
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*dynamo=False.*")
+        torch.onnx.export(wrapper, (example,), str(path), dynamo=False, input_names=[ONNX_INPUT],
+                          output_names=list(outputs), dynamic_axes=dynamic,
+                          opset_version=opset, do_constant_folding=True)  # fmt: skip
+
+
+def _write_metadata(path: Path, metadata: Mapping[str, str]) -> None:
+    try:
+        import onnx
+    except ImportError as e:
+        raise OnnxExportError(ONNX_INSTALL_HINT) from e
+    proto = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+
+
+def compare_backends(model: nn.Module, path: Path, batch_sizes: tuple[int, ...] = (1, 3),
+                     seed: int = 0) -> tuple[dict[str, float], dict[str, float]]:  # fmt: skip
+    """(max abs diff, max rel diff) per output of the ONNX file vs the torch model on random
+    images."""
+    onnx_backend = OnnxBackend(path)
+    torch_backend = TorchBackend(model)
+    rng = np.random.default_rng(seed)
+    size = model.cfg.input_size
+    abs_diff: dict[str, float] = {}
+    rel_diff: dict[str, float] = {}
+    for batch in batch_sizes:
+        images = rng.uniform(0.0, 1.0, size=(batch, 3, size, size)).astype(np.float32)
+        ours, ref = onnx_backend(images), torch_backend(images)
+        for name in onnx_backend.output_names:
+            a, b = getattr(ours, name), getattr(ref, name)
+            if a.shape != b.shape:
+                raise OnnxExportError(f"{path}: output {name} has shape {a.shape} for batch "
+                                      f"{batch}, torch gives {b.shape}")
+            diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+            abs_diff[name] = max(abs_diff.get(name, 0.0), float(diff.max()))
+            rel = diff / np.maximum(np.abs(b.astype(np.float64)), 1.0)
+            rel_diff[name] = max(rel_diff.get(name, 0.0), float(rel.max()))
+    return abs_diff, rel_diff
+
+
+def export_onnx(model: nn.Module, path: Path | str, *, data_config: Mapping[str, Any] | None = None,
+                calibration: Mapping[str, Any] | None = None, source: str | None = None,
+                opset: int = DEFAULT_OPSET, with_flow: bool = True,
+                check_batches: tuple[int, ...] = (1, 3)) -> ExportReport:  # fmt: skip
+    """Write ``model`` as ONNX and check it against PyTorch with onnxruntime.
+
+    Args:
+        model: a HandFlowNet on the CPU in eval mode (e.g. after prepare_for_inference).
+        path: the .onnx file to write (its folder is created).
+        data_config: the checkpoint's config['data'] (crop framing), stored as metadata.
+        calibration: the checkpoint's calibration dict, stored as metadata.
+        source: the checkpoint file, stored as metadata.
+        opset: ONNX opset.
+        with_flow: include the flow head's outputs when the model has one.
+        check_batches: batch sizes of the onnxruntime check (empty: no check).
+
+    Returns:
+        An `ExportReport`; raises OnnxExportError when the outputs differ beyond the
+        tolerances.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if model.training:
+        raise OnnxExportError("export_onnx needs a model in eval mode (BatchNorm statistics)")
+    if next(model.parameters()).device.type != "cpu":
+        raise OnnxExportError("export_onnx exports from the CPU: call model.cpu() first")
+    flow = with_flow and getattr(model, "flow", None) is not None
+    example = torch.rand(2, 3, model.cfg.input_size, model.cfg.input_size)
+    note = None if flow or getattr(model, "flow", None) is None else "flow head left out on request"
+    start = time.perf_counter()
+    with torch.no_grad():
+        try:
+            _trace(_ExportWrapper(model, flow), example, path, ONNX_OUTPUTS if flow
+                   else ONNX_OUTPUTS[:2], opset)  # fmt: skip
+        except torch.onnx.errors.OnnxExporterError as e:
+            if not flow:
+                raise OnnxExportError(f"ONNX export of SeedNet failed: {e}") from e
+            note = (f"the flow head did not export ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0][:200]}); the file has heatmaps and mask logits "
+                    "only, so it gives no log-likelihood")
+            flow = False
+            _trace(_ExportWrapper(model, False), example, path, ONNX_OUTPUTS[:2], opset)
+    seconds = time.perf_counter() - start
+    _write_metadata(path, {
+        ONNX_META_MODEL: json.dumps(model.cfg.to_dict()),
+        ONNX_META_DATA: json.dumps(dict(data_config or {})),
+        ONNX_META_CALIBRATION: json.dumps(calibration),
+        ONNX_META_SOURCE: source or "",
+    })  # fmt: skip
+    outputs = ONNX_OUTPUTS if flow else ONNX_OUTPUTS[:2]
+    report = ExportReport(path=path, outputs=outputs, flow_exported=flow, seconds=seconds,
+                          note=note, checked_batches=tuple(check_batches))  # fmt: skip
+    if check_batches:
+        report.max_abs_diff, report.max_rel_diff = compare_backends(model, path,
+                                                                    tuple(check_batches))
+        if not report.within_tolerance():
+            raise OnnxExportError(f"{path}: onnxruntime's outputs differ from PyTorch's beyond "
+                                  f"the tolerances (abs {ABS_TOLERANCE:g}, log-likelihood rel "
+                                  f"{REL_TOLERANCE:g}):\n{report.summary()}")
+    return report

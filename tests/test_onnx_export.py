@@ -1,0 +1,142 @@
+"""ONNX export (models/export_onnx.py) and the Predictor's onnxruntime backend, on tiny random
+models: outputs within 1e-4 of PyTorch, the same keypoints and sides through the Predictor,
+the run.py commands, a model without flow, the fallback when the flow does not trace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx", reason="the ONNX extra is not installed: pip install -r "
+                    "requirements-onnx.txt (make venv installs it)")  # fmt: skip
+pytest.importorskip("onnxruntime", reason="the ONNX extra is not installed: pip install -r "
+                    "requirements-onnx.txt (make venv installs it)")  # fmt: skip
+
+import run  # noqa: E402
+from models import ModelConfig, build_model, prepare_for_inference  # noqa: E402
+from models import export_onnx as export_module  # noqa: E402
+from models.export_onnx import ABS_TOLERANCE, REL_TOLERANCE, export_onnx  # noqa: E402
+from tests.fake_backends import image_with_squares  # noqa: E402
+from training.checkpoint import BEST_NAME, CHECKPOINT_VERSION, save_checkpoint  # noqa: E402
+from utils.confidence import Calibration, PlattMap  # noqa: E402
+from utils.predictor import OnnxBackend, Predictor, PredictorError, TorchBackend  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return prepare_for_inference(build_model("small"))
+
+
+@pytest.fixture(scope="module")
+def exported(small_model: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("onnx") / "small.onnx"
+    calibration = Calibration(joint=PlattMap("heatmap_peak", 3.0, -1.0),
+                              hand_present=PlattMap("flow_loglik", 0.001, 5.0))
+    report = export_onnx(small_model, path, data_config={"crop_factor": 1.5},
+                         calibration=calibration.to_dict(), source="test")  # fmt: skip
+    assert report.flow_exported and report.note is None
+    return path
+
+
+def test_onnxruntime_outputs_are_within_1e4_of_pytorch(small_model, exported: Path) -> None:
+    onnx_backend, torch_backend = OnnxBackend(exported), TorchBackend(small_model)
+    assert onnx_backend.output_names == ["heatmaps", "mask_logits", "log_likelihood",
+                                         "loglik_map"]  # fmt: skip
+    rng = np.random.default_rng(5)
+    for batch in (1, 2, 5):  # the batch axis is dynamic
+        images = rng.uniform(0, 1, size=(batch, 3, 128, 128)).astype(np.float32)
+        ours, ref = onnx_backend(images), torch_backend(images)
+        assert ours.heatmaps.shape == (batch, 21, 32, 32)
+        np.testing.assert_allclose(ours.heatmaps, ref.heatmaps, atol=ABS_TOLERANCE, rtol=0)
+        np.testing.assert_allclose(ours.mask_logits, ref.mask_logits, atol=ABS_TOLERANCE, rtol=0)
+        # A sum over 64 x 8 x 8 float32 terms: relative tolerance (see export_onnx).
+        np.testing.assert_allclose(ours.log_likelihood, ref.log_likelihood, rtol=REL_TOLERANCE)
+        np.testing.assert_allclose(ours.loglik_map, ref.loglik_map, rtol=REL_TOLERANCE,
+                                   atol=ABS_TOLERANCE)  # fmt: skip
+
+
+def test_the_predictor_gives_the_same_hands_with_both_backends(small_model,
+                                                               exported: Path) -> None:
+    calibration = Calibration(joint=PlattMap("heatmap_peak", 3.0, -1.0),
+                              hand_present=PlattMap("flow_loglik", 0.001, 5.0))
+    torch_pred = Predictor.from_model(small_model, {"crop_factor": 1.5}, calibration)
+    onnx_pred = Predictor.from_onnx(exported)
+    # Crop framing and calibration travel in the file's metadata.
+    assert onnx_pred.crop_factor == 1.5 and onnx_pred.calibration == calibration
+    assert onnx_pred.side_score == "flow_loglik" == torch_pred.side_score
+    image = image_with_squares([(40, 50, 60, 60), (200, 100, 70, 80)])
+    boxes = [(40, 50, 60, 60), (200, 100, 70, 80), (0, 0, 320, 240)]
+    for a, b in zip(torch_pred.predict(image, boxes, None), onnx_pred.predict(image, boxes, None),
+                    strict=True):  # fmt: skip
+        assert a.side == b.side
+        np.testing.assert_allclose(a.kp2d_px, b.kp2d_px, atol=1e-2)
+        np.testing.assert_allclose(a.scores, b.scores, atol=ABS_TOLERANCE)
+        assert a.log_likelihood == pytest.approx(b.log_likelihood, rel=REL_TOLERANCE)
+        assert a.hand_present == pytest.approx(b.hand_present, abs=1e-4)
+
+
+def test_run_py_exports_and_runs_the_onnx_model(tmp_path: Path, capsys) -> None:
+    torch.manual_seed(1)
+    cfg = ModelConfig.preset("small")
+    save_checkpoint({"model": build_model(cfg).state_dict(),
+                     "config": {"model": cfg.to_dict(), "train": {}, "data": {"crop_factor": 2.0}},
+                     "epoch": 0, "metrics": {}, "version": CHECKPOINT_VERSION},
+                    tmp_path / "ckp" / BEST_NAME)  # fmt: skip
+    path = tmp_path / "exported" / "model.onnx"
+    assert run.main(["--checkpoint", str(tmp_path / "ckp"), "--export_onnx", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {path}" in printed and "log_likelihood  onnxruntime vs torch" in printed
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), image_with_squares([(60, 60, 80, 80)]))
+    common = ["--image", str(image), "--bbox", "60", "60", "80", "80"]
+    assert run.main(["--checkpoint", str(tmp_path / "ckp"), *common, "--out",
+                     str(tmp_path / "t")]) == 0  # fmt: skip
+    assert run.main(["--onnx", str(path), *common, "--out", str(tmp_path / "o")]) == 0
+    assert "onnx backend" in capsys.readouterr().out
+    by_torch = json.loads((tmp_path / "t" / "photo.json").read_text())["hands"][0]
+    by_onnx = json.loads((tmp_path / "o" / "photo.json").read_text())["hands"][0]
+    assert by_torch["side"] == by_onnx["side"]
+    np.testing.assert_allclose(by_torch["kp2d_px"], by_onnx["kp2d_px"], atol=1e-2)
+
+
+def test_a_model_without_flow_exports_heatmaps_and_masks(tmp_path: Path) -> None:
+    model = prepare_for_inference(build_model(ModelConfig.preset("small", flow_enabled=False)))
+    report = export_onnx(model, tmp_path / "seednet.onnx")
+    assert report.outputs == ("heatmaps", "mask_logits") and not report.flow_exported
+    predictor = Predictor.from_onnx(tmp_path / "seednet.onnx")
+    assert not predictor.backend.has_flow and predictor.side_score == "heatmap_peak_mean"
+    (pred,) = predictor.predict(image_with_squares([]), [(10, 10, 50, 50)], None)
+    assert pred.log_likelihood is None and pred.side_confidence is None
+
+
+def test_a_flow_that_does_not_trace_falls_back_and_says_why(small_model, tmp_path: Path,
+                                                             monkeypatch) -> None:  # fmt: skip
+    real_trace = export_module._trace
+
+    def trace(wrapper, example, path, outputs, opset):
+        if wrapper.with_flow:
+            raise torch.onnx.errors.OnnxExporterError("unsupported op in the flow")
+        return real_trace(wrapper, example, path, outputs, opset)
+
+    monkeypatch.setattr(export_module, "_trace", trace)
+    report = export_onnx(small_model, tmp_path / "m.onnx", check_batches=(1,))
+    assert report.outputs == ("heatmaps", "mask_logits") and not report.flow_exported
+    assert "flow head did not export" in report.note and "no log-likelihood" in report.note
+    assert "note: the flow head" in report.summary()
+
+
+def test_bad_onnx_files_name_the_file(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(PredictorError, match="onnxruntime cannot load it"):
+        Predictor.from_onnx(bad)
+    with pytest.raises(PredictorError, match="ONNX model not found"):
+        Predictor.from_onnx(tmp_path / "missing.onnx")
+    assert run.main(["--onnx", str(bad), "--image", str(bad)]) == 2
+    assert str(bad) in capsys.readouterr().err

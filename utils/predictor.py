@@ -1,0 +1,547 @@
+"""One inference path: an image and hand boxes in, keypoints in the image's pixels out.
+
+Path of one call of `Predictor.predict(image_rgb, boxes_xywh, sides)`:
+
+    per box one affine (original pixels -> model input): a left hand is mirrored first
+    (``u -> W - 1 - u``), then a square of ``crop_factor`` x the box's longer side around the
+    box centre is scaled onto the model input (one ``cv2.warpAffine``, black outside)
+    -> backend forward, batched over boxes (the torch model, or an onnxruntime session of
+    the exported model: same inputs, same outputs)
+    -> `HeatmapCodec.decode` of the last stack's heatmaps (model-input pixels)
+    -> inverse affine -> original pixels (the mirror undone)
+    -> `HandPrediction` (typed), with the calibrated joint confidence and P(hand present)
+    when the checkpoint carries a calibration (`utils.confidence.Calibration`).
+
+A side of None lets the model decide: the crop and its mirror are both run and the side
+whose crop scores higher on `Predictor.side_score` wins (`choose_side`). A model trained
+here sees only right hands (left ones are mirrored on the way in), so the wrong side is a
+mirrored hand to it: less likely under the flow, weaker heatmaps.
+
+Box convention (``box_xywh``, original pixels): the box's continuous extent is
+``[x - 0.5, x + w - 0.5]`` x ``[y - 0.5, y + h - 0.5]`` in OpenCV's pixel convention, i.e.
+it covers pixel columns ``x .. x + w - 1`` when the values are integers, and its centre is
+``(x + w / 2 - 0.5, y + h / 2 - 0.5)``. The box of a set of points spanning ``[u0, u1]`` is
+``x = u0 + 0.5, w = u1 - u0`` (`points_box_xywh`), so a crop framed on a keypoint box is
+the crop training framed (side = crop_factor x the keypoint box's longer side).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from datasets.joints import JOINT_NAMES
+from datasets.transforms import crop_matrix, crop_to_original, flip_matrix, warp_image
+from models.config import ModelConfig
+from utils.confidence import Calibration
+from utils.evaluator import confidence_note, image_scores
+from utils.heatmap import HeatmapCodec
+
+SIDES = ("left", "right")
+DEFAULT_CROP_FACTOR = 2.0
+# Crops per backend call: bounds the memory of an image with many proposals.
+DEFAULT_MAX_BATCH = 16
+# The keys under which `models.export_onnx` stores what the Predictor needs in the ONNX file.
+ONNX_META_MODEL = "handflow.model_config"
+ONNX_META_DATA = "handflow.data_config"
+ONNX_META_CALIBRATION = "handflow.calibration"
+ONNX_META_SOURCE = "handflow.source_checkpoint"
+ONNX_INPUT = "image"
+ONNX_OUTPUTS = ("heatmaps", "mask_logits", "log_likelihood", "loglik_map")
+ONNX_INSTALL_HINT = ("onnxruntime is not installed: pip install -r requirements-onnx.txt "
+                     "(README: Photos, folders and videos)")
+PER_IMAGE_SCORES = ("flow_loglik", "heatmap_peak_mean", "hand_mask_mean",
+                    "joint_confidence_mean", "hand_present")  # fmt: skip
+
+
+class PredictorError(ValueError):
+    """A request the predictor cannot serve (bad image, box, side or backend file)."""
+
+
+# --- backends ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RawOutput:
+    """What a backend returns for a batch of model inputs (numpy, float32).
+
+    Attributes:
+        heatmaps: (B, J, h, w) last-stack heatmaps.
+        mask_logits: (B, 1, h, w) last-stack hand-mask logits.
+        log_likelihood: (B,) flow log-likelihood (nats), or None without a flow head.
+        loglik_map: (B, h', w') per-pixel log-likelihood, or None.
+    """
+
+    heatmaps: np.ndarray
+    mask_logits: np.ndarray
+    log_likelihood: np.ndarray | None
+    loglik_map: np.ndarray | None
+
+    @staticmethod
+    def concat(parts: Sequence[RawOutput]) -> RawOutput:
+        """The outputs of consecutive chunks as one."""
+        def cat(name: str) -> np.ndarray | None:
+            values = [getattr(p, name) for p in parts]
+            return None if values[0] is None else np.concatenate(values, axis=0)
+
+        return RawOutput(heatmaps=cat("heatmaps"), mask_logits=cat("mask_logits"),
+                         log_likelihood=cat("log_likelihood"), loglik_map=cat("loglik_map"))
+
+
+class Backend(Protocol):
+    """Runs the network on (B, 3, S, S) float32 RGB in [0, 1]."""
+
+    name: str
+    has_flow: bool
+
+    def __call__(self, images: np.ndarray) -> RawOutput: ...
+
+
+class TorchBackend:
+    """The torch model (e.g. after `models.prepare_for_inference`) on its own device."""
+
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.has_flow = getattr(model, "flow", None) is not None
+        self.device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def __call__(self, images: np.ndarray) -> RawOutput:
+        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
+        out = self.model(x)
+
+        def np_(t: torch.Tensor) -> np.ndarray:
+            return t.detach().float().cpu().numpy()
+
+        flow = out.flow
+        return RawOutput(heatmaps=np_(out.seed.heatmaps[-1]), mask_logits=np_(out.seed.masks[-1]),
+                         log_likelihood=None if flow is None else np_(flow.log_likelihood),
+                         loglik_map=None if flow is None else np_(flow.loglik_map))  # fmt: skip
+
+
+class OnnxBackend:
+    """An onnxruntime session of a model written by `models.export_onnx` (CPU).
+
+    Args:
+        path: the .onnx file.
+        threads: intra-op threads (None: onnxruntime's default).
+    """
+
+    name = "onnx"
+
+    def __init__(self, path: Path | str, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+            from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+        except ImportError as e:
+            raise PredictorError(ONNX_INSTALL_HINT) from e
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise PredictorError(f"ONNX model not found: {self.path} (write one with "
+                                 f"`python run.py --export_onnx {self.path} --checkpoint ...`)")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(self.path), options,
+                                                providers=["CPUExecutionProvider"])
+        except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail,
+                ort_errors.InvalidArgument, ort_errors.NoSuchFile) as e:
+            raise PredictorError(f"{self.path}: onnxruntime cannot load it ({e})") from e
+        names = [o.name for o in self.session.get_outputs()]
+        if names[:2] != list(ONNX_OUTPUTS[:2]):
+            raise PredictorError(f"{self.path}: outputs {names}, expected {list(ONNX_OUTPUTS)} "
+                                 "(a file not written by models.export_onnx)")
+        self.output_names = names
+        self.has_flow = "log_likelihood" in names
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def __call__(self, images: np.ndarray) -> RawOutput:
+        outputs = self.session.run(self.output_names,
+                                   {ONNX_INPUT: np.ascontiguousarray(images, dtype=np.float32)})
+        by_name = dict(zip(self.output_names, outputs, strict=True))
+        return RawOutput(heatmaps=by_name["heatmaps"], mask_logits=by_name["mask_logits"],
+                         log_likelihood=by_name.get("log_likelihood"),
+                         loglik_map=by_name.get("loglik_map"))  # fmt: skip
+
+
+# --- geometry ---------------------------------------------------------------------------------
+
+
+def box_center_px(box_xywh: Sequence[float]) -> np.ndarray:
+    """(2,) centre of a box in OpenCV pixel coordinates (see the module docstring)."""
+    x, y, w, h = (float(v) for v in box_xywh)
+    return np.array([x + w / 2.0 - 0.5, y + h / 2.0 - 0.5])
+
+
+def points_box_xywh(points_px: np.ndarray) -> np.ndarray:
+    """(4,) box of (N, 2) points: their extent [u0, u1] x [v0, v1] (non-finite ignored)."""
+    pts = np.asarray(points_px, np.float64).reshape(-1, 2)
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if not len(pts):
+        raise PredictorError("no finite point to make a box from")
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    return np.array([lo[0] + 0.5, lo[1] + 0.5, hi[0] - lo[0], hi[1] - lo[1]])
+
+
+def crop_affine(image_wh: tuple[int, int], box_xywh: Sequence[float] | None, side: str,
+                crop_factor: float, size: int) -> np.ndarray:  # fmt: skip
+    """(3, 3) affine from the original image to the model input.
+
+    A left hand is mirrored first so that the model sees a right hand; ``box_xywh`` is in
+    the original (unmirrored) image. The crop is a square of ``crop_factor`` x the box's
+    longer side (at least 1 px) around its centre. Without a box the whole image is the crop:
+    a square of its longer side, centred, padded with black.
+    """
+    if side not in SIDES:
+        raise PredictorError(f"hand side must be 'left' or 'right', got {side!r}")
+    width, height = image_wh
+    if box_xywh is None:
+        center = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
+        side_px = float(max(width, height))
+    else:
+        x, y, w, h = (float(v) for v in box_xywh)
+        if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 0 or h < 0:
+            raise PredictorError(f"box (x, y, w, h) must be finite with w, h >= 0, got "
+                                 f"{[x, y, w, h]}")
+        center = box_center_px(box_xywh)
+        side_px = crop_factor * max(w, h, 1.0)
+    flip = flip_matrix(width) if side == "left" else np.eye(3)
+    center = (flip @ np.array([center[0], center[1], 1.0]))[:2]
+    return crop_matrix(center, side_px, size) @ flip
+
+
+def check_image(image_rgb: np.ndarray) -> np.ndarray:
+    """The image as a contiguous (H, W, 3) uint8 array; a clear error for anything else."""
+    image = np.asarray(image_rgb)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(
+            image.shape[:2]) < 1:  # fmt: skip
+        raise PredictorError(f"expected an (H, W, 3) uint8 RGB image, got {image.dtype} "
+                             f"{image.shape}")
+    return np.ascontiguousarray(image)
+
+
+# --- predictions ------------------------------------------------------------------------------
+
+
+@dataclass
+class HandPrediction:
+    """One hand: keypoints in the original image's pixels and every score the model offers.
+
+    Attributes:
+        side: 'left' or 'right' (the crop was mirrored for a left hand).
+        box_xywh: (4,) the hand box the crop was framed on, original pixels (module docstring).
+        affine: (3, 3) original pixels -> model-input pixels (mirror included).
+        kp2d_px: (21, 2) keypoints, original pixels.
+        scores: (21,) heatmap maxima.
+        log_likelihood: the flow's log-likelihood of the crop (nats), None without a flow.
+        mask_prob: (h, w) hand-mask probability on the crop's heatmap grid.
+        joint_confidence: (21,) calibrated P(joint within PCK@0.2), None without a calibration.
+        hand_present: calibrated P(a hand is in the crop), None without that calibration.
+        side_source: 'given' (by the caller, e.g. --side) or 'model' (crop vs mirror).
+        side_scores: {'right': s, 'left': s} of the side score when the model decided.
+        side_score_name: the per-image score compared (`PER_IMAGE_SCORES`), or None.
+        side_confidence: P(side) when the model decided on the flow's log-likelihood
+            (``sigmoid(log p(chosen) - log p(other))``, two sides equally likely a priori);
+            None otherwise.
+    """
+
+    side: str
+    box_xywh: np.ndarray
+    affine: np.ndarray
+    kp2d_px: np.ndarray
+    scores: np.ndarray
+    log_likelihood: float | None
+    mask_prob: np.ndarray
+    joint_confidence: np.ndarray | None = None
+    hand_present: float | None = None
+    side_source: str = "given"
+    side_scores: dict[str, float] | None = None
+    side_score_name: str | None = None
+    side_confidence: float | None = None
+
+    @property
+    def heatmap_peak_mean(self) -> float:
+        return float(np.mean(self.scores))
+
+    @property
+    def hand_mask_mean(self) -> float:
+        return float(np.mean(self.mask_prob))
+
+    @property
+    def keypoint_box_xywh(self) -> np.ndarray:
+        """(4,) box of the predicted keypoints (`points_box_xywh`)."""
+        return points_box_xywh(self.kp2d_px)
+
+    def image_scores(self) -> dict[str, float]:
+        """The per-image scores this prediction has, by name (`PER_IMAGE_SCORES`)."""
+        out = {"heatmap_peak_mean": self.heatmap_peak_mean, "hand_mask_mean": self.hand_mask_mean}
+        if self.log_likelihood is not None:
+            out["flow_loglik"] = self.log_likelihood
+        if self.joint_confidence is not None:
+            out["joint_confidence_mean"] = float(np.mean(self.joint_confidence))
+        if self.hand_present is not None:
+            out["hand_present"] = self.hand_present
+        return out
+
+    def score(self, name: str) -> float:
+        """One per-image score; an error naming what exists when this one does not."""
+        scores = self.image_scores()
+        if name not in scores:
+            raise PredictorError(f"score {name!r} is not available for this model/checkpoint "
+                                 f"(it offers {sorted(scores)})")
+        return scores[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the demo's per-hand record)."""
+        conf = self.joint_confidence
+        return {
+            "side": self.side, "side_source": self.side_source,
+            "side_confidence": self.side_confidence, "side_score_name": self.side_score_name,
+            "side_scores": self.side_scores,
+            "box_xywh": np.round(self.box_xywh, 2).tolist(),
+            "keypoints": [{"name": JOINT_NAMES[j], "x": float(self.kp2d_px[j, 0]),
+                           "y": float(self.kp2d_px[j, 1]), "score": float(self.scores[j]),
+                           "confidence": None if conf is None else float(conf[j])}
+                          for j in range(self.kp2d_px.shape[0])],
+            "kp2d_px": np.round(self.kp2d_px, 3).tolist(),
+            "scores": np.round(self.scores, 5).tolist(),
+            "log_likelihood": self.log_likelihood,
+            "likelihood_note": None if self.log_likelihood is not None else "no flow head",
+            "heatmap_peak_mean": self.heatmap_peak_mean,
+            "hand_mask_mean": self.hand_mask_mean,
+            "confidence": None if conf is None else np.round(conf, 5).tolist(),
+            "hand_present": self.hand_present,
+            "confidence_note": confidence_note(conf, self.hand_present),
+        }  # fmt: skip
+
+
+def choose_side(right: float, left: float, score_name: str) -> tuple[str, float | None]:
+    """The side whose crop scored higher (ties: right) and P(side) where one is defined.
+
+    For 'flow_loglik' the two crops' log-likelihoods give, with equal priors,
+    P(right) = sigmoid(log p(right crop) - log p(left crop)); the other scores are not
+    log-densities, so they give no probability (None).
+    """
+    if not (math.isfinite(right) and math.isfinite(left)):
+        side = "right" if not math.isfinite(left) or right >= left else "left"
+        return side, None
+    side = "right" if right >= left else "left"
+    if score_name != "flow_loglik":
+        return side, None
+    margin = abs(right - left)
+    return side, float(1.0 / (1.0 + math.exp(-margin)))
+
+
+# --- the predictor ----------------------------------------------------------------------------
+
+
+@dataclass
+class Predictor:
+    """Model + codec + crop framing + calibration: boxes in, `HandPrediction`s out.
+
+    Build it with `from_model` (a torch model) or `from_onnx` (an exported file); both give
+    the same predictions up to float rounding.
+
+    Attributes:
+        backend: runs the network (`TorchBackend`, `OnnxBackend`).
+        cfg: the model config (input and heatmap sizes).
+        crop_factor: crop side / hand-box side, as the checkpoint's training framed its crops
+            (``config['data']['crop_factor']``; 2.0 for older checkpoints).
+        calibration: the checkpoint's calibration, or None.
+        side_score: the per-image score compared by the mirror test (None: 'flow_loglik'
+            with a flow head, else 'heatmap_peak_mean').
+        max_batch: crops per backend call.
+    """
+
+    backend: Backend
+    cfg: ModelConfig
+    crop_factor: float = DEFAULT_CROP_FACTOR
+    calibration: Calibration | None = None
+    side_score: str | None = None
+    max_batch: int = DEFAULT_MAX_BATCH
+    codec: HeatmapCodec = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.crop_factor) and self.crop_factor > 0):
+            raise PredictorError(f"crop_factor must be a finite number > 0, got "
+                                 f"{self.crop_factor}")
+        if self.max_batch < 1:
+            raise PredictorError(f"max_batch must be >= 1, got {self.max_batch}")
+        self.codec = HeatmapCodec(input_size=self.cfg.input_size,
+                                  heatmap_size=self.cfg.heatmap_size)
+        if self.side_score is None:
+            self.side_score = "flow_loglik" if self.backend.has_flow else "heatmap_peak_mean"
+        self._check_score(self.side_score, "side score")
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, data_config: Mapping[str, Any] | None = None,
+                   calibration: Calibration | None = None, *, crop_factor: float | None = None,
+                   **kwargs: Any) -> Predictor:  # fmt: skip
+        """A predictor of a torch HandFlowNet; ``data_config`` is the checkpoint's
+        config['data'] (its crop_factor frames the crops unless ``crop_factor`` is given)."""
+        if crop_factor is None:
+            crop_factor = float((data_config or {}).get("crop_factor", DEFAULT_CROP_FACTOR))
+        return cls(TorchBackend(model), model.cfg, crop_factor=crop_factor,
+                   calibration=calibration, **kwargs)
+
+    @classmethod
+    def from_onnx(cls, path: Path | str, threads: int | None = None, *,
+                  crop_factor: float | None = None, **kwargs: Any) -> Predictor:  # fmt: skip
+        """A predictor of an ONNX file written by `models.export_onnx` (its metadata holds
+        the model config, the crop framing and the calibration)."""
+        backend = OnnxBackend(path, threads=threads)
+        meta = backend.metadata
+        try:
+            cfg = ModelConfig.from_dict(json.loads(meta[ONNX_META_MODEL]))
+            data_config = json.loads(meta.get(ONNX_META_DATA, "null")) or {}
+            calibration = Calibration.from_dict(json.loads(meta.get(ONNX_META_CALIBRATION,
+                                                                    "null")), str(path))
+        except (KeyError, TypeError, ValueError) as e:
+            raise PredictorError(f"{path}: missing or bad '{ONNX_META_MODEL}' metadata ({e}); "
+                                 "export it with `python run.py --export_onnx`") from e
+        if crop_factor is None:
+            crop_factor = float(data_config.get("crop_factor", DEFAULT_CROP_FACTOR))
+        return cls(backend, cfg, crop_factor=crop_factor, calibration=calibration, **kwargs)
+
+    # --- scores ---------------------------------------------------------------------------
+
+    @property
+    def available_scores(self) -> tuple[str, ...]:
+        """The per-image scores every prediction of this predictor has."""
+        names = ["heatmap_peak_mean", "hand_mask_mean"]
+        if self.backend.has_flow:
+            names.insert(0, "flow_loglik")
+        if self.calibration is not None and self.calibration.joint is not None:
+            names.append("joint_confidence_mean")
+        if self.calibration is not None and self.calibration.hand_present is not None:
+            names.append("hand_present")
+        return tuple(names)
+
+    @property
+    def hand_score(self) -> str:
+        """The score that says whether a crop shows a hand: the calibrated P(hand present)
+        when the checkpoint has that calibration, else the mean heatmap peak."""
+        return "hand_present" if "hand_present" in self.available_scores else "heatmap_peak_mean"
+
+    def _check_score(self, name: str, what: str) -> None:
+        if name not in self.available_scores:
+            raise PredictorError(f"{what} {name!r} is not offered by this model/checkpoint; "
+                                 f"it offers {', '.join(self.available_scores)}")
+
+    # --- running ----------------------------------------------------------------------------
+
+    def crop(self, image_rgb: np.ndarray, affine: np.ndarray) -> np.ndarray:
+        """(3, S, S) float32 model input of one affine."""
+        size = self.cfg.input_size
+        crop = warp_image(image_rgb, affine, size).astype(np.float32) * np.float32(1.0 / 255.0)
+        return crop.transpose(2, 0, 1)
+
+    def forward(self, image_rgb: np.ndarray, affines: Sequence[np.ndarray]) -> RawOutput:
+        """The backend's outputs for the crops of ``affines``, in chunks of max_batch."""
+        image = check_image(image_rgb)
+        parts = []
+        for start in range(0, len(affines), self.max_batch):
+            chunk = affines[start:start + self.max_batch]
+            parts.append(self.backend(np.stack([self.crop(image, a) for a in chunk])))
+        if not parts:
+            raise PredictorError("forward needs at least one crop")
+        return RawOutput.concat(parts)
+
+    def predict_affines(self, image_rgb: np.ndarray, affines: Sequence[np.ndarray],
+                        sides: Sequence[str], boxes_xywh: Sequence[np.ndarray]
+                        ) -> list[HandPrediction]:  # fmt: skip
+        """Predictions of explicit crops (``affines`` with the side each one assumes)."""
+        if not affines:
+            return []
+        raw = self.forward(image_rgb, affines)
+        kp_model, scores = self.codec.decode(raw.heatmaps)  # (B, J, 2), (B, J)
+        affine_arr = np.stack([np.asarray(a, np.float64) for a in affines])
+        kp_orig = crop_to_original(kp_model, affine_arr)
+        mask_prob = 1.0 / (1.0 + np.exp(-raw.mask_logits[:, 0].astype(np.float64)))
+        joint_conf = hand = None
+        if self.calibration is not None:
+            joint_conf = self.calibration.joint_confidence(scores)
+            hand = self.calibration.hand_probability(
+                image_scores(scores, mask_prob, raw.log_likelihood, joint_conf))
+        return [HandPrediction(
+            side=sides[i], box_xywh=np.asarray(boxes_xywh[i], np.float64),
+            affine=affine_arr[i], kp2d_px=kp_orig[i], scores=scores[i],
+            log_likelihood=None if raw.log_likelihood is None else float(raw.log_likelihood[i]),
+            mask_prob=mask_prob[i].astype(np.float32),
+            joint_confidence=None if joint_conf is None else joint_conf[i],
+            hand_present=None if hand is None else float(hand[i]),
+        ) for i in range(len(affines))]  # fmt: skip
+
+    def predict(self, image_rgb: np.ndarray, boxes_xywh: Sequence[Sequence[float]] | np.ndarray,
+                sides: str | None | Sequence[str | None] = None) -> list[HandPrediction]:
+        """Predict one hand per box.
+
+        Args:
+            image_rgb: (H, W, 3) uint8 RGB.
+            boxes_xywh: (N, 4) hand boxes, original pixels (module docstring).
+            sides: 'left' / 'right' / None for every box, or one of them per box; None lets
+                the model decide (the crop and its mirror, `choose_side`).
+
+        Returns:
+            N `HandPrediction`s in box order.
+        """
+        image = check_image(image_rgb)
+        boxes = np.asarray(boxes_xywh, np.float64).reshape(-1, 4)
+        per_box = ([sides] * len(boxes) if sides is None or isinstance(sides, str)
+                   else list(sides))  # fmt: skip
+        if len(per_box) != len(boxes):
+            raise PredictorError(f"{len(per_box)} sides for {len(boxes)} boxes")
+        for s in per_box:
+            if s is not None and s not in SIDES:
+                raise PredictorError(f"hand side must be 'left', 'right' or None, got {s!r}")
+        wh = (image.shape[1], image.shape[0])
+        affines, crop_sides, crop_boxes, owner = [], [], [], []
+        for i, (box, s) in enumerate(zip(boxes, per_box, strict=True)):
+            for side in (("right", "left") if s is None else (s,)):
+                affines.append(crop_affine(wh, box, side, self.crop_factor, self.cfg.input_size))
+                crop_sides.append(side)
+                crop_boxes.append(box)
+                owner.append(i)
+        preds = self.predict_affines(image, affines, crop_sides, crop_boxes)
+        out: list[HandPrediction] = []
+        for i, s in enumerate(per_box):
+            mine = [p for p, o in zip(preds, owner, strict=True) if o == i]
+            if s is not None:
+                out.append(mine[0])
+                continue
+            out.append(self.decide_side(mine[0], mine[1]))
+        return out
+
+    def decide_side(self, right: HandPrediction, left: HandPrediction) -> HandPrediction:
+        """The better of a crop read as a right hand and its mirror read as a left hand."""
+        name = self.side_score
+        s_right, s_left = right.score(name), left.score(name)
+        side, confidence = choose_side(s_right, s_left, name)
+        chosen = right if side == "right" else left
+        chosen.side_source = "model"
+        chosen.side_scores = {"right": s_right, "left": s_left}
+        chosen.side_score_name = name
+        chosen.side_confidence = confidence
+        return chosen
+
+    def predict_whole_image(self, image_rgb: np.ndarray, side: str | None = None
+                            ) -> HandPrediction:  # fmt: skip
+        """The whole image as the hand crop (a square of its longer side, black padding)."""
+        image = check_image(image_rgb)
+        height, width = image.shape[:2]
+        box = np.array([0.0, 0.0, float(width), float(height)])
+        sides = ("right", "left") if side is None else (side,)
+        affines = [crop_affine((width, height), None, s, self.crop_factor, self.cfg.input_size)
+                   for s in sides]  # fmt: skip
+        preds = self.predict_affines(image, affines, list(sides), [box] * len(sides))
+        return preds[0] if side is not None else self.decide_side(preds[0], preds[1])
