@@ -127,3 +127,29 @@ def test_bad_checkpoint_gives_clear_error(tmp_path: Path, content: bytes | str,
 def test_missing_checkpoint_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=str(tmp_path / LAST_NAME)):
         load_checkpoint(tmp_path)
+
+
+def test_resume_applies_a_new_cosine_length() -> None:
+    """A cosine run resumed with another --epochs follows the new schedule from where it is."""
+    import math
+
+    from training.config import TrainConfig
+    from training.trainer import apply_optimiser_options, scheduled_lr
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([param], lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 60, eta_min=1e-5)
+    for _ in range(20):
+        optimizer.step()
+        scheduler.step()
+    cfg = TrainConfig(lr_schedule="cosine", learning_rate=1e-3, epochs=30)
+    changes = apply_optimiser_options(optimizer, scheduler, cfg)
+    assert changes == {"epochs": (60, 30)}
+    expected = 1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * 20 / 30))
+    assert math.isclose(optimizer.param_groups[0]["lr"], expected, rel_tol=1e-9)
+    for epoch in range(21, 31):
+        optimizer.step()
+        scheduler.step()
+        assert math.isclose(optimizer.param_groups[0]["lr"], scheduled_lr(cfg, epoch),
+                            rel_tol=1e-6)
+    assert math.isclose(optimizer.param_groups[0]["lr"], 1e-5, rel_tol=1e-6)

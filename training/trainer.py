@@ -383,31 +383,47 @@ def warn_config_drift(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> No
         )
 
 
-def apply_optimiser_options(optimizer: torch.optim.Optimizer,
-                            scheduler: torch.optim.lr_scheduler.StepLR,
-                            cfg: TrainConfig) -> dict[str, tuple[Any, Any]]:  # fmt: skip
-    """Apply --learning-rate, --lr_decay_step, --gamma and --weight_decay over a resumed
-    optimiser and scheduler where they differ from the loaded values.
+def scheduled_lr(cfg: TrainConfig, epoch: int) -> float:
+    """The learning rate the configured schedule gives at ``epoch`` (completed epochs)."""
+    if cfg.lr_schedule == "cosine":
+        floor = 0.01 * cfg.learning_rate
+        t = min(epoch, cfg.epochs) / cfg.epochs
+        return floor + (cfg.learning_rate - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+    return cfg.learning_rate * cfg.gamma ** (epoch // cfg.lr_decay_step)
 
-    The learning rate is set to the new schedule's value at the loaded epoch,
-    learning_rate * gamma ** (epochs // lr_decay_step), so config.yaml (which records the
-    options of this run) says what training uses. Nothing changes when the options match.
+
+def apply_optimiser_options(optimizer: torch.optim.Optimizer,
+                            scheduler: torch.optim.lr_scheduler.LRScheduler,
+                            cfg: TrainConfig) -> dict[str, tuple[Any, Any]]:  # fmt: skip
+    """Apply --learning-rate, the schedule's options (StepLR: --lr_decay_step, --gamma;
+    cosine: --epochs, its length) and --weight_decay over a resumed optimiser and scheduler
+    where they differ from the loaded values.
+
+    The learning rate is set to the new schedule's value at the loaded epoch
+    (`scheduled_lr`), so config.yaml (which records the options of this run) says what
+    training uses. Nothing changes when the options match.
 
     Returns:
         option -> (loaded value, applied value) for each option that changed.
     """
     changes: dict[str, tuple[Any, Any]] = {}
-    if scheduler.step_size != cfg.lr_decay_step:
-        changes["lr_decay_step"] = (scheduler.step_size, cfg.lr_decay_step)
-        scheduler.step_size = cfg.lr_decay_step
-    if scheduler.gamma != cfg.gamma:
-        changes["gamma"] = (scheduler.gamma, cfg.gamma)
-        scheduler.gamma = cfg.gamma
+    if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        if scheduler.T_max != cfg.epochs:
+            changes["epochs"] = (scheduler.T_max, cfg.epochs)
+            scheduler.T_max = cfg.epochs
+        scheduler.eta_min = 0.01 * cfg.learning_rate
+    else:
+        if scheduler.step_size != cfg.lr_decay_step:
+            changes["lr_decay_step"] = (scheduler.step_size, cfg.lr_decay_step)
+            scheduler.step_size = cfg.lr_decay_step
+        if scheduler.gamma != cfg.gamma:
+            changes["gamma"] = (scheduler.gamma, cfg.gamma)
+            scheduler.gamma = cfg.gamma
     if any(base != cfg.learning_rate for base in scheduler.base_lrs):
         changes["learning_rate"] = (scheduler.base_lrs[0], cfg.learning_rate)
         scheduler.base_lrs = [cfg.learning_rate] * len(scheduler.base_lrs)
     if changes:
-        lr = cfg.learning_rate * cfg.gamma ** (scheduler.last_epoch // cfg.lr_decay_step)
+        lr = scheduled_lr(cfg, scheduler.last_epoch)
         for group in optimizer.param_groups:
             group["initial_lr"] = cfg.learning_rate
             group["lr"] = lr
