@@ -71,7 +71,7 @@ def test_shipped_model_finds_the_hand_in_an_example_photo(realdata: Path, tmp_pa
     out = tmp_path / "demo"
     assert run.main(["--image", str(EXAMPLES / "open_palm.jpg"), "--bbox", "64", "64", "128",
                      "128", "--out", str(out), "--device", "cpu"]) == 0
-    pred = np.asarray(json.loads(next(out.glob("*.json")).read_text())["kp2d_px"])
+    pred = np.asarray(json.loads(next(out.glob("*.json")).read_text())["hands"][0]["kp2d_px"])
     labels = json.loads((realdata / "pseudo" / "hands_subhi" / "annotations.json").read_text())
     image = next(i for i in labels["images"] if i["file_name"].endswith("2_pic00027_h0.jpg"))
     ann = next(a for a in labels["annotations"] if a["image_id"] == image["id"])
