@@ -335,10 +335,18 @@ class ManoHead(nn.Module):
         verts_cam = verts_rel + root_m[:, None]
         weak_scale = size / (cfg.mano_crop_size_m * torch.exp(log_depth))
         sel = persp[:, None, None]
-        kp2d = torch.where(sel, perspective_project(joints_cam, k_safe),
-                           weak_perspective_project(joints_rel, weak_scale, root_uv))
-        verts2d = torch.where(sel, perspective_project(verts_cam, k_safe),
-                              weak_perspective_project(verts_rel, weak_scale, root_uv))
+
+        def project(points_cam: Tensor, points_rel: Tensor) -> Tensor:
+            # Only the camera(s) the batch uses (a mixed batch computes both and selects).
+            if bool(persp.all()):
+                return perspective_project(points_cam, k_safe)
+            weak = weak_perspective_project(points_rel, weak_scale, root_uv)
+            if not bool(persp.any()):
+                return weak
+            return torch.where(sel, perspective_project(points_cam, k_safe), weak)
+
+        kp2d = project(joints_cam, joints_rel)
+        verts2d = project(verts_cam, verts_rel)
         return ManoHeadOutput(
             verts_m=torch.where(sel, verts_cam, verts_rel),
             joints_m=torch.where(sel, joints_cam, joints_rel),

@@ -152,3 +152,28 @@ def test_perspective_camera_names_frames_without_k(trained: Path) -> None:
              "frame_id": torch.tensor([3, 7])}
     with pytest.raises(MissingCameraError, match=r"frames without K: coco/photos:7"):
         forward_batch(model, batch)
+
+
+def test_non_finite_rotations_skip_the_step(data_root: Path) -> None:
+    """The head's guard raises FloatingPointError naming the rotations; the training loop
+    skips such a step as it does a non-finite loss (weights untouched)."""
+    from datasets import build_dataset
+    from models import MANO_DEFAULT_WEIGHTS, HandFlowCriterion, ModelConfig, build_model
+    from training.engine import train_one_epoch
+
+    cfg = ModelConfig.preset("small", mano_enabled=True, mano_model="synthetic")
+    model = build_model(cfg)
+    with torch.no_grad():
+        model.mano.encoder[0].weight[0, 0] = float("nan")  # NaN reaches the head only
+    ds = build_dataset("synth", data_root, "train", train_aug=False, input_size=128,
+                       heatmap_size=32, cache_dir=False)  # fmt: skip
+    loader = torch.utils.data.DataLoader(ds, batch_size=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = {k: v.clone() for k, v in model.seednet.named_parameters()}
+    with pytest.warns(RuntimeWarning, match=r"non-finite predicted rotations \(rot6d\).*"
+                      r"frames .*synth:\d+"):
+        result = train_one_epoch(model, HandFlowCriterion(MANO_DEFAULT_WEIGHTS), loader,
+                                 optimizer, device=torch.device("cpu"), epoch=0, max_steps=2,
+                                 max_nonfinite_steps=3, show_progress=False)  # fmt: skip
+    assert result.progress.skipped_steps == 2
+    assert all(torch.equal(before[k], v) for k, v in model.seednet.named_parameters())
