@@ -260,10 +260,11 @@ class ManoHead(nn.Module):
 
     def keypoint_inputs(self, kp_px: Tensor, peaks: Tensor) -> Tensor:
         """(B, 65) keypoints relative to the wrist and the wrist relative to the crop centre,
-        both in units of the input side, and the heatmap peaks."""
-        size = float(self.cfg.input_size)
-        rel = (kp_px - kp_px[:, :1]) / size  # (B, 21, 2)
-        root = (kp_px[:, 0] - (size - 1) / 2.0) / size  # (B, 2)
+        both in units of a quarter of the input side (about a hand's length: values of order
+        1, like the pooled features beside them), and the heatmap peaks."""
+        unit = self.cfg.input_size / 4.0
+        rel = (kp_px - kp_px[:, :1]) / unit  # (B, 21, 2)
+        root = (kp_px[:, 0] - (self.cfg.input_size - 1) / 2.0) / unit  # (B, 2)
         return torch.cat([rel.flatten(1), peaks, root], dim=1)
 
     def rotations(self, pose: Tensor) -> Tensor:
