@@ -60,6 +60,7 @@ from models import (
     prepare_for_inference,
 )
 from models.export_onnx import OnnxExportError, export_onnx
+from models.mano_head import describe_mano_model, mano_label
 from training.checkpoint import (
     BEST_NAME,
     CheckpointError,
@@ -67,7 +68,7 @@ from training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from utils import vis
+from utils import mano_eval, vis
 from utils.confidence import Calibration, ConfidenceSummary
 from utils.demo import (
     DemoOptions,
@@ -92,6 +93,7 @@ from utils.evaluator import (
 from utils.image_header import image_size_from_header
 from utils.jsonio import write_json
 from utils.localize import DetectConfig, resolve_hand_score
+from utils.mesh_render import mesh_panels
 from utils.metrics import MetricsSummary
 from utils.predictor import PER_IMAGE_SCORES, Predictor
 from utils.progress import progress_bar
@@ -636,6 +638,9 @@ def write_outputs(out: Path, result: EvalResult, info: dict, args: argparse.Name
     metrics["calibration_note"] = confidence_note(
         None if calibration is None else calibration.joint,
         None if calibration is None else calibration.hand_present)
+    metrics.update(mano_eval.mano_metrics_entries(
+        describe_mano_model(ModelConfig.from_dict(info["model_config"])), result.mano_metrics,
+        result.metrics_3d))
     write_json(out / "metrics.json", metrics)
     write_json(out / "predictions.json", [p.to_dict() for p in result.predictions])
     write_json(out / "coco_results.json", coco_results(result.predictions))
@@ -667,12 +672,15 @@ class GridWriter:
     """`evaluate` hook: writes one grid per batch to ``<out>/vis`` (up to ``max_samples``)."""
 
     def __init__(self, out_dir: Path, dataset: Dataset, batch_size: int,
-                 max_samples: int | None) -> None:  # fmt: skip
+                 max_samples: int | None, mano_faces: np.ndarray | None = None,
+                 mano_note: str | None = None) -> None:  # fmt: skip
         self.out_dir = out_dir
         self.dataset = dataset
         self.batch_size = batch_size
         self.remaining = max_samples
         self.written: list[Path] = []
+        self.mano_faces = mano_faces  # with a MANO head: its mesh panels are drawn
+        self.mano_note = mano_note
 
     def __call__(self, b: int, batch: dict, out: BatchOutput) -> None:
         if out.flip or (self.remaining is not None and self.remaining <= 0):
@@ -700,9 +708,20 @@ class GridWriter:
                 epe_px=float(np.nanmean(errors)) if np.isfinite(errors).any() else None,
                 joint_confidence=None if out.joint_confidence is None
                 else out.joint_confidence[i],
+                extra_panels=self.mano_panels(batch, out, i),
             ))  # fmt: skip
         path = vis.save_rgb(self.out_dir / f"batch_{b:04d}.png", vis.render_grid(samples))
         self.written.append(path)
+
+    def mano_panels(self, batch: dict, out: BatchOutput, i: int) -> list[np.ndarray]:
+        """The MANO mesh over the crop and the side view of sample ``i`` (none without)."""
+        if out.mano is None or self.mano_faces is None:
+            return []
+        gt = batch["joints_m"][i].numpy() if bool(batch["has_3d"][i]) else None
+        return mesh_panels(vis.to_uint8_rgb(batch["image"][i].numpy()),
+                           out.mano.verts2d_crop_px[i], out.mano.verts_m[i], self.mano_faces,
+                           out.mano.joints_m[i], kp2d_px=out.mano.kp2d_crop_px[i],
+                           gt_joints_m=gt, note=self.mano_note)
 
 
 def _has_display() -> bool:
@@ -784,7 +803,10 @@ def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: 
              calibration: Calibration | None) -> int:  # fmt: skip
     threshold = threshold_of(args, model, calibration)
     dataset, loader = eval_loader(args, model, info)
-    writer = GridWriter(out / "vis", dataset, args.batch_size, args.max_vis) if args.vis else None
+    head = getattr(model, "mano", None)
+    writer = GridWriter(out / "vis", dataset, args.batch_size, args.max_vis,
+                        None if head is None else head.layer.faces.cpu().numpy(),
+                        None if head is None else mano_label(model.cfg)) if args.vis else None
     print(f"evaluating {info['checkpoint']} on {args.fine_tune}/{args.split} "
           f"({len(dataset)} samples) on {args.device}", flush=True)  # fmt: skip
     def progress(batches):
@@ -802,6 +824,9 @@ def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: 
     print(format_table(result.metrics, "single view", result.has_flow))
     if result.metrics_flip is not None:
         print(format_table(result.metrics_flip, "flip test", result.has_flow))
+    if result.mano_metrics is not None:
+        print(mano_eval.format_mano_report(result.metrics, result.mano_metrics,
+                                           result.metrics_3d, mano_label(model.cfg)))
     if result.confidence is not None:
         print(format_confidence(result.confidence, hand, calibration))
     print(f"{result.num_samples} images in {result.seconds:.1f} s "

@@ -77,6 +77,9 @@ class ManoLayer(nn.Module):
             'rot6d': (B, 16, 6) the same as 6D rotations (see `manopth.lbs`).
         tip_vertex_ids: fingertip vertex ids, thumb, index, middle, ring, pinky.
         dtype: dtype of the stored buffers.
+        persistent: keep the model arrays in ``state_dict()``. A network that embeds the
+            layer passes False, so that its checkpoints hold no (licensed) MANO arrays and
+            the layer is rebuilt from the MANO file when the network is built.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class ManoLayer(nn.Module):
         rot_mode: str = "axisang",
         tip_vertex_ids: tuple[int, ...] = DEFAULT_TIP_VERTEX_IDS,
         dtype: torch.dtype = torch.float32,
+        persistent: bool = True,
     ) -> None:
         super().__init__()
         if side not in SIDES:
@@ -121,7 +125,7 @@ class ManoLayer(nn.Module):
 
         def buffer(name: str, array: np.ndarray, buf_dtype: torch.dtype = dtype) -> None:
             self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(array),
-                                                       dtype=buf_dtype))
+                                                       dtype=buf_dtype), persistent=persistent)
 
         buffer("v_template", model.v_template)
         buffer("shapedirs", model.shapedirs)

@@ -12,7 +12,14 @@ from models.handflow import (
     prepare_for_inference,
     set_memory_format,
 )
-from models.losses import DEFAULT_WEIGHTS, HandFlowCriterion, LossTerms
+from models.losses import (
+    DEFAULT_WEIGHTS,
+    MANO_DEFAULT_WEIGHTS,
+    HandFlowCriterion,
+    LossTerms,
+    mano_loss_terms,
+)
+from models.mano_head import ManoHead, ManoHeadOutput, MissingCameraError
 from models.seednet import SeedNet, SeedNetOutput
 
 __all__ = [
@@ -27,6 +34,10 @@ __all__ = [
     "HandFlowNet",
     "HandFlowOutput",
     "LossTerms",
+    "MANO_DEFAULT_WEIGHTS",
+    "ManoHead",
+    "ManoHeadOutput",
+    "MissingCameraError",
     "ModelConfig",
     "SeedNet",
     "SeedNetOutput",
@@ -34,6 +45,7 @@ __all__ = [
     "build_model",
     "compile_for_inference",
     "load_bihand_seednet",
+    "mano_loss_terms",
     "memory_format_of",
     "prepare_for_inference",
     "read_bihand_state_dict",

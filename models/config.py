@@ -23,6 +23,8 @@ BIHAND_STD = (1.0, 1.0, 1.0)
 HEATMAP_STRIDE = 4
 
 MEMORY_FORMATS = ("contiguous", "channels_last")
+MANO_POSES = ("rot6d", "pca")
+MANO_CAMERAS = ("auto", "perspective", "weak")
 
 
 @dataclass
@@ -61,6 +63,31 @@ class ModelConfig:
     flow_seed: int = 0  # seeds the fixed channel permutations so a config rebuilds the same flow
     # Memory format the CLIs should put the model and inputs in (see prepare_for_inference).
     memory_format: str = "channels_last"
+    # --- MANO head (models/mano_head.py) on SeedNet's final features; off by default, so
+    # configs and checkpoints written before it existed load unchanged ---
+    mano_enabled: bool = False
+    # The hand model: 'mano' (MANO_RIGHT.pkl in manopth/mano/models), 'synthetic' (the
+    # project's MANO-format stand-in, manopth.synthetic_model: NOT MANO) or a path to a
+    # MANO_RIGHT.pkl file or the folder holding it. Its arrays are never stored in checkpoints.
+    mano_model: str = "mano"
+    # Finger pose: 'rot6d' (6D rotation per joint) or 'pca' (mano_ncomps PCA coefficients on
+    # MANO's mean pose); the global rotation is 6D in both.
+    mano_pose: str = "rot6d"
+    mano_ncomps: int = 12  # PCA coefficients with mano_pose='pca'
+    # Width of the head's convolutions; None -> channels // 2 (128 default, 32 small).
+    mano_hidden: int | None = None
+    # Camera: with 'auto' the crop intrinsics K where a sample has them (RHD, STB, synthetic)
+    # and weak perspective where K is NaN (COCO-format photos, own images); with
+    # 'perspective' every sample needs K (an error names the ones without); 'weak': never K.
+    mano_camera: str = "auto"
+    # Depth normalisation: the root depth is fx * mano_crop_size_m / input_size * exp(d), i.e.
+    # d = 0 when the crop spans this many metres at the hand (about 2x a hand's length).
+    mano_crop_size_m: float = 0.3
+    # True: the MANO losses do not reach SeedNet (the head reads detached features).
+    mano_detach: bool = False
+    # Also give the head the 21 keypoints decoded from the final heatmaps (root-relative,
+    # detached) and their peak values, next to the pooled features.
+    mano_keypoint_input: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the config
 
     def __post_init__(self) -> None:
@@ -103,10 +130,28 @@ class ModelConfig:
                     "flow_hidden_ratio and flow_clamp must be positive, got "
                     f"{self.flow_hidden_ratio}, {self.flow_clamp}"
                 )
+        if self.mano_pose not in MANO_POSES:
+            raise ValueError(f"mano_pose must be one of {MANO_POSES}, got {self.mano_pose!r}")
+        if self.mano_camera not in MANO_CAMERAS:
+            raise ValueError(
+                f"mano_camera must be one of {MANO_CAMERAS}, got {self.mano_camera!r}")
+        if not 1 <= self.mano_ncomps <= 45:
+            raise ValueError(f"mano_ncomps must be in [1, 45], got {self.mano_ncomps}")
+        if self.mano_hidden is not None and self.mano_hidden < 4:
+            raise ValueError(f"mano_hidden must be >= 4 or None, got {self.mano_hidden}")
+        if not self.mano_crop_size_m > 0:
+            raise ValueError(f"mano_crop_size_m must be > 0, got {self.mano_crop_size_m}")
+        if self.mano_enabled and not self.mano_model:
+            raise ValueError("mano_model must name 'mano', 'synthetic' or a path, got ''")
         if self.memory_format not in MEMORY_FORMATS:
             raise ValueError(
                 f"memory_format must be one of {MEMORY_FORMATS}, got {self.memory_format!r}"
             )
+
+    @property
+    def mano_head_width(self) -> int:
+        """Channels of the MANO head's convolutions (mano_hidden, or channels // 2)."""
+        return self.mano_hidden if self.mano_hidden is not None else self.channels // 2
 
     @property
     def flow_size(self) -> int:

@@ -1,4 +1,4 @@
-"""HandFlowNet: input normalisation + SeedNet + optional FastFlow head; build_model(cfg)."""
+"""HandFlowNet: input normalisation + SeedNet + optional FastFlow and MANO heads; build_model."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import nn
 from models.config import ModelConfig
 from models.flow import FlowHead, FlowOutput
 from models.fuse import fold_batchnorm
+from models.mano_head import ManoHead, ManoHeadOutput
 from models.seednet import SeedNet, SeedNetOutput
 
 _MEMORY_FORMATS = {
@@ -26,10 +27,13 @@ class HandFlowOutput:
     Attributes:
         seed: SeedNet predictions for every stack and the final features.
         flow: flow head outputs on the final features, or None when the model has no flow.
+        mano: MANO head outputs (mesh, 3D joints, their projection, pose, shape, camera), or
+            None when the model has no MANO head.
     """
 
     seed: SeedNetOutput
     flow: FlowOutput | None
+    mano: ManoHeadOutput | None = None
 
     @property
     def heatmaps(self) -> torch.Tensor:
@@ -47,7 +51,8 @@ class HandFlowNet(nn.Module):
 
     The input is RGB in [0, 1]; it is normalised with cfg.mean / cfg.std (non-persistent
     buffers: the config stored with the weights is the source of truth). The flow sees
-    SeedNet's final features, detached unless cfg.flow_detach is False.
+    SeedNet's final features, detached unless cfg.flow_detach is False. The MANO head
+    (cfg.mano_enabled) reads the final features (detached if cfg.mano_detach) and heatmaps.
 
     Args:
         cfg: the model config.
@@ -64,6 +69,7 @@ class HandFlowNet(nn.Module):
         )
         self.seednet = SeedNet(cfg)
         self.flow = FlowHead(cfg) if cfg.flow_enabled else None
+        self.mano = ManoHead(cfg) if cfg.mano_enabled else None
         self.bn_folded = False  # set by prepare_for_inference
         # Set by prepare_for_inference(precision='bf16'): SeedNet's forward under bf16
         # autocast in eval mode (the flow and the returned heatmaps stay float32).
@@ -93,8 +99,16 @@ class HandFlowNet(nn.Module):
             out = out.contiguous(memory_format=torch.channels_last)
         return out
 
-    def forward(self, image: torch.Tensor) -> HandFlowOutput:
-        """(B, 3, H, W) RGB in [0, 1] -> HandFlowOutput (heatmaps at H/4 x W/4)."""
+    def forward(self, image: torch.Tensor, K: torch.Tensor | None = None, *,
+                with_mano: bool = True) -> HandFlowOutput:  # fmt: skip
+        """(B, 3, H, W) RGB in [0, 1] -> HandFlowOutput (heatmaps at H/4 x W/4).
+
+        Args:
+            image: the input crops.
+            K: (B, 3, 3) crop intrinsics in input pixels (NaN rows: no camera), only read by
+                the MANO head (perspective projection); None: weak perspective throughout.
+            with_mano: False skips the MANO head (``mano`` is None), e.g. for scores only.
+        """
         x = self.normalize(image)
         if self.inference_bf16 and not self.training:
             with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
@@ -110,7 +124,13 @@ class HandFlowNet(nn.Module):
             # The likelihood and its log-determinant need float32, also under bf16 autocast.
             with torch.autocast(device_type=features.device.type, enabled=False):
                 flow = self.flow(features.float())
-        return HandFlowOutput(seed=seed, flow=flow)
+        mano = None
+        if self.mano is not None and with_mano:
+            features = seed.features.detach() if self.cfg.mano_detach else seed.features
+            # MANO (skinning, projection) runs in float32, also under bf16 autocast.
+            with torch.autocast(device_type=features.device.type, enabled=False):
+                mano = self.mano(features.float(), seed.heatmaps[-1].float(), K)
+        return HandFlowOutput(seed=seed, flow=flow, mano=mano)
 
 
 def build_model(cfg: ModelConfig | dict[str, Any] | str) -> HandFlowNet:

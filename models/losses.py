@@ -7,42 +7,85 @@ Terms (all scalars; the stack terms are summed over every stack):
            sample and over the samples whose has_mask is True (weight 1).
   flow     mean over the batch of the flow's NLL in bits per dimension (zero when the model
            has no flow head).
+With a MANO head (models/mano_head.py) four more terms, present only then:
+  mano_2d          the MANO joints projected with the sample's camera against the 2D labels:
+                   per sample the mean over visible joints of the squared error in units of
+                   the input side ((px / input_size)^2, manopth.projection's
+                   keypoint_reprojection_loss), averaged over samples with a visible joint;
+                   every dataset with 2D labels (the COCO-format photos too, through the weak
+                   perspective camera).
+  mano_3d          root-relative (wrist) 3D joints against joints_m, squared error in units of
+                   MANO_3D_UNIT_M (10 cm) summed over x, y, z and averaged over joints and the
+                   samples with has_3d (RHD, STB, synthetic).
+  mano_pose_prior  mean over samples and the 15 finger joints of |R - R_mean|_F^2 (6D pose;
+                   R_mean = MANO's mean pose), or the mean squared PCA coefficient.
+  mano_shape_prior mean squared shape coefficient.
+Their weights are 0 unless given (MANO_DEFAULT_WEIGHTS is what training uses with the head).
 total = sum_k weights[k] * term_k. Any non-finite term raises FloatingPointError naming it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from manopth.projection import keypoint_reprojection_loss
 from models.handflow import HandFlowOutput
+from models.mano_head import ManoHeadOutput
 
 TERM_NAMES = ("heatmap", "mask", "flow")
+MANO_TERM_NAMES = ("mano_2d", "mano_3d", "mano_pose_prior", "mano_shape_prior")
+ALL_TERM_NAMES = TERM_NAMES + MANO_TERM_NAMES
+# The unit of the 3D joint loss: errors are measured in tenths of a metre.
+MANO_3D_UNIT_M = 0.1
 # While features are detached (the default) the flow weight only scales the flow's own
 # gradients, which Adam normalises away. 0.1 matters with flow_detach=False: the flow's pull
 # on the features stays small next to the heatmap term (measured unweighted gradient norms on
 # the small preset at init: heatmap ~35, flow ~0.2).
 DEFAULT_WEIGHTS = {"heatmap": 100.0, "mask": 1.0, "flow": 0.1}
+# Training's weights when the MANO head is on (--loss_mano_* override them).
+MANO_DEFAULT_WEIGHTS = {"mano_2d": 10.0, "mano_3d": 1.0, "mano_pose_prior": 0.01,
+                        "mano_shape_prior": 0.01}
 
 
 @dataclass
 class LossTerms:
-    """Unweighted loss terms, the weights used and the weighted total (scalars)."""
+    """Unweighted loss terms, the weights used and the weighted total (scalars).
+
+    ``mano`` holds the MANO terms (MANO_TERM_NAMES) when the model has a MANO head, and is
+    empty otherwise, so runs without the head log exactly the terms they always did.
+    """
 
     heatmap: torch.Tensor
     mask: torch.Tensor
     flow: torch.Tensor
     total: torch.Tensor
     weights: dict[str, float]
+    mano: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The terms present, in order (TERM_NAMES, then the MANO terms if any)."""
+        return (*TERM_NAMES, *self.mano)
+
+    def term(self, name: str) -> torch.Tensor:
+        """One term by name."""
+        if name in self.mano:
+            return self.mano[name]
+        if name not in TERM_NAMES:
+            raise KeyError(f"no loss term {name!r}; present: {list(self.names)}")
+        return getattr(self, name)
 
     def to_dict(self) -> dict[str, float]:
-        """Plain floats for logging: the terms and 'total'."""
-        return {name: float(getattr(self, name).detach()) for name in (*TERM_NAMES, "total")}
+        """Plain floats for logging: the terms present and 'total'."""
+        out = {name: float(self.term(name).detach()) for name in self.names}
+        out["total"] = float(self.total.detach())
+        return out
 
 
 def _require(batch: Mapping[str, Any], key: str) -> torch.Tensor:
@@ -116,23 +159,67 @@ def mask_loss(
     return total
 
 
+def _mean_over(per_sample: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of (B,) values over the valid rows (0, with a graph, when none is valid)."""
+    valid = valid.to(per_sample.dtype)
+    return (per_sample * valid).sum() / valid.sum().clamp(min=1.0)
+
+
+def mano_loss_terms(mano: ManoHeadOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The MANO terms (see the module docstring) of one batch.
+
+    Reads batch keys 'image' (its side is the input size), 'kp2d_px' (B, 21, 2) crop pixels,
+    'visible' (B, 21) bool, 'joints_m' (B, 21, 3) metres (NaN rows allowed) and 'has_3d' (B,).
+    """
+    size = float(_require(batch, "image").shape[-1])
+    pred2d = mano.kp2d_px
+    target2d = _require(batch, "kp2d_px").to(pred2d.device, pred2d.dtype)
+    if target2d.shape != pred2d.shape:
+        raise ValueError(f"kp2d_px {tuple(target2d.shape)} and the MANO joints' projection "
+                         f"{tuple(pred2d.shape)} differ in shape")
+    finite2d = torch.isfinite(target2d).all(dim=-1)
+    w2d = _require(batch, "visible").to(pred2d.device).bool() & finite2d  # (B, 21)
+    # Unlabelled rows may hold NaN: zero them, their weight is 0 anyway.
+    target2d = torch.where(finite2d[..., None], target2d, torch.zeros_like(target2d))
+    per_2d = keypoint_reprojection_loss(pred2d / size, target2d / size, w2d.to(pred2d.dtype))
+    terms = {"mano_2d": _mean_over(per_2d, w2d.any(dim=1))}
+
+    pred3d = mano.joints_rel_m
+    gt = _require(batch, "joints_m").to(pred3d.device, pred3d.dtype)
+    valid3d = (_require(batch, "has_3d").to(pred3d.device).bool().reshape(-1)
+               & torch.isfinite(gt).flatten(1).all(dim=1))  # fmt: skip
+    gt = torch.where(valid3d[:, None, None], gt, torch.zeros_like(gt))
+    gt_rel = gt - gt[:, :1]
+    per_3d = ((pred3d - gt_rel) / MANO_3D_UNIT_M).pow(2).sum(-1).mean(-1)  # (B,)
+    terms["mano_3d"] = _mean_over(per_3d, valid3d)
+
+    if mano.pose.ndim == 3:  # 6D: distance of each finger rotation to MANO's mean pose
+        diff = mano.rot_mats[:, 1:] - mano.mean_finger_rotmats
+        terms["mano_pose_prior"] = diff.pow(2).sum(dim=(-2, -1)).mean()
+    else:  # PCA coefficients (after the 6 values of the global rotation)
+        terms["mano_pose_prior"] = mano.pose[:, 6:].pow(2).mean()
+    terms["mano_shape_prior"] = mano.betas.pow(2).mean()
+    return terms
+
+
 class HandFlowCriterion(nn.Module):
     """Computes LossTerms from a HandFlowOutput and a batch dict.
 
     Reads batch keys 'heatmaps' (B, K, H, W), 'heatmap_weights' (B, K), 'mask' (B, 1, H, W),
-    'has_mask' (B,) bool.
+    'has_mask' (B,) bool, and with a MANO head those of `mano_loss_terms`.
 
     Args:
         weights: mapping term name -> weight; missing names take DEFAULT_WEIGHTS
-            ({'heatmap': 100, 'mask': 1, 'flow': 0.1}).
+            ({'heatmap': 100, 'mask': 1, 'flow': 0.1}); the MANO terms default to 0.
     """
 
     def __init__(self, weights: Mapping[str, float] | None = None) -> None:
         super().__init__()
         weights = dict(weights or {})
-        unknown = sorted(set(weights) - set(TERM_NAMES))
+        unknown = sorted(set(weights) - set(ALL_TERM_NAMES))
         if unknown:
-            raise ValueError(f"unknown loss term(s) {unknown}; known terms: {list(TERM_NAMES)}")
+            raise ValueError(f"unknown loss term(s) {unknown}; known terms: "
+                             f"{list(ALL_TERM_NAMES)}")
         self.weights = {**DEFAULT_WEIGHTS, **{k: float(v) for k, v in weights.items()}}
 
     def forward(self, output: HandFlowOutput, batch: Mapping[str, Any]) -> LossTerms:
@@ -148,10 +235,20 @@ class HandFlowCriterion(nn.Module):
             terms["flow"] = seed.features.new_zeros(())
         else:
             terms["flow"] = output.flow.nll_bpd.mean()
-        for name, value in terms.items():
+        mano_terms: dict[str, torch.Tensor] = {}
+        if output.mano is not None:
+            mano_terms = mano_loss_terms(output.mano, batch)
+        else:
+            weighted = [k for k in MANO_TERM_NAMES if self.weights.get(k, 0.0) > 0]
+            if weighted:
+                raise ValueError(f"loss weights {weighted} > 0 but the model has no MANO head "
+                                 f"(ModelConfig.mano_enabled)")
+        for name, value in {**terms, **mano_terms}.items():
             if not torch.isfinite(value):
                 raise FloatingPointError(f"non-finite {name} loss: {float(value.detach())}")
         total = sum(self.weights[name] * terms[name] for name in TERM_NAMES)
+        for name, value in mano_terms.items():
+            total = total + self.weights.get(name, 0.0) * value
         if not torch.isfinite(total):
             raise FloatingPointError(f"non-finite total loss: {float(total.detach())}")
-        return LossTerms(**terms, total=total, weights=dict(self.weights))
+        return LossTerms(**terms, total=total, weights=dict(self.weights), mano=mano_terms)

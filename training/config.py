@@ -29,6 +29,8 @@ import yaml
 from datasets import REGISTRY
 
 PRESETS = ("default", "small", "real")
+# --mano_model values other than a path.
+MANO_CHOICES = ("off", "auto", "synthetic")
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("step", "cosine")
 
@@ -149,10 +151,32 @@ class TrainConfig:
     )
     ups_loss: bool = field(default=True, metadata=_opt("ancestor flag; losses are always on"))
 
+    # --- MANO head (models/mano_head.py) ---
+    # 'off'; 'auto': the real MANO_RIGHT.pkl in manopth/mano/models when it is there, else off
+    # (one line says so); 'synthetic': the project's MANO-format stand-in, NOT MANO (demo,
+    # tests); or a path to MANO_RIGHT.pkl or the folder holding it.
+    mano_model: str = field(default="off", metadata=_opt(
+        "MANO head: off, auto (the real MANO file if present), synthetic (stand-in) or PATH"))
+    # Pose parameters the head predicts: 16 6D rotations or 6D global + PCA coefficients.
+    mano_pose: str = field(default="rot6d", metadata=_opt("MANO head pose parameters",
+                                                         choices=("rot6d", "pca")))
+    # Camera: 'auto' = perspective with the sample's K, weak perspective where it has none.
+    mano_camera: str = field(default="auto", metadata=_opt(
+        "MANO head camera", choices=("auto", "perspective", "weak")))
+
     # --- loss weights (HandFlowCriterion) ---
     loss_heatmap: float = field(default=100.0, metadata=_opt("heatmap MSE loss weight"))
     loss_mask: float = field(default=1.0, metadata=_opt("hand mask BCE loss weight"))
     loss_flow: float = field(default=0.1, metadata=_opt("flow NLL (bits/dim) loss weight"))
+    # MANO terms (with the head only); None: models.losses.MANO_DEFAULT_WEIGHTS.
+    loss_mano_2d: float | None = field(default=None, metadata=_opt(
+        "MANO: projected joints vs 2D labels, weight (default 10)"))
+    loss_mano_3d: float | None = field(default=None, metadata=_opt(
+        "MANO: root-relative 3D joints vs joints_m, weight (default 1)"))
+    loss_mano_pose_prior: float | None = field(default=None, metadata=_opt(
+        "MANO: pose prior weight (default 0.01)"))
+    loss_mano_shape_prior: float | None = field(default=None, metadata=_opt(
+        "MANO: shape prior weight (default 0.01)"))
 
     # --- optimisation ---
     epochs: int = field(default=100, metadata=_opt("total epochs"))
@@ -432,6 +456,10 @@ OPTION_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "loss_heatmap": (0, None, True),
     "loss_mask": (0, None, True),
     "loss_flow": (0, None, True),
+    "loss_mano_2d": (0, None, True),
+    "loss_mano_3d": (0, None, True),
+    "loss_mano_pose_prior": (0, None, True),
+    "loss_mano_shape_prior": (0, None, True),
     "flow_hidden_ratio": (0, None, False),
     "flow_clamp": (0, None, False),
     "hg_stacks": (1, None, True),
@@ -455,7 +483,11 @@ OPTION_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
 OPTION_CHOICES: dict[str, tuple[str, ...]] = {
     "preset": PRESETS,
     "synth_difficulty": ("easy", "hard"),
+    "mano_pose": ("rot6d", "pca"),
+    "mano_camera": ("auto", "perspective", "weak"),
 }
+MANO_LOSS_OPTIONS = ("loss_mano_2d", "loss_mano_3d", "loss_mano_pose_prior",
+                     "loss_mano_shape_prior")
 
 
 def _range_text(low: float | None, high: float | None, low_inclusive: bool) -> str:
@@ -524,3 +556,18 @@ def validate_config(cfg: TrainConfig) -> None:
     if cfg.device is not None and cfg.device.split(":")[0] not in ("cpu", "cuda"):
         raise ValueError(f"--device must be 'cpu' or 'cuda', got {cfg.device!r}")
     check_option_ranges(cfg)
+    check_mano_options(cfg)
+
+
+def check_mano_options(cfg: TrainConfig) -> None:
+    """--mano_model is a choice or an existing path; MANO loss weights need the head."""
+    if not cfg.mano_model:
+        raise ValueError(f"--mano_model must be one of {list(MANO_CHOICES)} or a path, got ''")
+    if cfg.mano_model not in MANO_CHOICES and not Path(cfg.mano_model).exists():
+        raise ValueError(
+            f"--mano_model {cfg.mano_model}: no such file or folder (expected MANO_RIGHT.pkl "
+            f"or the folder holding it, or one of {list(MANO_CHOICES)})")
+    given = [name for name in MANO_LOSS_OPTIONS if (getattr(cfg, name) or 0.0) > 0]
+    if cfg.mano_model == "off" and given and not cfg.resume_seednet_pth:
+        raise ValueError(f"{', '.join(option_flag(n) for n in given)} need the MANO head: "
+                         f"add --mano_model auto, synthetic or PATH")

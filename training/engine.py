@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from models.losses import TERM_NAMES, HandFlowCriterion, LossTerms
+from models.losses import HandFlowCriterion, LossTerms
+from models.mano_head import MissingCameraError
 from training.distributed import (
     all_reduce_sums,
     any_process,
@@ -30,6 +31,8 @@ from utils.progress import progress_bar
 
 # Batch keys that are tensors the model or the criterion read (moved to the device).
 DEVICE_KEYS = ("image", "heatmaps", "heatmap_weights", "mask", "has_mask")
+# Also read with a MANO head: the camera and the 2D / 3D labels.
+MANO_DEVICE_KEYS = ("K", "kp2d_px", "visible", "joints_m", "has_3d")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -89,13 +92,36 @@ class EpochResult:
     stopped: bool
 
 
-def move_batch(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    """Copy of the batch with the model/criterion tensors on `device`."""
+def move_batch(batch: Mapping[str, Any], device: torch.device,
+               keys: tuple[str, ...] = DEVICE_KEYS) -> dict[str, Any]:  # fmt: skip
+    """Copy of the batch with the model/criterion tensors (``keys``) on `device`."""
     out = dict(batch)
-    for key in DEVICE_KEYS:
+    for key in keys:
         if key in out and isinstance(out[key], torch.Tensor):
             out[key] = out[key].to(device, non_blocking=True)
     return out
+
+
+def has_mano_head(model: torch.nn.Module) -> bool:
+    """The (possibly DDP-wrapped) model has a MANO head."""
+    return getattr(unwrap_model(model), "mano", None) is not None
+
+
+def forward_batch(model: torch.nn.Module, batch: Mapping[str, Any]) -> Any:
+    """The model's forward pass on a batch; a MANO head also gets the crop intrinsics K.
+
+    Raises:
+        MissingCameraError: the MANO head needs K that samples lack; the message names them
+            (dataset:frame_id).
+    """
+    if not has_mano_head(model):
+        return model(batch["image"])
+    try:
+        return model(batch["image"], K=batch.get("K"))
+    except MissingCameraError as e:
+        names = describe_frames(batch).split(", ")
+        frames = ", ".join(names[i] for i in e.sample_indices if i < len(names))
+        raise MissingCameraError(f"{e} (frames without K: {frames})", e.sample_indices) from e
 
 
 def describe_frames(batch: Mapping[str, Any]) -> str:
@@ -113,8 +139,8 @@ def forward_autocast(device: torch.device, amp: bool, bf16: bool) -> torch.autoc
 
 
 def loss_term_values(terms: LossTerms) -> dict[str, float]:
-    """The unweighted loss terms and the weighted 'total', as floats."""
-    return {name: float(getattr(terms, name).detach()) for name in (*TERM_NAMES, "total")}
+    """The unweighted loss terms present and the weighted 'total', as floats."""
+    return terms.to_dict()
 
 
 def gradient_groups(
@@ -223,22 +249,23 @@ def train_one_epoch(
         mininterval=1.0,
     )
     stopped = False
+    keys = DEVICE_KEYS + MANO_DEVICE_KEYS if has_mano_head(model) else DEVICE_KEYS
     for batch in loader:
         if max_steps is not None and progress.step >= max_steps:
             break
         if should_stop is not None and should_stop():
             stopped = True
             break
-        batch = move_batch(batch, device)
+        batch = move_batch(batch, device, keys)
         batch_size = int(batch["image"].shape[0])
 
-        # Forward + loss. The criterion raises FloatingPointError naming a non-finite term;
-        # every process must then skip the step together, or DDP's gradient all-reduce would
-        # wait forever.
+        # Forward + loss. The criterion (and the MANO head, for its rotations) raises
+        # FloatingPointError naming a non-finite term; every process must then skip the step
+        # together, or DDP's gradient all-reduce would wait forever.
         nonfinite_msg = ""
-        with forward_autocast(device, use_amp, bf16):
-            output = model(batch["image"])
         try:
+            with forward_autocast(device, use_amp, bf16):
+                output = forward_batch(model, batch)
             terms = criterion(output, batch)
         except FloatingPointError as e:
             nonfinite_msg = str(e)
@@ -328,6 +355,8 @@ class ValResult:
         num_samples: frames scored.
         mean_log_likelihood: mean flow log-likelihood (nats) or None without a flow head.
         seconds: wall time of the pass.
+        mano: with a MANO head, its projection's PCK@0.2 / AUC / EPE and its 3D MPJPE (mm)
+            and BiHand 3D AUC (20-50 mm) as 'val_mano_*' keys; None without a head.
     """
 
     pck: float
@@ -336,9 +365,10 @@ class ValResult:
     num_samples: int
     mean_log_likelihood: float | None
     seconds: float
+    mano: dict[str, float | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "val_pck": self.pck,
             "val_auc": self.auc,
             "val_epe_px": self.epe_px,
@@ -346,6 +376,9 @@ class ValResult:
             "val_mean_loglik": self.mean_log_likelihood,
             "val_seconds": self.seconds,
         }
+        if self.mano is not None:
+            out.update(self.mano)
+        return out
 
 
 def evaluate(
@@ -377,6 +410,13 @@ def evaluate(
             progress=wrap,
         )  # fmt: skip
         m = out.metrics
+        mano = None
+        if out.mano_metrics is not None:
+            m3 = out.metrics_3d
+            mano = {"val_mano_pck": out.mano_metrics.pck, "val_mano_auc": out.mano_metrics.auc,
+                    "val_mano_epe_px": out.mano_metrics.epe_mean_px,
+                    "val_mano_mpjpe_mm": None if m3 is None else m3.mpjpe_mm,
+                    "val_mano_auc3d": None if m3 is None else m3.bihand_auc_20_50}
         result = ValResult(
             pck=m.pck,
             auc=m.auc,
@@ -384,5 +424,6 @@ def evaluate(
             num_samples=out.num_samples,
             mean_log_likelihood=m.mean_log_likelihood,
             seconds=out.seconds,
+            mano=mano,
         )
     return broadcast_from_main(result)

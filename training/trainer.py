@@ -43,6 +43,8 @@ from datasets import ReaderOptions, WeightedMixture, build_datasets, dataset_roo
 from datasets.synthetic import generate
 from datasets.transforms import AugmentConfig
 from models import HandFlowCriterion, HandFlowNet, ModelConfig, build_model, set_memory_format
+from models.losses import MANO_DEFAULT_WEIGHTS, MANO_TERM_NAMES
+from models.mano_head import default_mano_path, real_mano_available
 from training.checkpoint import (
     BEST_NAME,
     CHECKPOINT_VERSION,
@@ -90,7 +92,8 @@ PLOT_NAME = "curves.png"
 TRAJECTORY_KEYS = (
     "datasets", "val_fraction", "split_seed", "train_batch", "learning_rate", "weight_decay",
     "lr_decay_step", "gamma", "grad_clip", "seed", "loss_heatmap", "loss_mask", "loss_flow",
-    "max_steps_per_epoch", "amp", "threads",
+    "max_steps_per_epoch", "amp", "threads", "loss_mano_2d", "loss_mano_3d",
+    "loss_mano_pose_prior", "loss_mano_shape_prior",
 )  # fmt: skip
 
 
@@ -173,7 +176,43 @@ def model_config_from(cfg: TrainConfig) -> ModelConfig:
     for name in ("flow_hidden_ratio", "flow_clamp", "flow_detach"):
         if getattr(cfg, name) is not None:
             overrides[name] = getattr(cfg, name)
+    overrides.update(mano_overrides(cfg))
     return ModelConfig.preset(cfg.preset, **overrides)
+
+
+def mano_overrides(cfg: TrainConfig) -> dict[str, Any]:
+    """The ModelConfig fields of --mano_model / --mano_pose / --mano_camera ({} = no head).
+
+    'auto' without the real MANO file turns the head off and says why in one line.
+    """
+    choice = cfg.mano_model
+    if choice == "off":
+        return {}
+    if choice == "auto":
+        if not real_mano_available():
+            logger.warning("MANO head off (--mano_model auto): no %s (download MANO from "
+                           "https://mano.is.tue.mpg.de; --mano_model synthetic trains with the "
+                           "project's stand-in, which is not MANO)", default_mano_path())
+            return {}
+        choice = "mano"
+    return {"mano_enabled": True, "mano_model": choice, "mano_pose": cfg.mano_pose,
+            "mano_camera": cfg.mano_camera}
+
+
+def loss_weights(cfg: TrainConfig, mcfg: ModelConfig) -> dict[str, float]:
+    """The criterion's weights: --loss_* and, with a MANO head, the MANO terms (their
+    defaults where not given). MANO weights without a head are refused."""
+    weights = {"heatmap": cfg.loss_heatmap, "mask": cfg.loss_mask, "flow": cfg.loss_flow}
+    given = {name: getattr(cfg, f"loss_{name}") for name in MANO_TERM_NAMES}
+    if not mcfg.mano_enabled:
+        positive = [f"--loss_{k}" for k, v in given.items() if v]
+        if positive and cfg.mano_model != "auto":
+            raise ValueError(f"{', '.join(positive)} need a model with a MANO head (this "
+                             f"one has none)")
+        return weights
+    for name, value in given.items():
+        weights[name] = MANO_DEFAULT_WEIGHTS[name] if value is None else float(value)
+    return weights
 
 
 def warn_compat_flags(cfg: TrainConfig, device: torch.device) -> None:
@@ -602,9 +641,7 @@ def _run(
     train_loader, sampler = build_train_loader(
         cfg, build_split(cfg, mcfg, "train"), info, device
     )
-    criterion = HandFlowCriterion(
-        {"heatmap": cfg.loss_heatmap, "mask": cfg.loss_mask, "flow": cfg.loss_flow}
-    )
+    criterion = HandFlowCriterion(loss_weights(cfg, mcfg))
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )

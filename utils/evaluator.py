@@ -21,6 +21,12 @@ it is the uncalibrated stated probability), the flow's log-likelihood map at the
 (``flow_loglik_at_joint``) and the calibrated P(joint correct) (``joint_confidence``).
 `hand_vs_nohand` scores hand crops against crops without a hand with the same per-image
 scores.
+
+MANO head (models with ``model.mano``; `utils.mano_eval`): the head also gets the batch's
+crop intrinsics K (at the model's input size); its projected joints are scored with the same
+2D protocols (``EvalResult.mano_metrics``), its root-relative 3D joints against ``joints_m``
+where ``has_3d`` (``EvalResult.metrics_3d``: MPJPE, PA-MPJPE, 3D PCK/AUC). They come from the
+plain pass (the flip test averages heatmaps only).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from utils.confidence import (
     joint_correct,
 )
 from utils.heatmap import HeatmapCodec
+from utils.mano_eval import ManoBatch, ManoScorer, model_intrinsics
 from utils.metrics import (
     MMPOSE_BBOX_FACTOR,
     MetricAccumulator,
@@ -54,6 +61,7 @@ from utils.metrics import (
     heatmap_argmax_errors,
     per_sample_epe,
 )
+from utils.metrics3d import Metrics3DSummary
 
 ACCH_GRID = 64  # heatmap width BiHand's accH threshold (3.2 px) refers to
 NO_JOINT_CALIBRATION = (
@@ -81,6 +89,8 @@ class SamplePrediction:
             calibration.
         hand_present: calibrated P(a hand is in the crop), None without that calibration.
         confidence_note: why `confidence` or `hand_present` is None (None when both exist).
+        mano: the MANO head's outputs (`utils.mano_eval.ManoBatch.prediction`: 3D joints,
+            projected joints in original pixels, pose, betas, camera), None without a head.
     """
 
     dataset: str
@@ -92,9 +102,10 @@ class SamplePrediction:
     confidence: np.ndarray | None = None
     hand_present: float | None = None
     confidence_note: str | None = None
+    mano: dict | None = None
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "dataset": self.dataset,
             "frame_id": self.frame_id,
             "kp2d_px": np.round(self.kp2d_px, 3).tolist(),
@@ -106,6 +117,9 @@ class SamplePrediction:
             "hand_present": self.hand_present,
             "confidence_note": self.confidence_note,
         }
+        if self.mano is not None:
+            out["mano"] = self.mano
+        return out
 
 
 @dataclass
@@ -125,6 +139,7 @@ class BatchOutput:
         joint_confidence: (B, 21) calibrated P(joint correct), or None (no calibration, or
             the flip-test output).
         hand_present: (B,) calibrated P(hand present), or None.
+        mano: the MANO head's outputs of the plain pass, or None (no head, or flip output).
     """
 
     kp2d_crop_px: np.ndarray
@@ -138,6 +153,7 @@ class BatchOutput:
     flip: bool = False
     joint_confidence: np.ndarray | None = None
     hand_present: np.ndarray | None = None
+    mano: ManoBatch | None = None
 
 
 @dataclass
@@ -155,6 +171,10 @@ class EvalResult:
         confidence: confidence metrics of the plain pass (None if no image had a scored
             joint).
         calibration: the calibration applied, or None.
+        mano_metrics: 2D metrics of the MANO head's projected joints (same protocols as
+            ``metrics``), or None without a head.
+        metrics_3d: 3D metrics of the MANO head's joints, or None (no head, or no sample
+            with 3D labels).
     """
 
     metrics: MetricsSummary
@@ -166,6 +186,8 @@ class EvalResult:
     seconds: float = 0.0
     confidence: ConfidenceSummary | None = None
     calibration: Calibration | None = None
+    mano_metrics: MetricsSummary | None = None
+    metrics_3d: Metrics3DSummary | None = None
 
     @property
     def images_per_s(self) -> float:
@@ -198,6 +220,15 @@ def resize_to_model(image: torch.Tensor, model_size: int) -> torch.Tensor:
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
+
+
+def forward_images(model: nn.Module, image: torch.Tensor, batch: dict | None = None):
+    """The model on model-size images; a MANO head also gets the batch's K (None: weak
+    perspective, e.g. crops without a camera)."""
+    if getattr(model, "mano", None) is None:
+        return model(image)
+    K = None if batch is None else model_intrinsics(batch, int(image.shape[-1]), image.device)
+    return model(image, K=K)
 
 
 def _resize_heatmaps(heatmaps: torch.Tensor, size: int) -> torch.Tensor:
@@ -404,6 +435,7 @@ def evaluate(
     preds: list[SamplePrediction] = []
     preds_flip: list[SamplePrediction] = []
     has_flow = getattr(model, "flow", None) is not None
+    mano_scorer = ManoScorer(bbox_factor) if getattr(model, "mano", None) is not None else None
     start = time.perf_counter()
     n = 0
     try:
@@ -411,7 +443,7 @@ def evaluate(
             if max_batches is not None and b >= max_batches:
                 break
             image = resize_to_model(batch["image"].to(device), cfg.input_size)
-            out = model(image)
+            out = forward_images(model, image, batch)
             heatmaps = out.seed.heatmaps[-1].float()
             mask_prob = torch.sigmoid(out.seed.masks[-1][:, 0].float())
             loglik = loglik_map = None
@@ -424,16 +456,26 @@ def evaluate(
                 conf_acc, batch, kp_crop, scores, errors, _np(mask_prob), loglik, loglik_map,
                 calibration, bbox_factor,
             )  # fmt: skip
+            mano = mano_mpjpe = None
+            if mano_scorer is not None and out.mano is not None:
+                mano = ManoBatch.from_output(out.mano, _np(batch["affine"]), cfg.input_size,
+                                             int(batch["image"].shape[-1]))  # fmt: skip
+                mano_mpjpe = mano_scorer.update(mano, batch)
             if collect_predictions:
-                preds.extend(_predictions(batch, kp_orig, scores, errors, loglik, joint_conf,
-                                          hand_present))  # fmt: skip
+                batch_preds = _predictions(batch, kp_orig, scores, errors, loglik, joint_conf,
+                                           hand_present)  # fmt: skip
+                if mano is not None:
+                    for i, pred in enumerate(batch_preds):
+                        pred.mano = mano.prediction(i, None if np.isnan(mano_mpjpe[i])
+                                                    else float(mano_mpjpe[i]))  # fmt: skip
+                preds.extend(batch_preds)
             if on_batch is not None:
                 on_batch(b, batch, BatchOutput(kp_crop, kp_orig, scores, _np(heatmaps),
                                                _np(mask_prob), loglik_map, loglik, errors,
                                                joint_confidence=joint_conf,
-                                               hand_present=hand_present))  # fmt: skip
+                                               hand_present=hand_present, mano=mano))  # fmt: skip
             if acc_flip is not None:
-                out_m = model(torch.flip(image, dims=[-1]))
+                out_m = forward_images(model, torch.flip(image, dims=[-1]), batch)
                 hm_avg = 0.5 * (heatmaps + flip_heatmaps(out_m.seed.heatmaps[-1].float()))
                 mask_avg = 0.5 * (mask_prob + torch.flip(
                     torch.sigmoid(out_m.seed.masks[-1][:, 0].float()), dims=[-1]))
@@ -454,6 +496,7 @@ def evaluate(
     seconds = time.perf_counter() - start
     if n == 0:
         raise ValueError("the evaluation loader yielded no samples")
+    mano_metrics, metrics_3d = mano_scorer.compute() if mano_scorer is not None else (None, None)
     return EvalResult(
         metrics=acc.compute(),
         predictions=preds,
@@ -464,6 +507,8 @@ def evaluate(
         seconds=seconds,
         confidence=conf_acc.compute(confidence_threshold) if conf_acc.num_labelled else None,
         calibration=calibration,
+        mano_metrics=mano_metrics,
+        metrics_3d=metrics_3d,
     )
 
 
@@ -545,7 +590,9 @@ def score_images(
         for b, batch in enumerate(loader):
             if max_batches is not None and b >= max_batches:
                 break
-            out = model(resize_to_model(batch["image"].to(device), model.cfg.input_size))
+            image = resize_to_model(batch["image"].to(device), model.cfg.input_size)
+            # Only the per-image scores are needed: the MANO head is skipped.
+            out = model(image, with_mano=False) if getattr(model, "mano", None) else model(image)
             peaks = _np(out.seed.heatmaps[-1].float().amax(dim=(-2, -1)))
             mask_prob = _np(torch.sigmoid(out.seed.masks[-1][:, 0].float()))
             loglik = None if out.flow is None else _np(out.flow.log_likelihood)

@@ -174,6 +174,8 @@ class VisSample:
         epe_px: the sample's mean error in original pixels, or None.
         joint_confidence: (21,) calibrated P(joint correct): the predicted joints are
             coloured by it (red 0, yellow 0.5, green 1); None keeps the finger colours.
+        extra_panels: (size_px, size_px, 3) uint8 panels appended to the row (the MANO
+            mesh and side view, `utils.mesh_render.mesh_panels`).
     """
 
     image_rgb: np.ndarray
@@ -189,6 +191,7 @@ class VisSample:
     title: str = ""
     epe_px: float | None = None
     joint_confidence: np.ndarray | None = None
+    extra_panels: Sequence[np.ndarray] = ()
 
 
 def _square(image_rgb: np.ndarray, size_px: int) -> np.ndarray:
@@ -198,7 +201,8 @@ def _square(image_rgb: np.ndarray, size_px: int) -> np.ndarray:
 
 
 def render_row(sample: VisSample, size_px: int = PANEL_PX) -> np.ndarray:
-    """One row of six panels (see :data:`PANEL_TITLES`), (size_px, 6 * size_px, 3) uint8."""
+    """One row of six panels (see :data:`PANEL_TITLES`) and the sample's extra panels,
+    (size_px, (6 + extras) * size_px, 3) uint8."""
     crop = to_uint8_rgb(sample.image_rgb)
     scale = size_px / crop.shape[1]
     crop = _square(crop, size_px)
@@ -244,18 +248,24 @@ def render_row(sample: VisSample, size_px: int = PANEL_PX) -> np.ndarray:
         full = draw_skeleton(full_img, sample.kp2d_pred_orig_px, thickness=thick, radius=thick + 1)
         full, _ = letterbox(full, size_px)
         put_label(full, PANEL_TITLES[5])
-    return np.concatenate([gt, pred, heat, mask, flow, full], axis=1)
+    extras = [_square(to_uint8_rgb(p), size_px) for p in sample.extra_panels]
+    return np.concatenate([gt, pred, heat, mask, flow, full, *extras], axis=1)
 
 
 def render_grid(samples: Sequence[VisSample], size_px: int = PANEL_PX) -> np.ndarray:
     """Rows of :func:`render_row` stacked with a 2-pixel separator."""
     if not samples:
         raise ValueError("render_grid needs at least one sample")
+    rendered = [render_row(sample, size_px) for sample in samples]
+    width = max(r.shape[1] for r in rendered)
     rows = []
-    for i, sample in enumerate(samples):
+    for i, row in enumerate(rendered):
         if i:
-            rows.append(np.full((2, 6 * size_px, 3), 255, np.uint8))
-        rows.append(render_row(sample, size_px))
+            rows.append(np.full((2, width, 3), 255, np.uint8))
+        if row.shape[1] < width:  # rows without the extra panels of others
+            row = np.concatenate([row, np.zeros((size_px, width - row.shape[1], 3), np.uint8)],
+                                 axis=1)
+        rows.append(row)
     return np.concatenate(rows, axis=0)
 
 

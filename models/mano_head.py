@@ -1,0 +1,394 @@
+"""MANO head: SeedNet's final features -> MANO pose, shape and camera -> mesh, 3D and 2D joints.
+
+The head (`ManoHead`) pools the final features (1x1 conv, two stride-2 3x3 convs, 4x4 average
+pool), optionally appends the 21 keypoints decoded from the final heatmaps (root-relative,
+detached) and their peaks, and regresses with a two-layer MLP:
+
+* the pose: 16 6D rotations (``mano_pose='rot6d'``) or a 6D global rotation plus
+  ``mano_ncomps`` PCA coefficients of the finger pose about MANO's mean pose ('pca');
+* the 10 shape coefficients (betas);
+* the camera ``(du, dv, d)``: the root (wrist) pixel is the wrist decoded from the final
+  heatmaps (detached) plus ``input_size * (du, dv)``, and ``d = 3 tanh(d_raw / 3)`` is a
+  scale-normalised log-depth.
+
+Camera, per sample (``mano_camera``):
+
+* perspective, with the sample's crop intrinsics K (RHD, STB, synthetic samples carry them):
+  the root depth is ``Z = f * mano_crop_size_m / input_size * exp(d)`` (f = sqrt(fx fy)), the
+  root sits at ``Z K^-1 [u, v, 1]`` and joints and vertices are projected with K
+  (`manopth.projection.perspective_project`);
+* weak perspective, for samples without K (K is NaN for the COCO-format photos; own images
+  have none): ``kp = s * xy_rel + root_uv`` with ``s = input_size / (mano_crop_size_m *
+  exp(d))`` pixels per metre (`manopth.projection.weak_perspective_project`). These samples
+  have no camera frame: their ``joints_m`` / ``verts_m`` are the root-relative ones.
+
+The MANO arrays come from `resolve_mano_model(cfg.mano_model)` when the head is built; they
+are non-persistent buffers, so checkpoints hold only the head's weights and never MANO itself.
+Every hand is a right hand here (the datasets mirror left hands).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from manopth import lbs
+from manopth.loader import (
+    DEFAULT_MANO_ROOT,
+    NUM_BETAS,
+    NUM_MANO_JOINTS,
+    ManoModel,
+    load_mano,
+    mano_file_message,
+    mano_model_path,
+)
+from manopth.manolayer import ManoLayer
+from manopth.projection import perspective_project, weak_perspective_project
+from manopth.synthetic_model import synthetic_mano_model
+from models.config import ModelConfig
+from utils.heatmap import HeatmapCodec
+
+STANDIN = "synthetic"
+STANDIN_NOTE = (
+    "made with the project's synthetic MANO-format stand-in (manopth.synthetic_model), NOT "
+    "MANO: its proportions, pose blend shapes and PCA basis are made up"
+)
+# The bound of the normalised log-depth d: exp(+-3) covers a 20x range of hand distances.
+_LOG_DEPTH_BOUND = 3.0
+NUM_KEYPOINTS = 21
+
+
+class MissingCameraError(ValueError):
+    """A sample without crop intrinsics K reached a head configured for perspective only.
+
+    Attributes:
+        sample_indices: the batch rows without K.
+    """
+
+    def __init__(self, message: str, sample_indices: list[int]) -> None:
+        super().__init__(message)
+        self.sample_indices = sample_indices
+
+
+def default_mano_path() -> Path:
+    """Where the real MANO_RIGHT.pkl is looked for (manopth/mano/models)."""
+    return mano_model_path("right", DEFAULT_MANO_ROOT)
+
+
+def real_mano_available() -> bool:
+    """True when the real MANO_RIGHT.pkl is in manopth/mano/models."""
+    return default_mano_path().is_file()
+
+
+def mano_model_file(spec: str) -> Path:
+    """The MANO_RIGHT.pkl a ``mano_model`` value ('mano' or a path) refers to.
+
+    Raises:
+        FileNotFoundError: a given path does not exist (the message names it and says what
+            should be there and where to get MANO).
+    """
+    if spec == "mano":
+        return default_mano_path()
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(mano_file_message(
+            path, "no such file or folder (given as mano_model / --mano_model)"))
+    return path if path.is_file() else mano_model_path("right", path)
+
+
+@lru_cache(maxsize=4)
+def resolve_mano_model(spec: str) -> ManoModel:
+    """The right-hand model arrays of a ``ModelConfig.mano_model`` value.
+
+    Args:
+        spec: 'synthetic' (the stand-in, built in memory), 'mano' (manopth/mano/models/
+            MANO_RIGHT.pkl) or a path to a MANO_RIGHT.pkl file or its folder.
+
+    Raises:
+        FileNotFoundError: the file is missing (message: what, where, how to get MANO).
+        manopth.loader.ManoFileError: the file is not a MANO model (wrong arrays, sizes or
+            type); the message names the file and the array.
+    """
+    if spec == STANDIN:
+        return synthetic_mano_model("right")
+    return load_mano(mano_model_file(spec))
+
+
+def mano_label(cfg: ModelConfig) -> str:
+    """A short label for overlays and printed tables: which hand model made the outputs."""
+    if cfg.mano_model == STANDIN:
+        return "synthetic stand-in, NOT MANO"
+    return "MANO" if cfg.mano_model == "mano" else f"MANO ({Path(cfg.mano_model).name})"
+
+
+def describe_mano_model(cfg: ModelConfig) -> dict[str, object]:
+    """What made a model's MANO outputs, for metrics.json and overlays."""
+    if not cfg.mano_enabled:
+        return {"enabled": False}
+    standin = cfg.mano_model == STANDIN
+    return {"enabled": True, "model": cfg.mano_model, "standin": standin,
+            "note": STANDIN_NOTE if standin else "MANO (mano.is.tue.mpg.de)",
+            "pose": cfg.mano_pose, "camera": cfg.mano_camera}
+
+
+@dataclass
+class ManoHeadOutput:
+    """What `ManoHead` returns; B samples, all tensors of the head's dtype (float32).
+
+    Attributes:
+        verts_m: (B, 778, 3) mesh in the crop camera frame, metres (perspective samples);
+            root-relative for weak-perspective samples.
+        joints_m: (B, 21, 3) joints, canonical order, the same frame as ``verts_m``.
+        joints_rel_m: (B, 21, 3) joints relative to the root (wrist, joint 0), metres.
+        verts_rel_m: (B, 778, 3) vertices relative to the root.
+        kp2d_px: (B, 21, 2) projected joints in model-input (crop) pixels.
+        verts2d_px: (B, 778, 2) projected vertices in crop pixels.
+        pose: (B, 16, 6) 6D rotations ('rot6d') or (B, 6 + ncomps) 6D global rotation and
+            PCA coefficients ('pca').
+        rot_mats: (B, 16, 3, 3) local joint rotations (MANO joint order, root first).
+        betas: (B, 10) shape coefficients.
+        camera: (B, 3) root pixel u, v (crop pixels) and normalised log-depth d.
+        root_m: (B, 3) root position in the camera frame (zeros for weak perspective).
+        scale_px_per_m: (B,) pixels per metre at the root (f / Z, or the weak scale).
+        perspective: (B,) bool, projected with the sample's K (else weak perspective).
+        mean_finger_rotmats: (15, 3, 3) MANO's mean finger pose, the pose prior's centre.
+    """
+
+    verts_m: Tensor
+    joints_m: Tensor
+    joints_rel_m: Tensor
+    verts_rel_m: Tensor
+    kp2d_px: Tensor
+    verts2d_px: Tensor
+    pose: Tensor
+    rot_mats: Tensor
+    betas: Tensor
+    camera: Tensor
+    root_m: Tensor
+    scale_px_per_m: Tensor
+    perspective: Tensor
+    mean_finger_rotmats: Tensor
+
+
+def default_intrinsics(input_size: int, like: Tensor) -> Tensor:
+    """(3, 3) stand-in K (f = input_size, centred) for rows that are projected weakly; it
+    keeps every branch of the batched computation finite (NaN K rows would poison the
+    gradients through ``torch.where``)."""
+    c = (input_size - 1) / 2.0
+    return like.new_tensor([[input_size, 0.0, c], [0.0, input_size, c], [0.0, 0.0, 1.0]])
+
+
+def camera_rows(K: Tensor | None, batch: int, mode: str, like: Tensor) -> Tensor:
+    """(B,) bool: which samples are projected in perspective, by ``mano_camera`` mode.
+
+    Raises:
+        MissingCameraError: mode 'perspective' and a sample has no finite K.
+    """
+    if mode not in ("auto", "perspective", "weak"):
+        raise ValueError(f"mano_camera must be 'auto', 'perspective' or 'weak', got {mode!r}")
+    if K is not None and K.shape != (batch, 3, 3):
+        raise ValueError(f"K must be (B={batch}, 3, 3) crop intrinsics, got {tuple(K.shape)}")
+    has_k = (torch.zeros(batch, dtype=torch.bool, device=like.device) if K is None
+             else torch.isfinite(K).flatten(1).all(dim=1).to(like.device))  # fmt: skip
+    if mode == "weak":
+        return torch.zeros_like(has_k)
+    if mode == "perspective" and not bool(has_k.all()):
+        missing = (~has_k).nonzero().flatten().tolist()
+        what = "no K was given" if K is None else f"K is NaN/inf in batch rows {missing}"
+        raise MissingCameraError(
+            f"MANO head: mano_camera='perspective' needs the crop intrinsics K of every "
+            f"sample, but {what}; COCO-format photos and own images carry no camera: use "
+            f"mano_camera='auto' (weak perspective for them) or 'weak'", missing)
+    return has_k
+
+
+class ManoHead(nn.Module):
+    """Regresses MANO pose, shape and camera from SeedNet's final features.
+
+    Args:
+        cfg: the model config (channels, input/heatmap size, the mano_* fields).
+        model: the MANO arrays; default ``resolve_mano_model(cfg.mano_model)``.
+    """
+
+    def __init__(self, cfg: ModelConfig, model: ManoModel | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        model = model if model is not None else resolve_mano_model(cfg.mano_model)
+        self.is_standin = cfg.mano_model == STANDIN
+        self.layer = ManoLayer("right", model=model, use_pca=False, rot_mode="rot6d",
+                               flat_hand_mean=False, persistent=False)
+        self.codec = HeatmapCodec(cfg.input_size, cfg.heatmap_size)
+        width = cfg.mano_head_width
+
+        def conv_bn(cin: int, cout: int, kernel: int, stride: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
+                    nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+        self.encoder = nn.Sequential(
+            *conv_bn(cfg.channels, width, 1, 1),
+            *conv_bn(width, width, 3, 2),
+            *conv_bn(width, width, 3, 2),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+        )
+        self.pose_dim = (NUM_MANO_JOINTS * 6 if cfg.mano_pose == "rot6d"
+                         else 6 + cfg.mano_ncomps)  # fmt: skip
+        num_out = self.pose_dim + NUM_BETAS + 3
+        # Keypoints (x, y) root-relative + peaks + the root's offset from the crop centre.
+        self.num_keypoint_inputs = 3 * NUM_KEYPOINTS + 2 if cfg.mano_keypoint_input else 0
+        hidden = 4 * width
+        self.mlp = nn.Sequential(
+            nn.Linear(16 * width + self.num_keypoint_inputs, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, num_out),
+        )
+        hands_mean = self.layer.hands_mean.reshape(NUM_MANO_JOINTS - 1, 3).double()
+        mean_rot = lbs.batch_rodrigues(hands_mean).float()  # (15, 3, 3)
+        self.register_buffer("mean_finger_rotmats", mean_rot, persistent=False)
+        # Start at the mean hand, betas 0, the root on the heatmaps' wrist, d = 0.
+        init = torch.zeros(num_out)
+        init[:6] = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+        if cfg.mano_pose == "rot6d":
+            init[6:self.pose_dim] = lbs.matrix_to_rot6d(mean_rot).reshape(-1)
+        last = self.mlp[-1]
+        nn.init.normal_(last.weight, std=1e-3)
+        with torch.no_grad():
+            last.bias.copy_(init)
+
+    def keypoint_inputs(self, kp_px: Tensor, peaks: Tensor) -> Tensor:
+        """(B, 65) keypoints relative to the wrist and the wrist relative to the crop centre,
+        both in units of a quarter of the input side (about a hand's length: values of order
+        1, like the pooled features beside them), and the heatmap peaks."""
+        unit = self.cfg.input_size / 4.0
+        rel = (kp_px - kp_px[:, :1]) / unit  # (B, 21, 2)
+        root = (kp_px[:, 0] - (self.cfg.input_size - 1) / 2.0) / unit  # (B, 2)
+        return torch.cat([rel.flatten(1), peaks, root], dim=1)
+
+    def rotations(self, pose: Tensor) -> Tensor:
+        """(B, 16, 3, 3) local rotations of the predicted pose (see ``ManoHeadOutput.pose``)."""
+        if self.cfg.mano_pose == "rot6d":
+            return lbs.rot6d_to_matrix(pose.reshape(-1, NUM_MANO_JOINTS, 6))
+        root = lbs.rot6d_to_matrix(pose[:, :6])[:, None]  # (B, 1, 3, 3)
+        comps = self.layer.hands_components[: self.cfg.mano_ncomps].to(pose.dtype)
+        hand = pose[:, 6:] @ comps + self.layer.hands_mean.to(pose.dtype)  # (B, 45)
+        fingers = lbs.batch_rodrigues(hand.reshape(-1, NUM_MANO_JOINTS - 1, 3))
+        return torch.cat([root, fingers], dim=1)
+
+    def forward(self, features: Tensor, heatmaps: Tensor, K: Tensor | None = None
+                ) -> ManoHeadOutput:  # fmt: skip
+        """MANO outputs of a batch.
+
+        Args:
+            features: (B, C, h, w) SeedNet's final features.
+            heatmaps: (B, 21, h, w) final heatmaps (only decoded, never differentiated).
+            K: (B, 3, 3) crop intrinsics in model-input pixels (NaN rows: no camera), or
+                None (no sample has one).
+
+        Raises:
+            FloatingPointError: non-finite predicted rotations, shape or camera (the message
+                names the batch rows).
+            MissingCameraError: see `camera_rows`.
+        """
+        cfg = self.cfg
+        batch = features.shape[0]
+        x = self.encoder(features)
+        kp_px, peaks = self.codec.decode_torch(heatmaps)
+        kp_px, peaks = kp_px.to(x.dtype), peaks.to(x.dtype)
+        if self.num_keypoint_inputs:
+            x = torch.cat([x, self.keypoint_inputs(kp_px, peaks)], dim=1)
+        raw = self.mlp(x)  # (B, pose + 10 + 3)
+        pose = raw[:, : self.pose_dim]
+        bad_rot = ~torch.isfinite(pose).all(dim=1)
+        if bool(bad_rot.any()):
+            rows = bad_rot.nonzero().flatten().tolist()
+            raise FloatingPointError(
+                f"MANO head: non-finite predicted rotations ({cfg.mano_pose}) in batch rows "
+                f"{rows}: the features reaching the head hold NaN/inf")
+        bad = ~torch.isfinite(raw).all(dim=1)
+        if bool(bad.any()):
+            rows = bad.nonzero().flatten().tolist()
+            raise FloatingPointError(f"MANO head: non-finite predicted shape or camera in "
+                                     f"batch rows {rows}")
+        betas = raw[:, self.pose_dim: self.pose_dim + NUM_BETAS]
+        cam = raw[:, -3:]
+        rot_mats = self.rotations(pose)
+        mano = self.layer.forward_rotmats(rot_mats, betas)
+        wrist = mano.joints_m[:, :1]
+        joints_rel = mano.joints_m - wrist
+        verts_rel = mano.verts_m - wrist
+
+        size = float(cfg.input_size)
+        root_uv = kp_px[:, 0] + size * cam[:, :2]
+        log_depth = _LOG_DEPTH_BOUND * torch.tanh(cam[:, 2] / _LOG_DEPTH_BOUND)
+        persp = camera_rows(K, batch, cfg.mano_camera, x)
+        k_default = default_intrinsics(cfg.input_size, x).expand(batch, 3, 3)
+        k_safe = k_default if K is None else torch.where(
+            persp[:, None, None], K.to(x.dtype).nan_to_num(0.0), k_default)
+        focal = torch.sqrt(k_safe[:, 0, 0] * k_safe[:, 1, 1])
+        depth = focal * cfg.mano_crop_size_m / size * torch.exp(log_depth)  # (B,)
+        pixel = torch.cat([root_uv, torch.ones_like(root_uv[:, :1])], dim=1)  # (B, 3)
+        ray = torch.linalg.solve(k_safe, pixel[..., None])[..., 0]
+        root_m = depth[:, None] * ray / ray[:, 2:]
+        joints_cam = joints_rel + root_m[:, None]
+        verts_cam = verts_rel + root_m[:, None]
+        weak_scale = size / (cfg.mano_crop_size_m * torch.exp(log_depth))
+        sel = persp[:, None, None]
+
+        def project(points_cam: Tensor, points_rel: Tensor) -> Tensor:
+            # Only the camera(s) the batch uses (a mixed batch computes both and selects).
+            if bool(persp.all()):
+                return perspective_project(points_cam, k_safe)
+            weak = weak_perspective_project(points_rel, weak_scale, root_uv)
+            if not bool(persp.any()):
+                return weak
+            return torch.where(sel, perspective_project(points_cam, k_safe), weak)
+
+        kp2d = project(joints_cam, joints_rel)
+        verts2d = project(verts_cam, verts_rel)
+        return ManoHeadOutput(
+            verts_m=torch.where(sel, verts_cam, verts_rel),
+            joints_m=torch.where(sel, joints_cam, joints_rel),
+            joints_rel_m=joints_rel,
+            verts_rel_m=verts_rel,
+            kp2d_px=kp2d,
+            verts2d_px=verts2d,
+            pose=pose.reshape(batch, NUM_MANO_JOINTS, 6) if cfg.mano_pose == "rot6d" else pose,
+            rot_mats=rot_mats,
+            betas=betas,
+            camera=torch.cat([root_uv, log_depth[:, None]], dim=1),
+            root_m=torch.where(persp[:, None], root_m, torch.zeros_like(root_m)),
+            scale_px_per_m=torch.where(persp, focal / depth, weak_scale),
+            perspective=persp,
+            mean_finger_rotmats=self.mean_finger_rotmats.to(x.dtype),
+        )
+
+
+def scale_intrinsics(K: Tensor, from_size: int, to_size: int) -> Tensor:
+    """Crop intrinsics for the crop resized from ``from_size`` to ``to_size`` pixels
+    (centre-aligned pixels: ``u' = (u + 0.5) s - 0.5``). NaN rows stay NaN."""
+    if from_size == to_size:
+        return K
+    s = to_size / from_size
+    out = K.clone()
+    out[..., :2, :] = K[..., :2, :] * s
+    out[..., :2, 2] = out[..., :2, 2] + 0.5 * s - 0.5
+    return out
+
+
+__all__ = [
+    "STANDIN",
+    "STANDIN_NOTE",
+    "ManoHead",
+    "ManoHeadOutput",
+    "MissingCameraError",
+    "camera_rows",
+    "describe_mano_model",
+    "mano_label",
+    "mano_model_file",
+    "real_mano_available",
+    "resolve_mano_model",
+    "scale_intrinsics",
+]
