@@ -483,7 +483,7 @@ def build_eval_dataset(args: argparse.Namespace, cfg: ModelConfig,
             )
     elif args.fine_tune == "coco" and not args.coco_json:
         raise CliError("--fine_tune coco needs --coco_json FILE [FILE ...]")
-    elif not data_root.is_dir():
+    elif args.fine_tune != "coco" and not data_root.is_dir():
         raise CliError(
             f"data root {data_root} does not exist: expected {data_root}/RHD/RHD_published_v2 "
             f"(RHD) or {data_root}/STB (STB).\n{DOWNLOAD_HINT}"
