@@ -15,6 +15,7 @@ from datasets import AnnotationFormatError, build_dataset
 from datasets.cache import cached_arrays
 from datasets.rhd import PARSER_KIND, parse_annotation_file
 from datasets.synthetic import generate
+from utils.safe_pickle import restricted_load
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +40,7 @@ def rhd_pickle(data_root: Path) -> Path:
 
 
 def edit_pickle(path: Path, edit) -> None:
-    with path.open("rb") as f:
-        data = pickle.load(f)  # the project's own synthetic file
+    data = restricted_load(path, encoding="latin1")  # the reader's own unpickler
     edit(data)
     with path.open("wb") as f:
         pickle.dump(data, f, protocol=2)
