@@ -474,6 +474,14 @@ OPTION_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "synth_num_test": (0, None, True),
     "time_budget_min": (0, None, False),
     "context_prob": (0, 1, True),
+    "occlusion_prob": (0, 1, True),
+    "crop_factor": (0, None, False),
+    "sigma": (0, None, False),
+    "rotation_deg": (0, 180, True),
+    "scale_jitter": (0, None, True),
+    # A larger shift can move the hand out of the crop.
+    "center_jitter": (0, 0.5, True),
+    "epoch_size": (1, None, True),
     "context_scale_max": (1, None, True),
     # numpy's global seed is a 32-bit unsigned integer.
     "seed": (0, 2**32 - 1, True),
@@ -531,11 +539,6 @@ def validate_config(cfg: TrainConfig) -> None:
     if cfg.dataset_weights is not None and len(cfg.dataset_weights) != len(cfg.datasets):
         raise ValueError(f"--dataset_weights needs one weight per --datasets entry "
                          f"({len(cfg.datasets)}), got {cfg.dataset_weights}")
-    if cfg.crop_factor <= 0 or cfg.sigma <= 0:
-        raise ValueError(f"--crop_factor and --sigma must be > 0, got {cfg.crop_factor}, "
-                         f"{cfg.sigma}")
-    if not 0.0 <= cfg.occlusion_prob <= 1.0:
-        raise ValueError(f"--occlusion_prob must be in [0, 1], got {cfg.occlusion_prob}")
     if not 0.0 < cfg.val_fraction < 1.0:
         raise ValueError(f"--val_fraction must be in (0, 1), got {cfg.val_fraction}")
     for name in ("train_batch", "test_batch", "epochs"):
