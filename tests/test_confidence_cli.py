@@ -13,8 +13,8 @@ import torch
 
 import run
 from datasets.negatives import render_background_crop
-from datasets.synthetic import generate
 from models import ModelConfig, build_model
+from tests.tiny_runs import tiny_synth_root
 from training.checkpoint import BEST_NAME, CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 
 
@@ -31,10 +31,7 @@ def _save(path: Path, cfg: ModelConfig) -> Path:
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny easy synthetic set: 40 training frames (2 of them val) and 4 test frames."""
-    root = tmp_path_factory.mktemp("data")
-    generate(root / "SYNTH", num_train=40, num_test=4, seed=0, difficulty="easy", workers=1,
-             stb=False)  # fmt: skip
-    return root
+    return tiny_synth_root(tmp_path_factory, num_train=40, num_test=4)
 
 
 @pytest.fixture(scope="module")

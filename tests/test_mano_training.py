@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import run
-from datasets.synthetic import generate
 from models.mano_head import MissingCameraError
 from tests.test_coco import write_coco
+from tests.tiny_runs import tiny_synth_root
 from training.checkpoint import BEST_NAME, load_checkpoint
 from training.engine import forward_batch
 from training.train_seednet_fastflow import cli, main
@@ -26,9 +26,7 @@ from training.train_seednet_fastflow import cli, main
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny easy synthetic set and a tiny COCO-format set (no camera, no 3D)."""
-    root = tmp_path_factory.mktemp("data")
-    generate(root / "SYNTH", num_train=16, num_test=4, seed=0, difficulty="easy", workers=1,
-             stb=False)  # fmt: skip
+    root = tiny_synth_root(tmp_path_factory, num_train=16, num_test=4)
     write_coco(root / "photos", n=8, size=96)
     return root
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from datasets.synthetic import generate
+from tests.tiny_runs import tiny_synth_root, tiny_train_flags
 from training.checkpoint import (
     BEST_NAME,
     LAST_NAME,
@@ -26,21 +26,15 @@ class Killed(Exception):
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    generate(root / "SYNTH", num_train=20, num_test=0, seed=0, difficulty="easy", workers=1,
-             stb=False)  # fmt: skip
-    return root
+    return tiny_synth_root(tmp_path_factory, num_train=20)
 
 
 def _run(data_root: Path, out: Path, *extra: str, kill_at_step: int | None = None
          ) -> TrainResult:  # fmt: skip
     """2 epochs x 3 steps of batch 2 on the small preset (flow on), CPU."""
-    cfg = config_from_args([
-        "--data_root", str(data_root), "--datasets", "synth", "--preset", "small",
-        "-b", "2", "-tb", "8", "-j", "0", "--device", "cpu", "--val_fraction", "0.2",
-        "--epochs", "2", "--max_steps_per_epoch", "3", "--max_val_batches", "1",
-        "--no-val_before_training", "-ckp", str(out), *extra,
-    ])  # fmt: skip
+    cfg = config_from_args(tiny_train_flags(
+        data_root, out, "--epochs", "2", "--max_steps_per_epoch", "3", "--max_val_batches", "1",
+        "--no-val_before_training", *extra))  # fmt: skip
 
     def after_step(epoch: int, global_step: int) -> None:
         if global_step == kill_at_step:

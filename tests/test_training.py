@@ -16,9 +16,9 @@ import yaml
 
 import run
 from datasets import ImageReadError, build_dataset
-from datasets.synthetic import generate
 from datasets.transforms import crop_to_original
 from models import HandFlowCriterion, ModelConfig, build_model
+from tests.tiny_runs import tiny_synth_root, tiny_train_flags
 from training.checkpoint import BEST_NAME, LAST_NAME, load_checkpoint, snapshot_name
 from training.config import TrainConfig, config_from_args
 from training.engine import EpochProgress, TrainingDivergedError, train_one_epoch
@@ -31,19 +31,12 @@ from utils.metrics import gt_bbox_size, pck_mmpose
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny easy synthetic set (RHD format only) shared by this module's tests."""
-    root = tmp_path_factory.mktemp("data")
-    generate(root / "SYNTH", num_train=24, num_test=4, seed=0, difficulty="easy", workers=1,
-             stb=False)  # fmt: skip
-    return root
+    return tiny_synth_root(tmp_path_factory, num_train=24, num_test=4)
 
 
 def tiny_args(data_root: Path, out: Path, *extra: str) -> list[str]:
     """Flags of a seconds-long CPU run on the tiny set."""
-    return [
-        "--data_root", str(data_root), "--datasets", "synth", "--preset", "small",
-        "-b", "4", "-tb", "8", "-j", "0", "--device", "cpu", "--val_fraction", "0.25",
-        "-ckp", str(out), *extra,
-    ]  # fmt: skip
+    return tiny_train_flags(data_root, out, *extra, batch=4, val_fraction=0.25)
 
 
 def test_ancestor_flags_and_precedence(tmp_path: Path) -> None:

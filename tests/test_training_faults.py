@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from datasets.synthetic import generate
+from tests.tiny_runs import tiny_synth_root, tiny_train_flags
 from training import lock as lock_module
 from training.checkpoint import LAST_NAME, load_checkpoint, save_checkpoint
 from training.config import (
@@ -42,20 +42,13 @@ HOLD_LOCK = ("import sys, time\nfrom training.lock import RunLock\n"
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    generate(root / "SYNTH", num_train=20, num_test=0, seed=0, difficulty="easy", workers=1,
-             stb=False)  # fmt: skip
-    return root
+    return tiny_synth_root(tmp_path_factory, num_train=20)
 
 
 def tiny_flags(data_root: Path, out: Path, *extra: str) -> list[str]:
     """3 epochs x 3 steps of batch 2 on the small preset, CPU, one validation batch."""
-    return [
-        "--data_root", str(data_root), "--datasets", "synth", "--preset", "small",
-        "-b", "2", "-tb", "8", "-j", "0", "--device", "cpu", "--val_fraction", "0.2",
-        "--epochs", "3", "--max_steps_per_epoch", "3", "--max_val_batches", "1",
-        "--no-val_before_training", "-ckp", str(out), *extra,
-    ]  # fmt: skip
+    return tiny_train_flags(data_root, out, "--epochs", "3", "--max_steps_per_epoch", "3",
+                            "--max_val_batches", "1", "--no-val_before_training", *extra)
 
 
 def train(data_root: Path, out: Path, *extra: str) -> TrainResult:
@@ -199,21 +192,6 @@ def assert_one_line_error(err: str, *expected: str) -> None:
         assert text in lines[0], (text, lines[0])
 
 
-@pytest.mark.parametrize(("flags", "expected"), [
-    (["--val_fraction", "2"], "--val_fraction must be in (0, 1), got 2.0"),
-    (["--epochs", "0"], "--epochs must be >= 1, got 0"),
-])  # fmt: skip
-def test_bad_flag_is_one_line_and_debug_shows_the_traceback(
-    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str],
-    expected: str
-) -> None:
-    code, err = run_cli(tiny_flags(data_root, tmp_path / "ckp", *flags), capsys)
-    assert code == 2
-    assert_one_line_error(err, expected)
-    code, err = run_cli(tiny_flags(data_root, tmp_path / "ckp", *flags, "--debug"), capsys)
-    assert code == 2 and "Traceback" in err and f"error: {expected}" in err
-
-
 def test_bad_yaml_config_names_the_file(data_root: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture) -> None:  # fmt: skip
     bad = tmp_path / "bad.yaml"
@@ -307,6 +285,8 @@ def test_resume_from_unusable_checkpoint_names_the_file(
     (["-lr", "inf"], "--learning-rate must be a finite number > 0, got inf"),
     (["--time_budget_min", "nan"], "--time_budget_min must be a finite number > 0"),
     (["--seed", "-3"], "--seed must be in [0, 4294967295], got -3"),
+    (["--val_fraction", "2"], "--val_fraction must be in (0, 1), got 2.0"),
+    (["--epochs", "0"], "--epochs must be >= 1, got 0"),
 ])  # fmt: skip
 def test_values_nobody_should_pass_are_refused_up_front(
     data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str],
@@ -318,6 +298,8 @@ def test_values_nobody_should_pass_are_refused_up_front(
     assert code == 2
     assert_one_line_error(err, expected)
     assert not (tmp_path / "ckp").exists()  # refused before anything was written
+    code, err = run_cli(tiny_flags(data_root, tmp_path / "ckp", *flags, "--debug"), capsys)
+    assert code == 2 and "Traceback" in err and f"error: {expected}" in err
 
 
 def test_every_float_option_refuses_nan_and_inf() -> None:
