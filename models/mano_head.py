@@ -29,7 +29,8 @@ Every hand is a right hand here (the datasets mirror left hands).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 
@@ -172,6 +173,19 @@ class ManoHeadOutput:
     scale_px_per_m: Tensor
     perspective: Tensor
     mean_finger_rotmats: Tensor
+
+    def take(self, index: int) -> ManoHeadOutput:
+        """Sample ``index`` as a batch of one (views of the same tensors)."""
+        batched = {f.name: getattr(self, f.name)[index:index + 1] for f in fields(self)
+                   if f.name != "mean_finger_rotmats"}  # fmt: skip
+        return ManoHeadOutput(**batched, mean_finger_rotmats=self.mean_finger_rotmats)
+
+    @staticmethod
+    def concat(parts: Sequence[ManoHeadOutput]) -> ManoHeadOutput:
+        """Outputs of consecutive batches as one."""
+        batched = {f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(parts[0])
+                   if f.name != "mean_finger_rotmats"}  # fmt: skip
+        return ManoHeadOutput(**batched, mean_finger_rotmats=parts[0].mean_finger_rotmats)
 
 
 def default_intrinsics(input_size: int, like: Tensor) -> Tensor:

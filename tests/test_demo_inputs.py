@@ -16,6 +16,7 @@ import run
 from models import ModelConfig, build_model
 from training.checkpoint import BEST_NAME, CHECKPOINT_VERSION, save_checkpoint
 from utils import demo
+from utils.mesh_render import read_obj
 
 # A random model's scores are low: threshold 0 keeps whatever the localisation finds.
 KEEP_ALL = ("--min_hand_score", "0")
@@ -118,6 +119,56 @@ def test_no_hand_found_is_reported(ckpt_dir: Path, tmp_path: Path, capsys) -> No
     assert record["num_hands"] == 0 and record["hands"] == []
     assert record["note"].startswith("no hand found")
     assert "(no hand found)" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def mano_ckpt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random model with a MANO head on the synthetic stand-in."""
+    folder = tmp_path_factory.mktemp("ckp_mano")
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("small", channels=8, input_size=64, mano_enabled=True,
+                             mano_model="synthetic", mano_hidden=4, flow_steps=2)
+    save_checkpoint({"model": build_model(cfg).state_dict(),
+                     "config": {"model": cfg.to_dict(), "train": {}, "data": {"crop_factor": 1.5}},
+                     "epoch": 0, "metrics": {}, "version": CHECKPOINT_VERSION},
+                    folder / BEST_NAME)  # fmt: skip
+    return folder
+
+
+def test_a_mano_head_writes_each_hands_mesh_and_obj(mano_ckpt_dir: Path, tmp_path: Path) -> None:
+    image = write_image(tmp_path / "in" / "hand.png", 4, size_hw=(60, 80))
+    mirrored = tmp_path / "in" / "hand_mirrored.png"
+    assert cv2.imwrite(str(mirrored), cv2.imread(str(image))[:, ::-1])
+    box = (10, 8, 40, 44)  # the box of the mirrored image: x -> W - x - w
+    runs = {"right": (image, box), "left": (mirrored, (80 - box[0] - box[2], *box[1:]))}
+    meshes = {}
+    for side, (path, (x, y, w, h)) in runs.items():
+        out = tmp_path / side
+        assert run.main(["--checkpoint", str(mano_ckpt_dir), "--image", str(path), "--out",
+                         str(out), "--side", side, "--bbox", str(x), str(y), str(w),
+                         str(h)]) == 0  # fmt: skip
+        hand = json.loads((out / f"{path.stem}.json").read_text())["hands"][0]
+        assert "NOT MANO" in hand["mano"]["model"]  # the stand-in says so
+        assert (out / f"{path.stem}_hand0_mesh.png").is_file()
+        assert hand["mano"]["obj"] == str(out / f"{path.stem}_hand0.obj")
+        verts, faces = read_obj(hand["mano"]["obj"])
+        assert verts.shape == (778, 3) and faces.shape[1] == 3 and np.isfinite(verts).all()
+        meshes[side] = (verts, faces, np.array(hand["mano"]["joints_rel_m"]))
+    # The left hand is the right crop mirrored: its 3D hand is the right one mirrored back.
+    (vr, fr, jr), (vl, fl, jl) = meshes["right"], meshes["left"]
+    flip = np.array([-1.0, 1.0, 1.0])
+    np.testing.assert_allclose(vl, vr * flip, atol=1e-5)
+    np.testing.assert_allclose(jl, jr * flip, atol=1e-5)
+    np.testing.assert_array_equal(fl, fr[:, ::-1])  # winding reversed: normals stay outward
+
+
+def test_a_model_without_mano_head_writes_no_mesh(ckpt_dir: Path, tmp_path: Path) -> None:
+    image = write_image(tmp_path / "hand.png", 5)
+    out = tmp_path / "out"
+    assert run.main(["--checkpoint", str(ckpt_dir), "--image", str(image), "--out", str(out),
+                     "--bbox", "10", "8", "40", "40", "--side", "right"]) == 0  # fmt: skip
+    assert "mano" not in json.loads((out / "hand.json").read_text())["hands"][0]
+    assert not list(out.glob("*.obj")) and not list(out.glob("*_mesh.png"))
 
 
 def test_video_is_tracked_and_written(ckpt_dir: Path, tmp_path: Path, capsys) -> None:

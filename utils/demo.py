@@ -2,7 +2,9 @@
 
 `run_images` takes image files and folders (`expand_image_inputs`: a folder's images,
 sorted by name, non-recursive) and writes, per image, ``<name>_overlay.png`` (the hands
-drawn on the image) and ``<name>.json`` (every hand: side, box, keypoints, scores). An
+drawn on the image) and ``<name>.json`` (every hand: side, box, keypoints, scores); a model
+with a MANO head adds ``<name>_hand<k>_mesh.png`` and ``<name>_hand<k>.obj`` per hand
+(`write_meshes`) and a ``mano`` block to each hand's record. An
 unreadable image named on the command line is an error; one inside a folder is reported,
 skipped and counted at the end, so one bad file does not stop a folder.
 
@@ -32,10 +34,12 @@ import cv2
 import numpy as np
 
 from datasets.base import ImageReadError, ImageTooLargeError, check_image_pixels, read_image_rgb
+from models.mano_head import mano_label
 from utils import vis
 from utils.image_header import image_size_from_header
 from utils.jsonio import JsonLinesWriter, write_json
 from utils.localize import DetectConfig, Detection, detect_hands, resolve_hand_score
+from utils.mano_eval import demo_mano_outputs
 from utils.predictor import HandPrediction, Predictor
 from utils.progress import progress_bar
 from utils.track import FrameHands, HandTracker, TrackConfig
@@ -276,6 +280,29 @@ def image_record(path: Path, image_rgb: np.ndarray, detection: Detection,
     }  # fmt: skip
 
 
+def write_meshes(predictor: Predictor, image_rgb: np.ndarray, hands: Sequence[HandPrediction],
+                 out: Path, stem: str) -> tuple[list[dict[str, Any] | None], list[Path]]:
+    """Each hand's MANO outputs when the model has a MANO head (torch backend):
+    ``<stem>_hand<k>_mesh.png`` (the mesh over the image, a side view of the 3D skeleton) and
+    ``<stem>_hand<k>.obj`` (`utils.mano_eval.demo_mano_outputs`).
+
+    Returns:
+        per hand its JSON ``mano`` block (None without a head), and the files written.
+    """
+    faces = predictor.backend.mano_faces
+    blocks: list[dict[str, Any] | None] = []
+    written: list[Path] = []
+    for k, hand in enumerate(hands):
+        if hand.mano is None or faces is None:
+            blocks.append(None)
+            continue
+        block, files = demo_mano_outputs(hand.mano, faces, hand.affine, image_rgb, hand.side,
+                                         out, f"{stem}_hand{k}", mano_label(predictor.cfg))
+        blocks.append(block)
+        written += files
+    return blocks, written
+
+
 @dataclass
 class ImagesSummary:
     """What `run_images` did.
@@ -329,9 +356,13 @@ def run_images(predictor: Predictor, inputs: Sequence[ImageInput], out: Path,
             names = (f"{stem}_overlay.png", f"{stem}.json")
             summary.replaced += sum((out / name).exists() for name in names)
             overlay_path = vis.save_rgb(out / names[0], draw_hands(image, detection))
-            json_path = write_json(out / names[1], image_record(item.path, image, detection,
-                                                                options))  # fmt: skip
-            summary.written += [overlay_path, json_path]
+            record = image_record(item.path, image, detection, options)
+            mano_blocks, mesh_files = write_meshes(predictor, image, detection.hands, out, stem)
+            for hand_record, block in zip(record["hands"], mano_blocks, strict=True):
+                if block is not None:
+                    hand_record["mano"] = block
+            json_path = write_json(out / names[1], record)
+            summary.written += [overlay_path, json_path, *mesh_files]
             summary.processed += 1
             summary.num_hands += len(detection.hands)
             summary.images_without_hand += not detection.hands

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,6 +40,7 @@ import torch
 from datasets.joints import JOINT_NAMES
 from datasets.transforms import crop_matrix, crop_to_original, flip_matrix, warp_image
 from models.config import ModelConfig
+from models.mano_head import ManoHeadOutput
 from utils.confidence import Calibration
 from utils.evaluator import confidence_note, image_scores
 from utils.heatmap import HeatmapCodec
@@ -77,12 +78,14 @@ class RawOutput:
         mask_logits: (B, 1, h, w) last-stack hand-mask logits.
         log_likelihood: (B,) flow log-likelihood (nats), or None without a flow head.
         loglik_map: (B, h', w') per-pixel log-likelihood, or None.
+        mano: the MANO head's output (torch, CPU), or None (no head; the ONNX backend).
     """
 
     heatmaps: np.ndarray
     mask_logits: np.ndarray
     log_likelihood: np.ndarray | None
     loglik_map: np.ndarray | None
+    mano: ManoHeadOutput | None = None
 
     @staticmethod
     def concat(parts: Sequence[RawOutput]) -> RawOutput:
@@ -91,8 +94,10 @@ class RawOutput:
             values = [getattr(p, name) for p in parts]
             return None if values[0] is None else np.concatenate(values, axis=0)
 
+        mano = None if parts[0].mano is None else ManoHeadOutput.concat([p.mano for p in parts])
         return RawOutput(heatmaps=cat("heatmaps"), mask_logits=cat("mask_logits"),
-                         log_likelihood=cat("log_likelihood"), loglik_map=cat("loglik_map"))
+                         log_likelihood=cat("log_likelihood"), loglik_map=cat("loglik_map"),
+                         mano=mano)  # fmt: skip
 
 
 class Backend(Protocol):
@@ -100,6 +105,7 @@ class Backend(Protocol):
 
     name: str
     has_flow: bool
+    mano_faces: np.ndarray | None  # (F, 3) mesh faces of the MANO head, None without one
 
     def __call__(self, images: np.ndarray) -> RawOutput: ...
 
@@ -112,6 +118,8 @@ class TorchBackend:
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
         self.has_flow = getattr(model, "flow", None) is not None
+        head = getattr(model, "mano", None)
+        self.mano_faces = None if head is None else head.layer.faces.cpu().numpy()
         self.device = next(model.parameters()).device
 
     @torch.no_grad()
@@ -123,9 +131,14 @@ class TorchBackend:
             return t.detach().float().cpu().numpy()
 
         flow = out.flow
+        mano = None
+        if out.mano is not None:
+            mano = ManoHeadOutput(**{f.name: getattr(out.mano, f.name).detach().float().cpu()
+                                     for f in fields(out.mano)})  # fmt: skip
         return RawOutput(heatmaps=np_(out.seed.heatmaps[-1]), mask_logits=np_(out.seed.masks[-1]),
                          log_likelihood=None if flow is None else np_(flow.log_likelihood),
-                         loglik_map=None if flow is None else np_(flow.loglik_map))  # fmt: skip
+                         loglik_map=None if flow is None else np_(flow.loglik_map),
+                         mano=mano)  # fmt: skip
 
 
 class OnnxBackend:
@@ -137,6 +150,7 @@ class OnnxBackend:
     """
 
     name = "onnx"
+    mano_faces = None  # the export holds the 2D outputs only
 
     def __init__(self, path: Path | str, threads: int | None = None) -> None:
         try:
@@ -253,6 +267,8 @@ class HandPrediction:
         side_confidence: P(side) when the model decided on the flow's log-likelihood
             (``sigmoid(log p(chosen) - log p(other))``, two sides equally likely a priori);
             None otherwise.
+        mano: the MANO head's output for this crop (a batch of one, weak perspective), or
+            None (no head, or the ONNX backend).
     """
 
     side: str
@@ -268,6 +284,7 @@ class HandPrediction:
     side_scores: dict[str, float] | None = None
     side_score_name: str | None = None
     side_confidence: float | None = None
+    mano: ManoHeadOutput | None = None
 
     @property
     def heatmap_peak_mean(self) -> float:
@@ -480,6 +497,7 @@ class Predictor:
             mask_prob=mask_prob[i].astype(np.float32),
             joint_confidence=None if joint_conf is None else joint_conf[i],
             hand_present=None if hand is None else float(hand[i]),
+            mano=None if raw.mano is None else raw.mano.take(i),
         ) for i in range(len(affines))]  # fmt: skip
 
     def predict(self, image_rgb: np.ndarray, boxes_xywh: Sequence[Sequence[float]] | np.ndarray,
