@@ -31,7 +31,6 @@ import os
 import pickle
 import sys
 import tempfile
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,21 +52,16 @@ from datasets.base import (
 from datasets.joints import JOINT_NAMES, NUM_JOINTS
 from datasets.negatives import NoHandDataset, build_nohand_dataset
 from models import (
+    CheckpointInfo,
     ModelConfig,
-    build_model,
     compile_for_inference,
-    load_bihand_seednet,
+    load_model,
     prepare_for_inference,
+    resolve_checkpoint,
 )
 from models.export_onnx import OnnxExportError, export_onnx
 from models.mano_head import describe_mano_model, mano_label
-from training.checkpoint import (
-    BEST_NAME,
-    CheckpointError,
-    check_finite_weights,
-    load_checkpoint,
-    save_checkpoint,
-)
+from training.checkpoint import BEST_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from utils import mano_eval, vis
 from utils.confidence import Calibration, ConfidenceSummary
 from utils.demo import (
@@ -348,94 +342,6 @@ def check_output_folder(out: Path) -> None:
 # --- checkpoint -----------------------------------------------------------------------------
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or ``<folder>/ckp_seednet_all.pth.tar``; clear error if missing."""
-    path = Path(path)
-    candidate = path / BEST_NAME if path.is_dir() else path
-    if candidate.is_file():
-        return candidate
-    looked = f"{candidate}" if path.is_dir() else f"{path} (a file) or {path / BEST_NAME}"
-    raise CliError(
-        f"no checkpoint found: looked for {looked}.\n"
-        "  Train one: python training/train_seednet_fastflow.py --datasets synth "
-        f"--preset small -ckp {path}\n"
-        "  (or `make demo`), or put BiHand's released SeedNet checkpoint "
-        f"({BEST_NAME}) there."
-    )
-
-
-def _load_state_dict(model: torch.nn.Module, state_dict: dict, path: Path, what: str) -> None:
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()][:4]
-        raise CliError(
-            f"checkpoint {path}: its weights do not fit {what}. The file was written by a "
-            "different architecture or is not a 2DHandFlow/BiHand SeedNet checkpoint.\n  "
-            + "\n  ".join(lines)
-        ) from e
-
-
-def load_model(path: Path, args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the model from a checkpoint (2DHandFlow, or BiHand's SeedNet).
-
-    Returns:
-        (model on CPU, info dict for metrics.json).
-    """
-    try:
-        ckpt = load_checkpoint(path)
-    except CheckpointError:
-        # BiHand's release is {'state_dict': ..., ...} without a config: not an error here.
-        raw = _peek(path)
-        if _looks_like_bihand(raw):
-            return _load_bihand(path, raw, args)
-        raise
-    cfg_dict = ckpt.get("config", {}).get("model") if isinstance(ckpt.get("config"), dict) else None
-    if not isinstance(cfg_dict, dict):
-        raise CliError(f"checkpoint {path} has no config['model'] to rebuild the network from")
-    try:
-        cfg = ModelConfig.from_dict(cfg_dict)
-    except (TypeError, ValueError) as e:
-        raise CliError(f"checkpoint {path}: config['model'] is not a valid ModelConfig: {e}") from e
-    _warn_flag_mismatch(cfg, args)
-    model = build_model(cfg)
-    _load_state_dict(model, ckpt["model"], path, f"the {cfg.preset_name!r} model in its config")
-    info = {"checkpoint": str(path), "kind": "2dhandflow", "epoch": ckpt.get("epoch"),
-            "model_config": cfg.to_dict(), "data_config": ckpt["config"].get("data"),
-            "calibration": ckpt.get("calibration")}
-    return model, info
-
-
-def _peek(path: Path) -> Any:
-    """The raw content of a checkpoint file, or None if torch cannot read it safely."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError):
-        return None
-
-
-def _looks_like_bihand(raw: Any) -> bool:
-    """BiHand's files: {'epoch', 'state_dict'} or a bare state dict, and no 'config'."""
-    if not isinstance(raw, dict) or not raw or "config" in raw:
-        return False
-    return "state_dict" in raw or all(torch.is_tensor(v) for v in raw.values())
-
-
-def _load_bihand(
-    path: Path, raw: dict, args: argparse.Namespace
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    weights = raw.get("state_dict", raw)
-    if isinstance(weights, dict):
-        check_finite_weights(weights, path)
-    try:
-        model = load_bihand_seednet(raw)
-    except (RuntimeError, KeyError, ValueError, TypeError) as e:
-        raise CliError(f"checkpoint {path} looks like BiHand's but does not load: {e}") from e
-    _warn_flag_mismatch(model.cfg, args)
-    return model, {"checkpoint": str(path), "kind": "bihand_seednet",
-                   "model_config": model.cfg.to_dict()}  # fmt: skip
-
-
 def _warn_flag_mismatch(cfg: ModelConfig, args: argparse.Namespace) -> None:
     for flag, given, stored in (("-hgs", args.hg_stacks, cfg.nstacks),
                                 ("-hgb", args.hg_blocks, cfg.nblocks),
@@ -617,7 +523,7 @@ def coco_results(result_preds: Sequence) -> list[dict]:
     return out
 
 
-def write_outputs(out: Path, result: EvalResult, info: dict, args: argparse.Namespace,
+def write_outputs(out: Path, result: EvalResult, info: CheckpointInfo, args: argparse.Namespace,
                   hand: HandVsNoHandResult | None = None) -> None:
     """metrics.json, predictions*.json, coco_results*.json, pck_curve.png and
     confidence_curve.png in ``out``."""
@@ -625,8 +531,8 @@ def write_outputs(out: Path, result: EvalResult, info: dict, args: argparse.Name
         return None if m is None else m.to_dict()
 
     metrics = {
-        **info, "dataset": args.fine_tune, "split": args.split, "has_flow": result.has_flow,
-        "num_samples": result.num_samples, "seconds": result.seconds,
+        **info.to_dict(), "dataset": args.fine_tune, "split": args.split,
+        "has_flow": result.has_flow, "num_samples": result.num_samples, "seconds": result.seconds,
         "images_per_s": result.images_per_s, "device": args.device, "precision": args.precision,
         "metrics": summary(result.metrics), "metrics_flip_test": summary(result.metrics_flip),
     }  # fmt: skip
@@ -639,7 +545,7 @@ def write_outputs(out: Path, result: EvalResult, info: dict, args: argparse.Name
         None if calibration is None else calibration.joint,
         None if calibration is None else calibration.hand_present)
     metrics.update(mano_eval.mano_metrics_entries(
-        describe_mano_model(ModelConfig.from_dict(info["model_config"])), result.mano_metrics,
+        describe_mano_model(info.model_config), result.mano_metrics,
         result.metrics_3d))
     write_json(out / "metrics.json", metrics)
     write_json(out / "predictions.json", [p.to_dict() for p in result.predictions])
@@ -748,10 +654,10 @@ def show_files(paths: Sequence[Path]) -> None:
 
 
 def eval_loader(args: argparse.Namespace, model: torch.nn.Module,
-                info: dict) -> tuple[Dataset, DataLoader]:  # fmt: skip
+                info: CheckpointInfo) -> tuple[Dataset, DataLoader]:  # fmt: skip
     """The dataset of --fine_tune/--split at the model's input size and its loader."""
     try:
-        dataset = build_eval_dataset(args, model.cfg, info.get("data_config") or {})
+        dataset = build_eval_dataset(args, model.cfg, info.data_config or {})
     except DatasetLayoutError as e:
         raise CliError(f"{e}\n{DOWNLOAD_HINT}") from e
     if len(dataset) == 0:
@@ -799,7 +705,7 @@ def threshold_of(args: argparse.Namespace, model: torch.nn.Module,
     return name, args.min_confidence
 
 
-def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: Path,
+def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: CheckpointInfo, out: Path,
              calibration: Calibration | None) -> int:  # fmt: skip
     threshold = threshold_of(args, model, calibration)
     dataset, loader = eval_loader(args, model, info)
@@ -807,7 +713,7 @@ def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: 
     writer = GridWriter(out / "vis", dataset, args.batch_size, args.max_vis,
                         None if head is None else head.layer.faces.cpu().numpy(),
                         None if head is None else mano_label(model.cfg)) if args.vis else None
-    print(f"evaluating {info['checkpoint']} on {args.fine_tune}/{args.split} "
+    print(f"evaluating {info.checkpoint} on {args.fine_tune}/{args.split} "
           f"({len(dataset)} samples) on {args.device}", flush=True)  # fmt: skip
     def progress(batches):
         return progress_bar(batches, total=len(loader), desc="eval", leave=False)
@@ -842,12 +748,12 @@ def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: 
     return 0
 
 
-def run_calibrate(args: argparse.Namespace, model: torch.nn.Module, info: dict,
+def run_calibrate(args: argparse.Namespace, model: torch.nn.Module, info: CheckpointInfo,
                   out: Path) -> int:  # fmt: skip
     """Fit the calibration on --split and store it in the checkpoint file."""
-    if info["kind"] != "2dhandflow":
+    if info.is_bihand:
         raise CliError(f"--calibrate stores the calibration in a 2DHandFlow checkpoint; "
-                       f"{info['checkpoint']} is {info['kind']!r}")
+                       f"{info.checkpoint} is {info.kind!r}")
     if args.split == "test":
         print("warning: --calibrate on the test split: metrics later reported on it are "
               "optimistic (calibrate on --split val)", file=sys.stderr)
@@ -858,14 +764,14 @@ def run_calibrate(args: argparse.Namespace, model: torch.nn.Module, info: dict,
                  "nohand": None if negatives is None else {
                      "coco": list(args.nohand_coco or ()), "num": args.nohand_num,
                      "seed": args.nohand_seed}}  # fmt: skip
-    print(f"calibrating {info['checkpoint']} on {args.fine_tune}/{args.split} "
+    print(f"calibrating {info.checkpoint} on {args.fine_tune}/{args.split} "
           f"({len(dataset)} samples)", flush=True)  # fmt: skip
     try:
         fit = fit_calibration(model, loader, negatives=negatives, max_batches=args.max_batches,
                               bbox_factor=args.bbox_factor, fitted_on=fitted_on)
     except ValueError as e:
         raise CliError(f"cannot calibrate on {args.fine_tune}/{args.split}: {e}") from e
-    path = Path(info["checkpoint"])
+    path = info.checkpoint
     ckpt = load_checkpoint(path)
     ckpt["calibration"] = fit.calibration.to_dict()
     save_checkpoint(ckpt, path)
@@ -901,13 +807,15 @@ def demo_options(args: argparse.Namespace) -> DemoOptions:
                        max_pixels=args.max_pixels, save_video=args.save_video)  # fmt: skip
 
 
-def build_predictor(args: argparse.Namespace, model: torch.nn.Module | None, info: dict,
+def build_predictor(args: argparse.Namespace, model: torch.nn.Module | None,
+                    info: CheckpointInfo | None,
                     calibration: Calibration | None) -> Predictor:  # fmt: skip
     """The torch model's predictor, or the --onnx file's (same interface)."""
     kwargs = {"crop_factor": args.bbox_scale, "side_score": args.side_score}
     if args.onnx:
         return Predictor.from_onnx(args.onnx, threads=args.threads, **kwargs)
-    return Predictor.from_model(model, info.get("data_config"), calibration, **kwargs)
+    return Predictor.from_model(model, None if info is None else info.data_config, calibration,
+                                **kwargs)
 
 
 def run_demo(args: argparse.Namespace, predictor: Predictor, inputs: Sequence[ImageInput],
@@ -938,12 +846,12 @@ def run_demo(args: argparse.Namespace, predictor: Predictor, inputs: Sequence[Im
     return 0
 
 
-def run_export(args: argparse.Namespace, model: torch.nn.Module, info: dict) -> int:
+def run_export(args: argparse.Namespace, model: torch.nn.Module, info: CheckpointInfo) -> int:
     """--export_onnx: the checkpoint's model as ONNX, checked against PyTorch."""
     path = Path(args.export_onnx)
-    print(f"exporting {info['checkpoint']} to {path}", flush=True)
-    report = export_onnx(model.cpu(), path, data_config=info.get("data_config"),
-                         calibration=info.get("calibration"), source=info["checkpoint"])
+    print(f"exporting {info.checkpoint} to {path}", flush=True)
+    report = export_onnx(model.cpu(), path, data_config=info.data_config,
+                         calibration=info.calibration, source=str(info.checkpoint))
     print(report.summary())
     return 0
 
@@ -963,7 +871,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise CliError(f"--nohand_num must be >= 1, got {args.nohand_num}")
         if args.onnx:
             onnx_path = Path(args.onnx)
-            predictor = build_predictor(args, None, {}, None)
+            predictor = build_predictor(args, None, None, None)
             inputs = check_demo_images(args) if args.image else []
             out = Path(args.out) if args.out else onnx_path.parent / "demo"
             check_output_folder(out)
@@ -973,9 +881,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             device = torch.device("cpu" if args.export_onnx else args.device)
         except RuntimeError as e:
             raise CliError(f"--device {args.device!r} is not a valid torch device") from e
-        model, info = load_model(ckpt_path, args)
+        model, info = load_model(ckpt_path)
+        _warn_flag_mismatch(info.model_config, args)
         try:
-            calibration = Calibration.from_dict(info.get("calibration"), str(ckpt_path))
+            calibration = Calibration.from_dict(info.calibration, str(ckpt_path))
         except ValueError as e:
             raise CliError(f"checkpoint {ckpt_path}: bad 'calibration' entry: {e}") from e
         prepare = compile_for_inference if args.compile and not args.export_onnx else \
