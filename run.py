@@ -399,7 +399,7 @@ def build_eval_dataset(args: argparse.Namespace, cfg: ModelConfig,
                                      coco_keypoint_order=args.coco_keypoint_order)
     return datasets.build_dataset(args.fine_tune, data_root, args.split, train_aug=False,
                                   frame_ids=parse_frame_ids(args.frame_ids),
-                                  input_size=cfg.input_size, heatmap_size=cfg.heatmap_size,
+                                  input_size=cfg.input_size,
                                   sigma=data_cfg.get("sigma", 2.0),
                                   crop_factor=data_cfg.get("crop_factor", 2.0), options=options)
 

@@ -297,7 +297,6 @@ def build_split(cfg: TrainConfig, mcfg: ModelConfig, split: str) -> Dataset:
         split_seed=cfg.split_seed,
         val_fraction=cfg.val_fraction,
         input_size=mcfg.input_size,
-        heatmap_size=mcfg.heatmap_size,
         sigma=cfg.sigma,
         crop_factor=cfg.crop_factor,
         aug=augment_config(cfg),
