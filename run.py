@@ -43,6 +43,7 @@ from datasets.base import (
     ImageReadError,
     check_image_pixels,
 )
+from datasets.joints import NUM_JOINTS
 from models import (
     CheckpointInfo,
     ModelConfig,
@@ -117,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-hgb", "--hg-blocks", dest="hg_blocks", type=int, default=None,
                    help="residual blocks per hourglass level (checked, the checkpoint wins)")
     g.add_argument("-nj", "--njoints", type=int, default=None,
-                   help="heatmap channels (checked, the checkpoint wins)")
+                   help=f"the ancestor's flag, kept for its command lines: the joints are "
+                   f"always the canonical {NUM_JOINTS} (any other value is refused)")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device, e.g. cpu, cuda or cuda:N")
     g.add_argument("--debug", action="store_true",
@@ -264,10 +266,13 @@ def validate_args(args: argparse.Namespace) -> None:
     """Refuse option values that cannot work, with the allowed range (before any work)."""
     for name, low in (("batch_size", 1), ("workers", 0), ("max_batches", 1), ("max_vis", 1),
                       ("synth_num_test", 1), ("hg_stacks", 1), ("hg_blocks", 1),
-                      ("njoints", 1), ("max_pixels", 1)):  # fmt: skip
+                      ("max_pixels", 1)):  # fmt: skip
         value = getattr(args, name)
         if value is not None and value < low:
             raise CliError(f"--{name} must be >= {low}, got {value}")
+    if args.njoints is not None and args.njoints != NUM_JOINTS:
+        raise CliError(f"--njoints must be {NUM_JOINTS} (the canonical hand joints), got "
+                       f"{args.njoints}")
     for name in ("bbox_factor", "bbox_scale"):
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and value > 0):
@@ -328,8 +333,7 @@ def check_output_folder(out: Path) -> None:
 
 def _warn_flag_mismatch(cfg: ModelConfig, args: argparse.Namespace) -> None:
     for flag, given, stored in (("-hgs", args.hg_stacks, cfg.nstacks),
-                                ("-hgb", args.hg_blocks, cfg.nblocks),
-                                ("-nj", args.njoints, cfg.njoints)):  # fmt: skip
+                                ("-hgb", args.hg_blocks, cfg.nblocks)):  # fmt: skip
         if given is not None and given != stored:
             print(f"warning: {flag} {given} disagrees with the checkpoint's config "
                   f"({stored}); using the checkpoint's value", file=sys.stderr)

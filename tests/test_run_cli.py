@@ -187,3 +187,8 @@ def test_dataset_record_through_subset_and_concat(realdata):
     assert dataset_record(mixed, 0).frame_id == 3
     assert dataset_record(mixed, 1).frame_id == 1
     assert dataset_record(mixed, 4).frame_id == 2
+
+
+def test_njoints_is_the_ancestors_flag_and_must_be_21(capsys):
+    assert run.main(["-nj", "20", "--image", "x.png"]) == 2
+    assert "--njoints must be 21" in capsys.readouterr().err
