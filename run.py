@@ -25,51 +25,38 @@ See `python run.py --help` and the README section "Evaluating".
 from __future__ import annotations
 
 import argparse
-import bisect
 import math
-import os
 import pickle
 import sys
 import tempfile
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader
 
 import datasets
 from datasets.base import (
     MAX_IMAGE_PIXELS,
     MAX_PIXELS_ENV,
-    AnnotationFormatError,
     DatasetLayoutError,
     ImageReadError,
     check_image_pixels,
-    read_image_rgb,
 )
-from datasets.joints import JOINT_NAMES, NUM_JOINTS
-from datasets.negatives import NoHandDataset, build_nohand_dataset
+from datasets.joints import NUM_JOINTS
 from models import (
+    CheckpointInfo,
     ModelConfig,
-    build_model,
     compile_for_inference,
-    load_bihand_seednet,
+    load_model,
     prepare_for_inference,
+    resolve_checkpoint,
 )
 from models.export_onnx import OnnxExportError, export_onnx
-from models.mano_head import describe_mano_model, mano_label
-from training.checkpoint import (
-    BEST_NAME,
-    CheckpointError,
-    check_finite_weights,
-    load_checkpoint,
-    save_checkpoint,
-)
-from utils import mano_eval, vis
-from utils.confidence import Calibration, ConfidenceSummary
+from models.mano_head import mano_label
+from training.checkpoint import BEST_NAME, CheckpointError, load_checkpoint, save_checkpoint
+from utils import mano_eval
+from utils.confidence import Calibration
 from utils.demo import (
     DemoOptions,
     ImageInput,
@@ -79,13 +66,13 @@ from utils.demo import (
     run_video,
 )
 from utils.errors import report_user_error
+from utils.eval_data import EvalDataConfig, eval_loader, nohand_loader
+from utils.eval_outputs import write_outputs
+from utils.eval_report import format_calibration_fit, format_confidence, format_table
+from utils.eval_vis import GridWriter, show_files
 from utils.evaluator import (
-    BatchOutput,
-    EvalResult,
-    HandVsNoHandResult,
     ImageScoreCollector,
     chain_hooks,
-    confidence_note,
     evaluate,
     fit_calibration,
     hand_vs_nohand,
@@ -93,19 +80,11 @@ from utils.evaluator import (
 from utils.image_header import image_size_from_header
 from utils.jsonio import write_json
 from utils.localize import DetectConfig, resolve_hand_score
-from utils.mesh_render import mesh_panels
-from utils.metrics import MetricsSummary
 from utils.predictor import PER_IMAGE_SCORES, Predictor
 from utils.progress import progress_bar
 from utils.track import TrackConfig
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "checkpoints" / "pretrained"
-DOWNLOAD_HINT = (
-    "How to get the data: RHD from https://lmb.informatik.uni-freiburg.de/projects/hand3d/ "
-    "(unpack RHD_published_v2 into <data_root>/RHD/), STB from "
-    "https://github.com/zhjwustc/icip17_stereo_hand_pose_dataset (into <data_root>/STB/); "
-    "or evaluate on the built-in synthetic set with --fine_tune synth (generated on first use)."
-)
 
 
 class CliError(Exception):
@@ -139,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-hgb", "--hg-blocks", dest="hg_blocks", type=int, default=None,
                    help="residual blocks per hourglass level (checked, the checkpoint wins)")
     g.add_argument("-nj", "--njoints", type=int, default=None,
-                   help="heatmap channels (checked, the checkpoint wins)")
+                   help=f"the ancestor's flag, kept for its command lines: the joints are "
+                   f"always the canonical {NUM_JOINTS} (any other value is refused)")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device, e.g. cpu, cuda or cuda:N")
     g.add_argument("--debug", action="store_true",
@@ -286,10 +266,13 @@ def validate_args(args: argparse.Namespace) -> None:
     """Refuse option values that cannot work, with the allowed range (before any work)."""
     for name, low in (("batch_size", 1), ("workers", 0), ("max_batches", 1), ("max_vis", 1),
                       ("synth_num_test", 1), ("hg_stacks", 1), ("hg_blocks", 1),
-                      ("njoints", 1), ("max_pixels", 1)):  # fmt: skip
+                      ("max_pixels", 1)):  # fmt: skip
         value = getattr(args, name)
         if value is not None and value < low:
             raise CliError(f"--{name} must be >= {low}, got {value}")
+    if args.njoints is not None and args.njoints != NUM_JOINTS:
+        raise CliError(f"--njoints must be {NUM_JOINTS} (the canonical hand joints), got "
+                       f"{args.njoints}")
     for name in ("bbox_factor", "bbox_scale"):
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and value > 0):
@@ -348,154 +331,15 @@ def check_output_folder(out: Path) -> None:
 # --- checkpoint -----------------------------------------------------------------------------
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or ``<folder>/ckp_seednet_all.pth.tar``; clear error if missing."""
-    path = Path(path)
-    candidate = path / BEST_NAME if path.is_dir() else path
-    if candidate.is_file():
-        return candidate
-    looked = f"{candidate}" if path.is_dir() else f"{path} (a file) or {path / BEST_NAME}"
-    raise CliError(
-        f"no checkpoint found: looked for {looked}.\n"
-        "  Train one: python training/train_seednet_fastflow.py --datasets synth "
-        f"--preset small -ckp {path}\n"
-        "  (or `make demo`), or put BiHand's released SeedNet checkpoint "
-        f"({BEST_NAME}) there."
-    )
-
-
-def _load_state_dict(model: torch.nn.Module, state_dict: dict, path: Path, what: str) -> None:
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()][:4]
-        raise CliError(
-            f"checkpoint {path}: its weights do not fit {what}. The file was written by a "
-            "different architecture or is not a 2DHandFlow/BiHand SeedNet checkpoint.\n  "
-            + "\n  ".join(lines)
-        ) from e
-
-
-def load_model(path: Path, args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the model from a checkpoint (2DHandFlow, or BiHand's SeedNet).
-
-    Returns:
-        (model on CPU, info dict for metrics.json).
-    """
-    try:
-        ckpt = load_checkpoint(path)
-    except CheckpointError:
-        # BiHand's release is {'state_dict': ..., ...} without a config: not an error here.
-        raw = _peek(path)
-        if _looks_like_bihand(raw):
-            return _load_bihand(path, raw, args)
-        raise
-    cfg_dict = ckpt.get("config", {}).get("model") if isinstance(ckpt.get("config"), dict) else None
-    if not isinstance(cfg_dict, dict):
-        raise CliError(f"checkpoint {path} has no config['model'] to rebuild the network from")
-    try:
-        cfg = ModelConfig.from_dict(cfg_dict)
-    except (TypeError, ValueError) as e:
-        raise CliError(f"checkpoint {path}: config['model'] is not a valid ModelConfig: {e}") from e
-    _warn_flag_mismatch(cfg, args)
-    model = build_model(cfg)
-    _load_state_dict(model, ckpt["model"], path, f"the {cfg.preset_name!r} model in its config")
-    info = {"checkpoint": str(path), "kind": "2dhandflow", "epoch": ckpt.get("epoch"),
-            "model_config": cfg.to_dict(), "data_config": ckpt["config"].get("data"),
-            "calibration": ckpt.get("calibration")}
-    return model, info
-
-
-def _peek(path: Path) -> Any:
-    """The raw content of a checkpoint file, or None if torch cannot read it safely."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError):
-        return None
-
-
-def _looks_like_bihand(raw: Any) -> bool:
-    """BiHand's files: {'epoch', 'state_dict'} or a bare state dict, and no 'config'."""
-    if not isinstance(raw, dict) or not raw or "config" in raw:
-        return False
-    return "state_dict" in raw or all(torch.is_tensor(v) for v in raw.values())
-
-
-def _load_bihand(
-    path: Path, raw: dict, args: argparse.Namespace
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    weights = raw.get("state_dict", raw)
-    if isinstance(weights, dict):
-        check_finite_weights(weights, path)
-    try:
-        model = load_bihand_seednet(raw)
-    except (RuntimeError, KeyError, ValueError, TypeError) as e:
-        raise CliError(f"checkpoint {path} looks like BiHand's but does not load: {e}") from e
-    _warn_flag_mismatch(model.cfg, args)
-    return model, {"checkpoint": str(path), "kind": "bihand_seednet",
-                   "model_config": model.cfg.to_dict()}  # fmt: skip
-
-
 def _warn_flag_mismatch(cfg: ModelConfig, args: argparse.Namespace) -> None:
     for flag, given, stored in (("-hgs", args.hg_stacks, cfg.nstacks),
-                                ("-hgb", args.hg_blocks, cfg.nblocks),
-                                ("-nj", args.njoints, cfg.njoints)):  # fmt: skip
+                                ("-hgb", args.hg_blocks, cfg.nblocks)):  # fmt: skip
         if given is not None and given != stored:
             print(f"warning: {flag} {given} disagrees with the checkpoint's config "
                   f"({stored}); using the checkpoint's value", file=sys.stderr)
 
 
-# --- dataset --------------------------------------------------------------------------------
-
-
-def build_eval_dataset(args: argparse.Namespace, cfg: ModelConfig,
-                       data_cfg: dict[str, Any]) -> Dataset:
-    """The evaluation dataset at the model's input size, framed as the checkpoint's training
-    framed its crops (``data_cfg``: config['data']); generates the synthetic set's evaluation
-    split when it is missing."""
-    from datasets.rhd import SPLIT_FOLDERS
-
-    data_root = Path(args.data_root)
-    if args.fine_tune == "synth":
-        split_dir = datasets.dataset_root("synth", data_root) / SPLIT_FOLDERS[args.split]
-        if not (split_dir / "color").is_dir():
-            synth_root = data_root / "SYNTH"
-            if args.split != "test":
-                raise CliError(
-                    f"synthetic {args.split} frames not found in {split_dir}: generate them "
-                    f"with `python -m datasets.synthetic --out {synth_root} --num-train 2000`"
-                )
-            from datasets import synthetic
-
-            print(f"synthetic evaluation set not found at {split_dir}: generating "
-                  f"{args.synth_num_test} frames, as `python -m datasets.synthetic --out "
-                  f"{synth_root} --num-train 0 --num-test {args.synth_num_test} --seed 0 "
-                  f"--difficulty {args.synth_difficulty} --no-stb` would", flush=True)
-            synthetic.generate(synth_root, num_train=0, num_test=args.synth_num_test, seed=0,
-                               difficulty=args.synth_difficulty, stb=False,
-                               workers=max(1, args.workers))
-    elif args.fine_tune == "synth_stb":
-        stb_root = datasets.dataset_root("synth_stb", data_root)
-        if not stb_root.is_dir():
-            raise CliError(
-                f"synthetic STB set not found at {stb_root}: generate it with "
-                f"`python -m datasets.synthetic --out {data_root / 'SYNTH'}`"
-            )
-    elif args.fine_tune == "coco" and not args.coco_json:
-        raise CliError("--fine_tune coco needs --coco_json FILE [FILE ...]")
-    elif args.fine_tune != "coco" and not data_root.is_dir():
-        raise CliError(
-            f"data root {data_root} does not exist: expected {data_root}/RHD/RHD_published_v2 "
-            f"(RHD) or {data_root}/STB (STB).\n{DOWNLOAD_HINT}"
-        )
-    options = datasets.ReaderOptions(hands=args.hands, stb_camera=args.stb_camera,
-                                     coco_json=tuple(args.coco_json or ()),
-                                     coco_keypoint_order=args.coco_keypoint_order)
-    return datasets.build_dataset(args.fine_tune, data_root, args.split, train_aug=False,
-                                  frame_ids=parse_frame_ids(args.frame_ids),
-                                  input_size=cfg.input_size, heatmap_size=cfg.heatmap_size,
-                                  sigma=data_cfg.get("sigma", 2.0),
-                                  crop_factor=data_cfg.get("crop_factor", 2.0), options=options)
+# --- evaluation data ----------------------------------------------------------------------
 
 
 def parse_frame_ids(text: str | None) -> list[int] | None:
@@ -514,269 +358,31 @@ def parse_frame_ids(text: str | None) -> list[int] | None:
     return ids
 
 
-def dataset_record(dataset: Dataset, index: int):
-    """The reader record behind sample ``index`` of a HandDataset, a Subset or a Concat."""
-    if isinstance(dataset, Subset):
-        return dataset_record(dataset.dataset, int(dataset.indices[index]))
-    if isinstance(dataset, ConcatDataset):
-        part = bisect.bisect_right(dataset.cumulative_sizes, index)
-        start = dataset.cumulative_sizes[part - 1] if part else 0
-        return dataset_record(dataset.datasets[part], index - start)
-    return dataset.record(index)
+def eval_data(args: argparse.Namespace) -> EvalDataConfig:
+    """What --fine_tune, --split, --data_root and the reader flags ask to evaluate on."""
+    options = datasets.ReaderOptions(hands=args.hands, stb_camera=args.stb_camera,
+                                     coco_json=tuple(args.coco_json or ()),
+                                     coco_keypoint_order=args.coco_keypoint_order)
+    return EvalDataConfig(args.fine_tune, args.data_root, args.split,
+                          frame_ids=parse_frame_ids(args.frame_ids), options=options,
+                          batch_size=args.batch_size, workers=args.workers,
+                          synth_num_test=args.synth_num_test,
+                          synth_difficulty=args.synth_difficulty)  # fmt: skip
 
 
-# --- outputs --------------------------------------------------------------------------------
-
-
-def _fmt(value: float | None, spec: str = ".4f") -> str:
-    return "n/a" if value is None or not np.isfinite(value) else format(value, spec)
-
-
-def format_table(m: MetricsSummary, title: str, has_flow: bool) -> str:
-    """The printed summary: both protocols, accH, likelihood, per-joint table."""
-    flow_note = "no flow head"
-    lines = [
-        f"== {title}: {m.num_samples} samples, {m.num_keypoints} visible keypoints "
-        "(original-image pixels)",
-        f"  MMPose   PCK@{m.pck_thr:g} (box x{m.bbox_factor:g}) {_fmt(m.pck)}   "
-        f"AUC(0-30px) {_fmt(m.auc)}   EPE mean {_fmt(m.epe_mean_px, '.2f')} px",
-        f"  Z&B      AUC(0-30px, trapz) {_fmt(m.zb_auc)}   EPE mean "
-        f"{_fmt(m.zb_epe_mean_px, '.2f')} px   EPE median {_fmt(m.zb_epe_median_px, '.2f')} px",
-        f"  BiHand   accH (argmax, 3.2 hm px) {_fmt(m.acc_hm)}",
-        "  flow     "
-        + (f"mean log-lik {_fmt(m.mean_log_likelihood, '.1f')}   Spearman(log-lik, EPE) "
-           f"{_fmt(m.loglik_epe_spearman, '.3f')} (p={_fmt(m.loglik_epe_pvalue, '.2g')})"
-           if has_flow else f"log-lik: {flow_note}   Spearman(log-lik, EPE): {flow_note}"),
-        f"  {'joint':<12} {'PCK':>7} {'AUC-ZB':>7} {'EPE':>7} {'median':>7} {'accH':>7}",
-    ]  # fmt: skip
-    pj = m.per_joint
-    for j in range(len(pj["pck"])):
-        name = JOINT_NAMES[j] if j < NUM_JOINTS else str(j)
-        lines.append(
-            f"  {name:<12} {_fmt(pj['pck'][j], '7.3f')} {_fmt(pj['zb_auc'][j], '7.3f')} "
-            f"{_fmt(pj['epe_mean_px'][j], '7.2f')} {_fmt(pj['epe_median_px'][j], '7.2f')} "
-            f"{_fmt(pj['acc_hm'][j], '7.3f')}"
-        )
-    return "\n".join(lines)
-
-
-def format_confidence(c: ConfidenceSummary, hand: HandVsNoHandResult | None,
-                      calibration: Calibration | None) -> str:  # fmt: skip
-    """The printed confidence block: per-image and per-joint scores against the labels."""
-    half = min(range(len(c.kept_fractions)), key=lambda i: abs(c.kept_fractions[i] - 0.5))
-    lines = [
-        f"== confidence: {c.num_images} images, {c.num_failed} failed (fewer than "
-        f"{c.failure_joint_fraction:g} of the joints within PCK@{c.pck_thr:g}); "
-        f"{c.num_correct_keypoints}/{c.num_keypoints} keypoints within PCK@{c.pck_thr:g}",
-        f"  {'per image':<22} {'fail AUROC':>10} {'hand AUROC':>10} "
-        f"{'PCK kept':>9} {'AUC kept':>9}  (kept: best {c.kept_fractions[half]:.0%})",
-    ]  # fmt: skip
-    hand_auroc = {} if hand is None else hand.auroc
-    rows = [(name, r.failure_auroc, r.kept) for name, r in c.image_scores.items()]
-    rows.append(("oracle (true error)", None, c.oracle))
-    for name, fail, kept in rows:
-        fail_text = "-" if kept is c.oracle else _fmt(fail, ".3f")
-        hand_text = "-" if hand is None or kept is c.oracle else _fmt(hand_auroc.get(name), ".3f")
-        lines.append(f"  {name:<22} {fail_text:>10} {hand_text:>10} "
-                     f"{_fmt(kept.pck[half], '.3f'):>9} {_fmt(kept.auc[half], '.3f'):>9}")
-    all_kept = c.oracle
-    lines.append(f"  {'all images':<22} {'':>10} {'':>10} {_fmt(all_kept.pck[0], '.3f'):>9} "
-                 f"{_fmt(all_kept.auc[0], '.3f'):>9}")
-    lines.append(f"  {'per joint':<22} {'AUROC':>10} {'ECE':>10}")
-    for name, r in c.joint_scores.items():
-        ece = _fmt(r.ece, ".3f") if r.reliability is not None else "not a prob."
-        lines.append(f"  {name:<22} {_fmt(r.auroc, '.3f'):>10} {ece:>10}")
-    if hand is not None:
-        kinds = ", ".join(f"{k} {int((hand.negative_kinds == k).sum())}"
-                          for k in hand.auroc_by_kind)  # fmt: skip
-        lines.append(f"  hand vs no hand: {hand.num_positive} hand crops against "
-                     f"{hand.num_negative} crops without a hand ({kinds})")
-    if calibration is None:
-        lines.append("  calibration: none in the checkpoint, so predictions carry no "
-                     "confidence or hand_present (python run.py --calibrate ...)")
-    else:
-        parts = [f"joint <- {calibration.joint.score}" if calibration.joint else "no joint map",
-                 f"hand_present <- {calibration.hand_present.score}" if calibration.hand_present
-                 else "no hand_present map"]  # fmt: skip
-        lines.append(f"  calibration: {', '.join(parts)}")
-    if c.threshold is not None:
-        t = c.threshold
-        lines.append(f"  threshold: {t.score} >= {t.threshold:g} keeps {t.num_kept}/"
-                     f"{c.num_images} images ({t.fraction_kept:.0%}): PCK {_fmt(t.pck)}   "
-                     f"AUC {_fmt(t.auc)}")
-    return "\n".join(lines)
-
-
-def coco_results(result_preds: Sequence) -> list[dict]:
-    """COCO keypoint results (image_id = frame id, category 1, [x, y, score] * 21)."""
-    out = []
-    for p in result_preds:
-        kps = np.concatenate([p.kp2d_px, p.scores[:, None]], axis=1).reshape(-1)
-        out.append({"image_id": p.frame_id, "category_id": 1,
-                    "keypoints": np.round(kps, 3).tolist(), "score": float(np.mean(p.scores))})
-    return out
-
-
-def write_outputs(out: Path, result: EvalResult, info: dict, args: argparse.Namespace,
-                  hand: HandVsNoHandResult | None = None) -> None:
-    """metrics.json, predictions*.json, coco_results*.json, pck_curve.png and
-    confidence_curve.png in ``out``."""
-    def summary(m: MetricsSummary | None) -> dict | None:
-        return None if m is None else m.to_dict()
-
-    metrics = {
-        **info, "dataset": args.fine_tune, "split": args.split, "has_flow": result.has_flow,
-        "num_samples": result.num_samples, "seconds": result.seconds,
-        "images_per_s": result.images_per_s, "device": args.device, "precision": args.precision,
-        "metrics": summary(result.metrics), "metrics_flip_test": summary(result.metrics_flip),
-    }  # fmt: skip
-    if not result.has_flow:
-        metrics["likelihood_note"] = "no flow head: log-likelihood columns are empty"
-    metrics["confidence"] = None if result.confidence is None else result.confidence.to_dict()
-    metrics["hand_vs_nohand"] = None if hand is None else hand.to_dict()
-    calibration = result.calibration
-    metrics["calibration_note"] = confidence_note(
-        None if calibration is None else calibration.joint,
-        None if calibration is None else calibration.hand_present)
-    metrics.update(mano_eval.mano_metrics_entries(
-        describe_mano_model(ModelConfig.from_dict(info["model_config"])), result.mano_metrics,
-        result.metrics_3d))
-    write_json(out / "metrics.json", metrics)
-    write_json(out / "predictions.json", [p.to_dict() for p in result.predictions])
-    write_json(out / "coco_results.json", coco_results(result.predictions))
-    curves = {
-        "Z&B (<=, trapz)": (result.metrics.zb_thresholds_px, result.metrics.zb_pck_curve),
-        "MMPose (<)": (result.metrics.mmpose_thresholds_px, result.metrics.mmpose_pck_curve),
-    }
-    if result.metrics_flip is not None:
-        write_json(out / "predictions_flip.json", [p.to_dict() for p in result.predictions_flip])
-        write_json(out / "coco_results_flip.json", coco_results(result.predictions_flip))
-        mf = result.metrics_flip
-        curves["Z&B, flip test"] = (mf.zb_thresholds_px, mf.zb_pck_curve)
-    vis.plot_pck_curves(
-        curves, out / "pck_curve.png",
-        title=f"{args.fine_tune} {args.split}: AUC MMPose {result.metrics.auc:.3f}, "
-        f"Z&B {result.metrics.zb_auc:.3f}",
-    )  # fmt: skip
-    if result.confidence is not None:
-        c = result.confidence
-        kept = {name: (r.kept.fractions, r.kept.pck, r.kept.auc)
-                for name, r in c.image_scores.items()}  # fmt: skip
-        kept["oracle (true error)"] = (c.oracle.fractions, c.oracle.pck, c.oracle.auc)
-        vis.plot_kept_curves(kept, out / "confidence_curve.png",
-                             title=f"{args.fine_tune} {args.split}: dropping the "
-                             "lowest-scoring images", reference="oracle (true error)")
-
-
-class GridWriter:
-    """`evaluate` hook: writes one grid per batch to ``<out>/vis`` (up to ``max_samples``)."""
-
-    def __init__(self, out_dir: Path, dataset: Dataset, batch_size: int,
-                 max_samples: int | None, mano_faces: np.ndarray | None = None,
-                 mano_note: str | None = None) -> None:  # fmt: skip
-        self.out_dir = out_dir
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.remaining = max_samples
-        self.written: list[Path] = []
-        self.mano_faces = mano_faces  # with a MANO head: its mesh panels are drawn
-        self.mano_note = mano_note
-
-    def __call__(self, b: int, batch: dict, out: BatchOutput) -> None:
-        if out.flip or (self.remaining is not None and self.remaining <= 0):
-            return
-        n = out.kp2d_crop_px.shape[0]
-        if self.remaining is not None:
-            n = min(n, self.remaining)
-            self.remaining -= n
-        samples = []
-        for i in range(n):
-            record = dataset_record(self.dataset, b * self.batch_size + i)
-            errors = out.errors_px[i]
-            samples.append(vis.VisSample(
-                image_rgb=vis.to_uint8_rgb(batch["image"][i].numpy()),
-                kp2d_pred_px=out.kp2d_crop_px[i],
-                heatmaps=out.heatmaps[i],
-                kp2d_gt_px=batch["kp2d_px"][i].numpy(),
-                visible=batch["visible"][i].numpy(),
-                mask_prob=out.mask_prob[i],
-                loglik_map=None if out.loglik_map is None else out.loglik_map[i],
-                log_likelihood=None if out.log_likelihood is None else float(out.log_likelihood[i]),
-                full_image_rgb=read_image_rgb(record.image_path),
-                kp2d_pred_orig_px=out.kp2d_orig_px[i],
-                title=f"{batch['dataset'][i]} #{int(batch['frame_id'][i])}",
-                epe_px=float(np.nanmean(errors)) if np.isfinite(errors).any() else None,
-                joint_confidence=None if out.joint_confidence is None
-                else out.joint_confidence[i],
-                extra_panels=self.mano_panels(batch, out, i),
-            ))  # fmt: skip
-        path = vis.save_rgb(self.out_dir / f"batch_{b:04d}.png", vis.render_grid(samples))
-        self.written.append(path)
-
-    def mano_panels(self, batch: dict, out: BatchOutput, i: int) -> list[np.ndarray]:
-        """The MANO mesh over the crop and the side view of sample ``i`` (none without)."""
-        if out.mano is None or self.mano_faces is None:
-            return []
-        gt = batch["joints_m"][i].numpy() if bool(batch["has_3d"][i]) else None
-        return mesh_panels(vis.to_uint8_rgb(batch["image"][i].numpy()),
-                           out.mano.verts2d_crop_px[i], out.mano.verts_m[i], self.mano_faces,
-                           out.mano.joints_m[i], kp2d_px=out.mano.kp2d_crop_px[i],
-                           gt_joints_m=gt, note=self.mano_note)
-
-
-def _has_display() -> bool:
-    return sys.platform in ("darwin", "win32") or bool(
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-    )
-
-
-def show_files(paths: Sequence[Path]) -> None:
-    """Open images in matplotlib windows if a display exists; else say where they are."""
-    if not _has_display():
-        print("--show: no display found; the files are written above.")
-        return
-    import matplotlib.pyplot as plt
-
-    for path in paths:
-        plt.figure(path.name)
-        plt.imshow(plt.imread(path))
-        plt.axis("off")
-    plt.show()
-
-
-# --- the two modes ------------------------------------------------------------------------------
-
-
-def eval_loader(args: argparse.Namespace, model: torch.nn.Module,
-                info: dict) -> tuple[Dataset, DataLoader]:  # fmt: skip
-    """The dataset of --fine_tune/--split at the model's input size and its loader."""
-    try:
-        dataset = build_eval_dataset(args, model.cfg, info.get("data_config") or {})
-    except DatasetLayoutError as e:
-        raise CliError(f"{e}\n{DOWNLOAD_HINT}") from e
-    if len(dataset) == 0:
-        raise CliError(f"{args.fine_tune} split {args.split!r} under {args.data_root} is empty")
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
-                        num_workers=args.workers, persistent_workers=False)  # fmt: skip
-    return dataset, loader
-
-
-def nohand_loader(args: argparse.Namespace, input_size: int) -> DataLoader:
+def negatives_loader(args: argparse.Namespace, input_size: int) -> DataLoader:
     """Crops without a hand: --nohand_num synthetic backgrounds, plus as many background
     patches of --nohand_coco."""
-    try:
-        negatives: NoHandDataset = build_nohand_dataset(
-            input_size, coco_files=args.nohand_coco or (),
-            num_real=args.nohand_num if args.nohand_coco else 0, num_synthetic=args.nohand_num,
-            seed=args.nohand_seed,
-        )  # fmt: skip
-    except AnnotationFormatError as e:
-        raise CliError(f"--nohand_coco: {e}") from e
+    loader = nohand_loader(input_size, args.nohand_coco or (), args.nohand_num,
+                           args.nohand_seed, batch_size=args.batch_size, workers=args.workers)
+    negatives = loader.dataset
     print(f"hand vs no hand: {len(negatives.patches)} background patches"
           f"{' of ' + ', '.join(args.nohand_coco) if args.nohand_coco else ''} and "
           f"{negatives.num_synthetic} synthetic backgrounds", flush=True)  # fmt: skip
-    return DataLoader(negatives, batch_size=args.batch_size, shuffle=False,
-                      num_workers=args.workers)  # fmt: skip
+    return loader
+
+
+# --- the two modes ------------------------------------------------------------------------------
 
 
 def threshold_of(args: argparse.Namespace, model: torch.nn.Module,
@@ -799,15 +405,13 @@ def threshold_of(args: argparse.Namespace, model: torch.nn.Module,
     return name, args.min_confidence
 
 
-def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: Path,
+def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: CheckpointInfo, out: Path,
              calibration: Calibration | None) -> int:  # fmt: skip
     threshold = threshold_of(args, model, calibration)
-    dataset, loader = eval_loader(args, model, info)
-    head = getattr(model, "mano", None)
-    writer = GridWriter(out / "vis", dataset, args.batch_size, args.max_vis,
-                        None if head is None else head.layer.faces.cpu().numpy(),
-                        None if head is None else mano_label(model.cfg)) if args.vis else None
-    print(f"evaluating {info['checkpoint']} on {args.fine_tune}/{args.split} "
+    dataset, loader = eval_loader(eval_data(args), model.cfg, info.data_config)
+    writer = (GridWriter.for_model(out / "vis", dataset, args.batch_size, args.max_vis, model)
+              if args.vis else None)  # fmt: skip
+    print(f"evaluating {info.checkpoint} on {args.fine_tune}/{args.split} "
           f"({len(dataset)} samples) on {args.device}", flush=True)  # fmt: skip
     def progress(batches):
         return progress_bar(batches, total=len(loader), desc="eval", leave=False)
@@ -819,7 +423,8 @@ def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: 
                       confidence_threshold=threshold)  # fmt: skip
     hand = None
     if collector is not None:
-        hand = hand_vs_nohand(model, collector.scores(), nohand_loader(args, model.cfg.input_size),
+        hand = hand_vs_nohand(model, collector.scores(),
+                              negatives_loader(args, model.cfg.input_size),
                               max_batches=args.max_batches, calibration=calibration)
     print(format_table(result.metrics, "single view", result.has_flow))
     if result.metrics_flip is not None:
@@ -831,7 +436,8 @@ def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: 
         print(format_confidence(result.confidence, hand, calibration))
     print(f"{result.num_samples} images in {result.seconds:.1f} s "
           f"({result.images_per_s:.1f} images/s, data loading included)")  # fmt: skip
-    write_outputs(out, result, info, args, hand)
+    write_outputs(out, result, info, dataset=args.fine_tune, split=args.split, device=args.device,
+                  precision=args.precision, hand=hand)
     print(f"wrote metrics.json, predictions.json, coco_results.json, pck_curve.png"
           f"{', confidence_curve.png' if result.confidence is not None else ''} to {out}")
     if writer is not None:
@@ -842,46 +448,35 @@ def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: dict, out: 
     return 0
 
 
-def run_calibrate(args: argparse.Namespace, model: torch.nn.Module, info: dict,
+def run_calibrate(args: argparse.Namespace, model: torch.nn.Module, info: CheckpointInfo,
                   out: Path) -> int:  # fmt: skip
     """Fit the calibration on --split and store it in the checkpoint file."""
-    if info["kind"] != "2dhandflow":
+    if info.is_bihand:
         raise CliError(f"--calibrate stores the calibration in a 2DHandFlow checkpoint; "
-                       f"{info['checkpoint']} is {info['kind']!r}")
+                       f"{info.checkpoint} is {info.kind!r}")
     if args.split == "test":
         print("warning: --calibrate on the test split: metrics later reported on it are "
               "optimistic (calibrate on --split val)", file=sys.stderr)
-    dataset, loader = eval_loader(args, model, info)
-    negatives = nohand_loader(args, model.cfg.input_size) if args.hand_vs_nohand else None
+    dataset, loader = eval_loader(eval_data(args), model.cfg, info.data_config)
+    negatives = negatives_loader(args, model.cfg.input_size) if args.hand_vs_nohand else None
     fitted_on = {"dataset": args.fine_tune, "split": args.split, "num_images": len(dataset),
                  "max_batches": args.max_batches,
                  "nohand": None if negatives is None else {
                      "coco": list(args.nohand_coco or ()), "num": args.nohand_num,
                      "seed": args.nohand_seed}}  # fmt: skip
-    print(f"calibrating {info['checkpoint']} on {args.fine_tune}/{args.split} "
+    print(f"calibrating {info.checkpoint} on {args.fine_tune}/{args.split} "
           f"({len(dataset)} samples)", flush=True)  # fmt: skip
     try:
         fit = fit_calibration(model, loader, negatives=negatives, max_batches=args.max_batches,
                               bbox_factor=args.bbox_factor, fitted_on=fitted_on)
     except ValueError as e:
         raise CliError(f"cannot calibrate on {args.fine_tune}/{args.split}: {e}") from e
-    path = Path(info["checkpoint"])
+    path = info.checkpoint
     ckpt = load_checkpoint(path)
     ckpt["calibration"] = fit.calibration.to_dict()
     save_checkpoint(ckpt, path)
     write_json(out / "calibration.json", fit.to_dict())
-    joint = fit.calibration.joint
-    print(f"joint confidence = sigmoid({joint.a:.4g} * heatmap_peak + {joint.b:.4g}) from "
-          f"{fit.num_keypoints} keypoints; ECE {_fmt(fit.ece_before, '.3f')} (peak) -> "
-          f"{_fmt(fit.ece_after, '.3f')} (calibrated, same data)")
-    hand = fit.calibration.hand_present
-    if hand is not None:
-        print(f"hand_present = sigmoid({hand.a:.4g} * {hand.score} + {hand.b:.4g}) from "
-              f"{fit.hand.num_positive} hand and {fit.hand.num_negative} no-hand crops "
-              f"(AUROC {_fmt(fit.hand.auroc[hand.score], '.3f')}, the best of "
-              f"{', '.join(fit.hand.auroc)})")
-    else:
-        print("no hand_present map: add --hand_vs_nohand to fit one")
+    print(format_calibration_fit(fit))
     print(f"stored the calibration in {path} and wrote {out / 'calibration.json'}")
     return 0
 
@@ -901,13 +496,15 @@ def demo_options(args: argparse.Namespace) -> DemoOptions:
                        max_pixels=args.max_pixels, save_video=args.save_video)  # fmt: skip
 
 
-def build_predictor(args: argparse.Namespace, model: torch.nn.Module | None, info: dict,
+def build_predictor(args: argparse.Namespace, model: torch.nn.Module | None,
+                    info: CheckpointInfo | None,
                     calibration: Calibration | None) -> Predictor:  # fmt: skip
     """The torch model's predictor, or the --onnx file's (same interface)."""
     kwargs = {"crop_factor": args.bbox_scale, "side_score": args.side_score}
     if args.onnx:
         return Predictor.from_onnx(args.onnx, threads=args.threads, **kwargs)
-    return Predictor.from_model(model, info.get("data_config"), calibration, **kwargs)
+    return Predictor.from_model(model, None if info is None else info.data_config, calibration,
+                                **kwargs)
 
 
 def run_demo(args: argparse.Namespace, predictor: Predictor, inputs: Sequence[ImageInput],
@@ -938,12 +535,12 @@ def run_demo(args: argparse.Namespace, predictor: Predictor, inputs: Sequence[Im
     return 0
 
 
-def run_export(args: argparse.Namespace, model: torch.nn.Module, info: dict) -> int:
+def run_export(args: argparse.Namespace, model: torch.nn.Module, info: CheckpointInfo) -> int:
     """--export_onnx: the checkpoint's model as ONNX, checked against PyTorch."""
     path = Path(args.export_onnx)
-    print(f"exporting {info['checkpoint']} to {path}", flush=True)
-    report = export_onnx(model.cpu(), path, data_config=info.get("data_config"),
-                         calibration=info.get("calibration"), source=info["checkpoint"])
+    print(f"exporting {info.checkpoint} to {path}", flush=True)
+    report = export_onnx(model.cpu(), path, data_config=info.data_config,
+                         calibration=info.calibration, source=str(info.checkpoint))
     print(report.summary())
     return 0
 
@@ -963,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise CliError(f"--nohand_num must be >= 1, got {args.nohand_num}")
         if args.onnx:
             onnx_path = Path(args.onnx)
-            predictor = build_predictor(args, None, {}, None)
+            predictor = build_predictor(args, None, None, None)
             inputs = check_demo_images(args) if args.image else []
             out = Path(args.out) if args.out else onnx_path.parent / "demo"
             check_output_folder(out)
@@ -973,9 +570,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             device = torch.device("cpu" if args.export_onnx else args.device)
         except RuntimeError as e:
             raise CliError(f"--device {args.device!r} is not a valid torch device") from e
-        model, info = load_model(ckpt_path, args)
+        model, info = load_model(ckpt_path)
+        _warn_flag_mismatch(info.model_config, args)
         try:
-            calibration = Calibration.from_dict(info.get("calibration"), str(ckpt_path))
+            calibration = Calibration.from_dict(info.calibration, str(ckpt_path))
         except ValueError as e:
             raise CliError(f"checkpoint {ckpt_path}: bad 'calibration' entry: {e}") from e
         prepare = compile_for_inference if args.compile and not args.export_onnx else \

@@ -52,7 +52,7 @@ import datasets
 import run
 from datasets.base import choose_hand, read_image_rgb, read_label_image
 from datasets.negatives import render_background_crop
-from models import prepare_for_inference
+from models import CheckpointInfo, load_model, prepare_for_inference
 from utils.confidence import Calibration
 from utils.demo import DemoOptions, run_video
 from utils.localize import DetectConfig, Detection, box_iou, detect_hands, select_hands
@@ -230,13 +230,13 @@ def video_speed(predictor: Predictor, config: DetectConfig, photo: Path, frames:
     return out
 
 
-def onnx_speed(model: torch.nn.Module, predictor: Predictor, info: dict, photo: Path,
+def onnx_speed(model: torch.nn.Module, predictor: Predictor, info: CheckpointInfo, photo: Path,
                threads: int, folder: Path, iters: int) -> dict[str, Any]:  # fmt: skip
     """Crops/s of the network and one image's localisation with PyTorch and onnxruntime."""
     from models.export_onnx import export_onnx
 
-    report = export_onnx(model.cpu(), folder / "model.onnx", data_config=info.get("data_config"),
-                         calibration=info.get("calibration"), check_batches=(1, 2))
+    report = export_onnx(model.cpu(), folder / "model.onnx", data_config=info.data_config,
+                         calibration=info.calibration, check_batches=(1, 2))
     onnx_predictor = Predictor.from_onnx(report.path, threads=threads,
                                          crop_factor=predictor.crop_factor)  # fmt: skip
     image = read_image_rgb(photo)
@@ -297,9 +297,9 @@ def fmt(value: float, target: float | None = None, percent: bool = True) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args, run_args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    ckpt = run.resolve_checkpoint(args.checkpoint or run.PRETRAINED_DIR)
-    model, info = run.load_model(ckpt, run_args)
-    calibration = Calibration.from_dict(info.get("calibration"), str(ckpt))
+    model, info = load_model(args.checkpoint or run.PRETRAINED_DIR)
+    ckpt = info.checkpoint
+    calibration = Calibration.from_dict(info.calibration, str(ckpt))
     model = prepare_for_inference(model.to(torch.device(args.device)))
     predictor = run.build_predictor(run_args, model, info, calibration)
     config = run.demo_options(run_args).detect
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             except ImportError:
                 print("ONNX: skipped (pip install -r requirements-onnx.txt)")
             else:
-                cpu_model, _ = run.load_model(ckpt, run_args)
+                cpu_model, _ = load_model(ckpt)
                 cpu_model = prepare_for_inference(cpu_model)
                 cpu_predictor = run.build_predictor(run_args, cpu_model, info, calibration)
                 speed = onnx_speed(cpu_model, cpu_predictor, info, photo, args.threads, Path(tmp),

@@ -34,7 +34,7 @@ from datasets.joints import (
 from datasets.render import decode_depth_rhd
 from datasets.stb_calibration import SK_COLOR_K, sk_depth_to_color
 from datasets.synthetic import generate
-from utils.geometry import project_points
+from utils.geometry import project_points, rescale_px
 from utils.safe_pickle import restricted_load
 
 TILE = 240
@@ -51,7 +51,7 @@ def draw_hand(image_rgb: np.ndarray, kp2d_px: np.ndarray, visible: np.ndarray | 
         scale: tile size / original size.
     """
     height, width = image_rgb.shape[:2]
-    pts = (kp2d_px + 0.5) * scale - 0.5
+    pts = rescale_px(kp2d_px, scale)
     shown = visible if visible is not None else np.ones(NUM_JOINTS, dtype=bool)
     inside = (pts[:, 0] >= 0) & (pts[:, 0] < width) & (pts[:, 1] >= 0) & (pts[:, 1] < height)
     if not inside.any():

@@ -49,7 +49,7 @@ from datasets.hgcnn import HGCNNRealReader
 from datasets.rhd import RHD_PIXEL_OFFSET, SPLIT_FOLDERS, RHDReader
 from datasets.stb import TEST_SEQUENCES, TRAIN_SEQUENCES, STBReader
 from datasets.transforms import AugmentConfig, CropConfig, crop_to_original
-from utils.heatmap import HeatmapCodec
+from utils.heatmap import HEATMAP_STRIDE, HeatmapCodec
 
 __all__ = [
     "SAMPLE_KEYS", "AnnotationFormatError", "AugmentConfig", "CropConfig", "DatasetLayoutError",
@@ -263,7 +263,7 @@ def build_dataset(
     frame_ids: Iterable[int] | None = None,
     hands: str = "one",
     input_size: int = 256,
-    heatmap_size: int = 64,
+    heatmap_size: int | None = None,
     sigma: float = 2.0,
     zero_invisible: bool = False,
     crop_factor: float = 2.0,
@@ -290,7 +290,9 @@ def build_dataset(
         frame_ids: only these frames (RHD: frame numbers of the folder; STB: frame numbers
             0-1499 in every sequence). Needed for partial copies such as ../shared/realdata.
         hands: RHD only: 'one' (the hand with more mask pixels) or 'both'.
-        input_size, heatmap_size, sigma, zero_invisible: `HeatmapCodec` settings.
+        input_size, sigma, zero_invisible: the model's `HeatmapCodec`
+            (`HeatmapCodec.for_input_size`: heatmaps and masks of a quarter of the input side).
+        heatmap_size: that quarter (None: derived); any other value is refused.
         crop_factor: crop side = factor x max side of the keypoint box.
         aug: augmentation ranges (default `AugmentConfig()`).
         cache_dir: annotation cache folder; None = user cache, False = off.
@@ -322,10 +324,13 @@ def build_dataset(
     whole_sequence_split = name in ("stb", "synth_stb") and bool(options.stb_val_sequences)
     if split in ("train", "val") and not whole_sequence_split:
         indices = train_val_indices(reader.split_keys, split, val_fraction, split_seed)
-    codec = HeatmapCodec(input_size, heatmap_size, sigma, zero_invisible=zero_invisible)
+    codec = HeatmapCodec.for_input_size(input_size, sigma=sigma, zero_invisible=zero_invisible)
+    if heatmap_size is not None and heatmap_size != codec.heatmap_size:
+        raise ValueError(f"heatmap_size must be input_size / {HEATMAP_STRIDE} = "
+                         f"{codec.heatmap_size}, got {heatmap_size}")
     return HandDataset(reader, indices, train_aug=train_aug, seed=seed,
                        crop=CropConfig(out_size=input_size, factor=crop_factor), aug=aug,
-                       codec=codec, mask_size=heatmap_size)
+                       codec=codec)
 
 
 def build_datasets(names: Sequence[str], data_root: Path | str, split: str, *,

@@ -256,18 +256,18 @@ def hand_mask(record: FrameRecord, hand: HandAnnotation, mask: np.ndarray) -> np
 
 def make_sample(record: FrameRecord, image: np.ndarray, mask: np.ndarray | None, *,
                 codec: HeatmapCodec, crop: CropConfig, aug: AugmentConfig | None,
-                rng: np.random.Generator | None, mask_size: int = 64) -> dict[str, Any]:
+                rng: np.random.Generator | None) -> dict[str, Any]:
     """Turn one record and its decoded images into a sample dict (see module docstring).
 
     Args:
         record: the frame.
         image: (H, W, 3) uint8 RGB original image.
         mask: (H, W) uint8 label image, or None.
-        codec: heatmap codec (its input size must equal ``crop.out_size``).
+        codec: heatmap codec (its input size must equal ``crop.out_size``; the mask target
+            has its heatmap size).
         crop: crop framing.
         aug: augmentation ranges, or None for none (evaluation).
         rng: generator for the augmentation (required when ``aug`` is given).
-        mask_size: side of the mask target.
     """
     if codec.input_size != crop.out_size:
         raise ValueError(f"codec input_size {codec.input_size} != crop size {crop.out_size}")
@@ -290,6 +290,7 @@ def make_sample(record: FrameRecord, image: np.ndarray, mask: np.ndarray | None,
     if aug is not None:
         crop_img = photometric(crop_img, rng, aug)
         crop_img = occlude(crop_img, rng, aug)
+    mask_size = codec.heatmap_size
     has_mask = mask is not None and (record.mask_is_binary or bool(hand.mask_ids))
     if has_mask:
         mask_t = warp_mask(hand_mask(record, hand, mask), geo.affine, crop.out_size, mask_size)
@@ -328,14 +329,13 @@ class HandDataset(Dataset):
             loader workers.
         crop: crop framing.
         aug: augmentation ranges (used when ``train_aug``).
-        codec: heatmap codec (default: ``HeatmapCodec(crop.out_size, 64, 2.0)``).
-        mask_size: side of the mask target.
+        codec: heatmap codec (default: ``HeatmapCodec.for_input_size(crop.out_size)``); the
+            mask target has its heatmap size.
     """
 
     def __init__(self, reader: Reader, indices: Sequence[int] | np.ndarray | None = None, *,
                  train_aug: bool, seed: int = 0, crop: CropConfig | None = None,
-                 aug: AugmentConfig | None = None, codec: HeatmapCodec | None = None,
-                 mask_size: int = 64) -> None:
+                 aug: AugmentConfig | None = None, codec: HeatmapCodec | None = None) -> None:
         self.reader = reader
         self.indices = (np.arange(len(reader), dtype=np.int64) if indices is None
                         else np.asarray(indices, dtype=np.int64))
@@ -343,8 +343,7 @@ class HandDataset(Dataset):
         self.seed = int(seed)
         self.crop = crop or CropConfig()
         self.aug = aug or AugmentConfig()
-        self.codec = codec or HeatmapCodec(self.crop.out_size, 64, 2.0)
-        self.mask_size = int(mask_size)
+        self.codec = codec or HeatmapCodec.for_input_size(self.crop.out_size)
         self.epoch = 0
         self._stream = zlib.crc32(reader.name.encode())
 
@@ -375,7 +374,7 @@ class HandDataset(Dataset):
         aug = self.aug if self.train_aug else None
         rng = self.rng(index) if self.train_aug else None
         return make_sample(record, image, mask, codec=self.codec, crop=self.crop, aug=aug,
-                           rng=rng, mask_size=self.mask_size)
+                           rng=rng)
 
 
 class MixedDataset(ConcatDataset):

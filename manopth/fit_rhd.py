@@ -32,6 +32,7 @@ from manopth.fit import FitConfig, FitResult, fit_mano_to_keypoints
 from manopth.loader import ManoFileError
 from manopth.manolayer import ManoLayer
 from manopth.synthetic_model import synthetic_mano_model
+from utils.geometry import rescale_px
 from utils.vis import draw_skeleton
 
 
@@ -78,7 +79,7 @@ def render_overlay(image_rgb: np.ndarray, result: FitResult, faces: np.ndarray, 
     canvas = cv2.resize(image_rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
     verts = result.verts_m[0].detach().cpu().double().numpy()
     uvw = verts @ K.T
-    uv = (uvw[:, :2] / np.maximum(uvw[:, 2:], 1e-6) + 0.5) * scale - 0.5
+    uv = rescale_px(uvw[:, :2] / np.maximum(uvw[:, 2:], 1e-6), scale)
     tri = verts[faces]
     normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
@@ -90,8 +91,8 @@ def render_overlay(image_rgb: np.ndarray, result: FitResult, faces: np.ndarray, 
         cv2.fillConvexPoly(mesh_layer, np.round(uv[faces[f]] * 16).astype(np.int32), colour,
                            lineType=cv2.LINE_AA, shift=4)
     out = cv2.addWeighted(mesh_layer, alpha, canvas, 1 - alpha, 0)
-    fitted = (result.kp2d_px[0].detach().cpu().double().numpy() + 0.5) * scale - 0.5
-    target = (target_px + 0.5) * scale - 0.5
+    fitted = rescale_px(result.kp2d_px[0].detach().cpu().double().numpy(), scale)
+    target = rescale_px(target_px, scale)
 
     # Side panel: the hand region enlarged to the full height.
     valid = target[weights > 0]

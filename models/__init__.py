@@ -12,6 +12,7 @@ from models.handflow import (
     prepare_for_inference,
     set_memory_format,
 )
+from models.loader import CheckpointInfo, load_model, resolve_checkpoint
 from models.losses import (
     DEFAULT_WEIGHTS,
     MANO_DEFAULT_WEIGHTS,
@@ -25,6 +26,7 @@ from models.seednet import SeedNet, SeedNetOutput
 __all__ = [
     "BIHAND_MEAN",
     "BIHAND_STD",
+    "CheckpointInfo",
     "DEFAULT_WEIGHTS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -45,9 +47,11 @@ __all__ = [
     "build_model",
     "compile_for_inference",
     "load_bihand_seednet",
+    "load_model",
     "mano_loss_terms",
     "memory_format_of",
     "prepare_for_inference",
     "read_bihand_state_dict",
+    "resolve_checkpoint",
     "set_memory_format",
 ]

@@ -1,4 +1,5 @@
-"""Load BiHand / 2DHandFlow SeedNet checkpoints into a HandFlowNet.
+"""Load BiHand / 2DHandFlow SeedNet checkpoints into a HandFlowNet (`models.load_model`
+tells BiHand's files from this project's and calls `load_bihand_seednet` for them).
 
 Their files are `torch.save({'epoch': int, 'state_dict': sd})` (or a bare `sd`), keys possibly
 prefixed `module.` (DataParallel) and, for a full BiHand network, `upstream.seednet.`. SeedNet
@@ -20,8 +21,8 @@ import torch
 
 from models.config import ModelConfig
 from models.handflow import HandFlowNet
+from utils.checkpoint_io import read_checkpoint_file, strip_module_prefix
 
-_DP_PREFIX = "module."
 _ANCHOR = "conv1.weight"  # the stem conv: present in every SeedNet state dict
 
 
@@ -32,7 +33,7 @@ def read_bihand_state_dict(
 
     Args:
         source: path of a checkpoint file, a loaded checkpoint dict, or a state dict.
-        map_location: where torch.load puts the tensors (move the model afterwards).
+        map_location: where the tensors are read to (move the model afterwards).
 
     Returns:
         (state dict with `module.` prefixes removed, epoch or None when absent).
@@ -46,7 +47,7 @@ def read_bihand_state_dict(
                 "{'epoch', 'state_dict'} or a bare state dict, e.g. ckp_seednet_all.pth.tar)"
             )
         where = str(path)
-        source = torch.load(path, map_location=map_location, weights_only=True)
+        source = read_checkpoint_file(path, map_location)
     if not isinstance(source, Mapping):
         raise TypeError(f"{where}: expected a checkpoint dict or state dict, got {type(source)}")
     epoch = None
@@ -60,12 +61,7 @@ def read_bihand_state_dict(
             f"{where}: expected a state dict of tensors (or a dict with 'state_dict'); "
             f"top-level keys: {sorted(source)[:10]}"
         )
-    stripped = {}
-    for key, value in state.items():
-        while key.startswith(_DP_PREFIX):
-            key = key[len(_DP_PREFIX) :]
-        stripped[key] = value
-    return stripped, (int(epoch) if epoch is not None else None)
+    return strip_module_prefix(state), (int(epoch) if epoch is not None else None)
 
 
 def select_seednet(state: Mapping[str, torch.Tensor], prefix: str | None = None) -> dict:
@@ -133,7 +129,7 @@ def load_bihand_seednet(
     Args:
         source: checkpoint path, loaded checkpoint dict, or state dict.
         prefix: SeedNet key prefix after `module.` is removed (None = find it).
-        map_location: where torch.load puts the tensors.
+        map_location: where the tensors are read to.
         **cfg_overrides: ModelConfig fields replacing the inferred / BiHand values.
 
     Returns:

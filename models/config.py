@@ -13,14 +13,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from utils.heatmap import HEATMAP_STRIDE
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # BiHand's SeedNet was trained on RGB in [0, 1] minus 0.5, not divided by a std.
 BIHAND_MEAN = (0.5, 0.5, 0.5)
 BIHAND_STD = (1.0, 1.0, 1.0)
-
-# Heatmaps are always a quarter of the input side (stride-2 stem conv + one 2x2 max-pool).
-HEATMAP_STRIDE = 4
 
 MEMORY_FORMATS = ("contiguous", "channels_last")
 MANO_POSES = ("rot6d", "pca")

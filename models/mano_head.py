@@ -235,7 +235,7 @@ class ManoHead(nn.Module):
         self.is_standin = cfg.mano_model == STANDIN
         self.layer = ManoLayer("right", model=model, use_pca=False, rot_mode="rot6d",
                                flat_hand_mean=False, persistent=False)
-        self.codec = HeatmapCodec(cfg.input_size, cfg.heatmap_size)
+        self.codec = HeatmapCodec.for_model(cfg)
         width = cfg.mano_head_width
 
         def conv_bn(cin: int, cout: int, kernel: int, stride: int) -> list[nn.Module]:

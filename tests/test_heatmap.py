@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from models import ModelConfig
+from utils.geometry import rescale_px
 from utils.heatmap import HeatmapCodec
 
 
@@ -111,3 +113,20 @@ def test_other_sizes_and_sigma() -> None:
     np.testing.assert_allclose(decoded, kp, atol=1e-3)
     with pytest.raises(ValueError, match="sigma"):
         HeatmapCodec(sigma=0.0)
+
+
+def test_codec_for_model_derives_the_heatmap_size() -> None:
+    cfg = ModelConfig.preset("small")
+    codec = HeatmapCodec.for_model(cfg, sigma=1.5, zero_invisible=True)
+    assert (codec.input_size, codec.heatmap_size) == (cfg.input_size, cfg.heatmap_size)
+    assert codec.sigma == 1.5 and codec.zero_invisible
+    with pytest.raises(ValueError, match="divisible by 4"):
+        HeatmapCodec.for_input_size(30)
+
+
+def test_rescale_px_numpy_and_torch_agree_and_invert() -> None:
+    px = np.array([[-0.5, -0.5], [0.0, 3.0], [63.5, 10.25]])
+    up = rescale_px(px, 4.0)
+    assert np.allclose(up[0], -0.5) and np.allclose(up[1], [1.5, 13.5])
+    assert np.allclose(rescale_px(up, 0.25), px)
+    assert torch.equal(rescale_px(torch.from_numpy(px), 4.0), torch.from_numpy(up))

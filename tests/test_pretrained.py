@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import run
-from models import ModelConfig, build_model
+from models import ModelConfig, build_model, load_model
 from training.checkpoint import BEST_NAME, CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from training.export_pretrained import export
 from training.export_pretrained import main as export_main
@@ -41,8 +41,8 @@ def test_release_file_is_slim_and_loads(tmp_path: Path) -> None:
     # Most weights in float16 (the optimiser of this fresh model holds no state yet).
     assert (tmp_path / "rel" / BEST_NAME).stat().st_size < 0.7 * (
         tmp_path / "run" / BEST_NAME).stat().st_size
-    loaded, info = run.load_model(tmp_path / "rel" / BEST_NAME, run.build_parser().parse_args([]))
-    assert info["data_config"]["crop_factor"] == 1.5
+    loaded, info = load_model(tmp_path / "rel" / BEST_NAME)
+    assert info.data_config["crop_factor"] == 1.5
     image = torch.rand(2, 3, 128, 128)
     with torch.no_grad():
         ref, got = model(image).heatmaps, loaded.eval()(image).heatmaps

@@ -12,6 +12,7 @@ import datasets
 import run
 from models import ModelConfig, build_model
 from training.checkpoint import BEST_NAME, CHECKPOINT_VERSION, save_checkpoint
+from utils.eval_vis import dataset_record
 from utils.predictor import crop_affine
 
 REAL_IMAGE = "HandGraphCNN_RealWorld/real_world_testset/images/00000.jpg"
@@ -183,6 +184,11 @@ def test_dataset_record_through_subset_and_concat(realdata):
     ds = datasets.build_dataset("rhd", realdata, "test", train_aug=False, frame_ids=range(4),
                                 cache_dir=False)  # fmt: skip
     mixed = ConcatDataset([Subset(ds, [3, 1]), ds])
-    assert run.dataset_record(mixed, 0).frame_id == 3
-    assert run.dataset_record(mixed, 1).frame_id == 1
-    assert run.dataset_record(mixed, 4).frame_id == 2
+    assert dataset_record(mixed, 0).frame_id == 3
+    assert dataset_record(mixed, 1).frame_id == 1
+    assert dataset_record(mixed, 4).frame_id == 2
+
+
+def test_njoints_is_the_ancestors_flag_and_must_be_21(capsys):
+    assert run.main(["-nj", "20", "--image", "x.png"]) == 2
+    assert "--njoints must be 21" in capsys.readouterr().err

@@ -16,20 +16,17 @@ loads with `torch.load(weights_only=True)`:
                 `save_checkpoint` and checked by `load_checkpoint` (older files have none)
 
 `save_checkpoint` refuses weights or optimiser state holding NaN or inf, so a diverged run
-never overwrites a good file; `load_checkpoint` refuses non-finite weights naming the tensor.
+never overwrites a good file; `load_checkpoint` (utils/checkpoint_io.py, the reading side)
+refuses non-finite weights naming the tensor.
 
-`run.py` and `models` rebuild the network from checkpoint['config']['model'].
+`models.load_model` rebuilds the network from checkpoint['config']['model'].
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 import os
-import pickle
 import random
 import tempfile
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,84 +34,57 @@ from typing import Any
 import numpy as np
 import torch
 
-CHECKPOINT_VERSION = 1
-BEST_NAME = "ckp_seednet_all.pth.tar"  # the ancestor's file name; `run.py --checkpoint DIR`
-LAST_NAME = "last.pth.tar"
-REQUIRED_KEYS = ("model", "config", "epoch", "version")
-HASH_KEY = "model_sha256"
+# The reading side lives on the ground floor (utils/checkpoint_io.py) so that `models` can
+# load checkpoints without importing `training`; re-exported here for the training code.
+from utils.checkpoint_io import (
+    BEST_NAME,
+    CHECKPOINT_VERSION,
+    HASH_KEY,
+    LAST_NAME,
+    REQUIRED_KEYS,
+    CheckpointError,
+    NonFiniteStateError,
+    check_finite_weights,
+    describe_names,
+    load_checkpoint,
+    nonfinite_entries,
+    state_dict_sha256,
+    strip_module_prefix,
+    verify_checkpoint_content,
+)
+
+__all__ = [
+    "BEST_NAME",
+    "CHECKPOINT_VERSION",
+    "HASH_KEY",
+    "LAST_NAME",
+    "REQUIRED_KEYS",
+    "TEMP_PATTERNS",
+    "CheckpointError",
+    "NonFiniteStateError",
+    "capture_rng_state",
+    "check_finite_weights",
+    "load_checkpoint",
+    "nonfinite_entries",
+    "release_state",
+    "remove_stale_temp_files",
+    "restore_rng_state",
+    "save_checkpoint",
+    "snapshot_name",
+    "state_dict_sha256",
+    "strip_module_prefix",
+    "verify_checkpoint_content",
+]
+
 # Temporary files of an interrupted atomic write in a checkpoint folder: checkpoints
 # (`.<name>.<random>.tmp`, save_checkpoint), text files (`.<name>.tmp`, trainer) and the
 # curves (`.<name>.tmp.png`, training/plots.py).
 TEMP_PATTERNS = (".*.tmp", ".*.tmp.png")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file exists but is corrupted, truncated or not in this project's format."""
-
-
-class NonFiniteStateError(CheckpointError):
-    """Weights or optimiser state hold NaN or inf (a diverged run); never written or loaded."""
-
-
 def snapshot_name(prefix: str, epoch: int) -> str:
     """File name of the per-epoch snapshot, e.g. 'ckp_seednet_5.pth.tar'."""
     return f"{prefix}_{epoch}.pth.tar"
-
-
-def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop the 'module.' prefix DataParallel/DDP put on parameter names."""
-    return {k.removeprefix("module."): v for k, v in state_dict.items()}
-
-
-def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:
-    """SHA-256 of a state dict: every entry's name, dtype, shape and bytes, in name order."""
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        value = state_dict[name]
-        digest.update(name.encode())
-        if isinstance(value, torch.Tensor):
-            tensor = value.detach().cpu().contiguous()
-            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
-        else:
-            digest.update(repr(value).encode())
-    return digest.hexdigest()
-
-
-def nonfinite_entries(tree: Any, prefix: str = "") -> list[str]:
-    """Names ('model.conv.weight', 'optimizer.param_groups.0.lr', ...) of every float tensor
-    or float in a nested dict/list holding NaN or inf."""
-    if isinstance(tree, torch.Tensor):
-        bad = (tree.is_floating_point() or tree.is_complex()) and not bool(
-            torch.isfinite(tree).all())
-        return [prefix] if bad else []
-    if isinstance(tree, float):
-        return [] if math.isfinite(tree) else [prefix]
-    if isinstance(tree, Mapping):
-        items = tree.items()
-    elif isinstance(tree, list | tuple):
-        items = enumerate(tree)
-    else:
-        return []
-    found = []
-    for key, value in items:
-        found += nonfinite_entries(value, f"{prefix}.{key}" if prefix else str(key))
-    return found
-
-
-def _describe(names: list[str]) -> str:
-    shown = ", ".join(names[:3])
-    return f"{shown} and {len(names) - 3} more" if len(names) > 3 else shown
-
-
-def check_finite_weights(state_dict: Mapping[str, Any], path: str | Path) -> None:
-    """Raise `NonFiniteStateError` naming the file and the tensors holding NaN or inf."""
-    bad = nonfinite_entries(dict(state_dict))
-    if bad:
-        raise NonFiniteStateError(
-            f"checkpoint {path}: non-finite weights (NaN/inf) in {_describe(bad)}; the run "
-            f"that wrote it had diverged, use an earlier checkpoint"
-        )
 
 
 def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
@@ -140,7 +110,7 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
     bad = nonfinite_entries({k: state[k] for k in ("model", "optimizer") if k in state})
     if bad:
         raise NonFiniteStateError(
-            f"not writing checkpoint {path}: non-finite values (NaN/inf) in {_describe(bad)}"
+            f"not writing checkpoint {path}: non-finite values (NaN/inf) in {describe_names(bad)}"
         )
     state = dict(state)
     if isinstance(state.get("model"), Mapping):
@@ -179,87 +149,6 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     for p in stale:
         p.unlink()
     return stale
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by `save_checkpoint` with `torch.load(weights_only=True)`.
-
-    Args:
-        path: checkpoint file, or a folder holding last.pth.tar.
-        map_location: where tensors are loaded; CPU by default, callers move them with
-            `load_state_dict` onto the model's device.
-
-    Returns:
-        The checkpoint dict (keys as in the module docstring).
-
-    Raises:
-        FileNotFoundError: the file (or the folder's last.pth.tar) does not exist.
-        CheckpointError: the file is truncated/corrupted, holds non-plain objects, or is not a
-            2DHandFlow checkpoint (e.g. a bare BiHand state dict; see
-            models.load_bihand_seednet for those).
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / LAST_NAME
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint not found: {path} (expected a .pth.tar written by "
-            f"training/train_seednet_fastflow.py)"
-        )
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: the file is corrupted, truncated or holds "
-            f"objects other than tensors/numbers/strings/lists/dicts "
-            f"({type(e).__name__}: {first_line})"
-        ) from e
-    if not isinstance(state, dict):
-        raise CheckpointError(
-            f"checkpoint {path} holds a {type(state).__name__}, expected a dict with keys "
-            f"{list(REQUIRED_KEYS)}"
-        )
-    missing = [k for k in REQUIRED_KEYS if k not in state]
-    if missing:
-        hint = ""
-        if "state_dict" in state:
-            hint = " (this looks like a BiHand checkpoint: use models.load_bihand_seednet)"
-        raise CheckpointError(
-            f"checkpoint {path} is missing keys {missing}; found {sorted(state)}{hint}"
-        )
-    if state["version"] > CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"checkpoint {path} has format version {state['version']}, newer than this code's "
-            f"{CHECKPOINT_VERSION}; update 2DHandFlow"
-        )
-    verify_checkpoint_content(state, path)
-    return state
-
-
-def verify_checkpoint_content(state: Mapping[str, Any], path: str | Path) -> None:
-    """The stored SHA-256 of the weights matches them (when the file has one; files written
-    before it was added are not checked), and no weight is NaN or inf.
-
-    Raises:
-        CheckpointError: the hash does not match (the file changed after it was written).
-        NonFiniteStateError: a weight tensor holds NaN or inf (named).
-    """
-    if not isinstance(state["model"], Mapping):
-        raise CheckpointError(
-            f"checkpoint {path}: 'model' is a {type(state['model']).__name__}, expected a "
-            f"state dict"
-        )
-    expected = state.get(HASH_KEY)
-    if expected is not None:
-        actual = state_dict_sha256(state["model"])
-        if actual != expected:
-            raise CheckpointError(
-                f"checkpoint {path} is corrupted: its weights do not match the SHA-256 stored "
-                f"when it was written (stored {str(expected)[:12]}..., now {actual[:12]}...); "
-                f"use another copy or an earlier checkpoint"
-            )
-    check_finite_weights(state["model"], path)
 
 
 # Parameters with at least this many elements are stored as float16 in a release file; the

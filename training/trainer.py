@@ -43,6 +43,7 @@ from datasets import ReaderOptions, WeightedMixture, build_datasets, dataset_roo
 from datasets.synthetic import generate
 from datasets.transforms import AugmentConfig
 from models import HandFlowCriterion, HandFlowNet, ModelConfig, build_model, set_memory_format
+from models.loader import load_weights, model_config_of
 from models.losses import MANO_DEFAULT_WEIGHTS, MANO_TERM_NAMES
 from models.mano_head import default_mano_path, real_mano_available
 from training.checkpoint import (
@@ -296,7 +297,6 @@ def build_split(cfg: TrainConfig, mcfg: ModelConfig, split: str) -> Dataset:
         split_seed=cfg.split_seed,
         val_fraction=cfg.val_fraction,
         input_size=mcfg.input_size,
-        heatmap_size=mcfg.heatmap_size,
         sigma=cfg.sigma,
         crop_factor=cfg.crop_factor,
         aug=augment_config(cfg),
@@ -501,28 +501,6 @@ def check_resumable(ckpt: dict[str, Any], path: Path) -> None:
         )
 
 
-def model_config_of(ckpt: dict[str, Any], path: Path) -> ModelConfig:
-    """The architecture stored in a checkpoint; CheckpointError naming the file if invalid."""
-    try:
-        return ModelConfig.from_dict(ckpt["config"]["model"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(
-            f"checkpoint {path}: config['model'] cannot rebuild the network ({e})"
-        ) from e
-
-
-def load_model_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: Path) -> None:
-    """Load a checkpoint's weights; CheckpointError naming the file if they do not fit."""
-    try:
-        model.load_state_dict(strip_module_prefix(ckpt["model"]))
-    except RuntimeError as e:
-        detail = "; ".join(ln.strip() for ln in str(e).splitlines()[1:2] if ln.strip())
-        raise CheckpointError(
-            f"checkpoint {path}: its weights do not fit the architecture in its config "
-            f"(written by another version, or edited): {detail}"
-        ) from e
-
-
 def check_finite_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                                 path: Path, device: torch.device) -> None:  # fmt: skip
     """Raise TrainingDivergedError (on every process) when weights or optimiser values
@@ -632,7 +610,7 @@ def _run(
     # on CPU with identical results (bench/bench_models.py).
     model = set_memory_format(build_model(mcfg).to(device))
     if eval_only:
-        load_model_weights(model, ckpt, ckpt_path)
+        load_weights(model, ckpt["model"], ckpt_path)
         val = evaluate(model, val_loader, is_main=info.is_main, max_batches=cfg.max_val_batches)
         if info.is_main:
             logger.info("validation of %s: %s", cfg.evaluate_seednet_pth, json.dumps(val.to_dict()))
@@ -655,7 +633,7 @@ def _run(
 
     state = RunState(epoch=cfg.start_epoch)
     if ckpt is not None:
-        load_model_weights(model, ckpt, ckpt_path)
+        load_weights(model, ckpt["model"], ckpt_path)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         for name, (loaded, applied) in apply_optimiser_options(optimizer, scheduler, cfg).items():

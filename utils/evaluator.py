@@ -51,6 +51,7 @@ from utils.confidence import (
     fit_platt,
     joint_correct,
 )
+from utils.geometry import rescale_px
 from utils.heatmap import HeatmapCodec
 from utils.mano_eval import ManoBatch, ManoScorer, model_intrinsics
 from utils.metrics import (
@@ -199,8 +200,7 @@ def model_to_crop_px(kp_model_px: np.ndarray, model_size: int, crop_size: int) -
 
     The model input is the crop resized from ``crop_size`` to ``model_size`` pixels.
     """
-    scale = crop_size / model_size
-    return (np.asarray(kp_model_px, np.float64) + 0.5) * scale - 0.5
+    return rescale_px(kp_model_px, crop_size / model_size)
 
 
 def flip_heatmaps(heatmaps: torch.Tensor) -> torch.Tensor:
@@ -250,8 +250,8 @@ def sample_map_at(maps: np.ndarray, kp_px: np.ndarray, image_size: int) -> np.nd
     """
     maps = np.asarray(maps, np.float64)
     b, h, w = maps.shape
-    x = np.clip((np.asarray(kp_px[..., 0], np.float64) + 0.5) * w / image_size - 0.5, 0, w - 1)
-    y = np.clip((np.asarray(kp_px[..., 1], np.float64) + 0.5) * h / image_size - 0.5, 0, h - 1)
+    x = np.clip(rescale_px(kp_px[..., 0], w / image_size), 0, w - 1)
+    y = np.clip(rescale_px(kp_px[..., 1], h / image_size), 0, h - 1)
     x = np.nan_to_num(x)
     y = np.nan_to_num(y)
     x0 = np.minimum(np.floor(x).astype(np.int64), w - 1)
@@ -406,7 +406,7 @@ def evaluate(
     Args:
         model: returns an object with ``seed.heatmaps`` (list, last = final), ``seed.masks``
             and ``flow`` (None or with ``log_likelihood`` (B,) and ``loglik_map``); must have
-            ``cfg.input_size`` and ``cfg.heatmap_size``.
+            ``cfg.input_size`` (its codec: `HeatmapCodec.for_model`).
         loader: yields collated batches with the keys of datasets.base.SAMPLE_KEYS.
         flip_test: also compute flip-test metrics (one extra forward pass per batch).
         collect_predictions: keep per-sample predictions.
@@ -423,7 +423,7 @@ def evaluate(
         An :class:`EvalResult`.
     """
     cfg = model.cfg
-    codec = HeatmapCodec(input_size=cfg.input_size, heatmap_size=cfg.heatmap_size)
+    codec = HeatmapCodec.for_model(cfg)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

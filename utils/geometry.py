@@ -1,8 +1,25 @@
-"""Camera geometry as pure numpy functions (torch versions live next to their users)."""
+"""Camera and pixel geometry as pure functions (numpy; torch versions live next to their
+users, except `rescale_px`, which takes both)."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+
+def rescale_px(px: np.ndarray | torch.Tensor, scale: float) -> np.ndarray | torch.Tensor:
+    """Pixel coordinates on a grid resized by ``scale``, centre-aligned:
+    ``u' = (u + 0.5) * scale - 0.5`` (OpenCV's convention: pixel centres at integers, so the
+    continuous extent ``[-0.5, n - 0.5]`` maps onto ``[-0.5, n * scale - 0.5]``).
+
+    Args:
+        px: (..., 2) coordinates (or any shape of single coordinates); arrays are computed
+            in float64, tensors keep their device and dtype.
+        scale: new side / old side.
+    """
+    if isinstance(px, torch.Tensor):
+        return (px + 0.5) * scale - 0.5
+    return (np.asarray(px, dtype=np.float64) + 0.5) * scale - 0.5
 
 
 def project_points(K: np.ndarray, xyz: np.ndarray) -> np.ndarray:

@@ -1,11 +1,15 @@
-"""Gaussian heatmap targets and their sub-pixel decoding (numpy and batched torch).
+"""Gaussian heatmap targets and their sub-pixel decoding (one batched torch implementation,
+with a numpy front end).
 
 One codec object is shared by the data pipeline (targets), the evaluator (decoding) and the
 visualiser, so that all three agree on the geometry:
 
 * Pixel convention: OpenCV's, in both spaces (pixel centres at integer coordinates).
 * Crop pixels and heatmap pixels are centre-aligned: with ``stride = input_size /
-  heatmap_size``, ``kp_hm = (kp_crop + 0.5) / stride - 0.5`` (`crop_to_heatmap`).
+  heatmap_size``, ``kp_hm = (kp_crop + 0.5) / stride - 0.5`` (`crop_to_heatmap`,
+  `utils.geometry.rescale_px`).
+* A model's heatmaps are always a quarter of its input side (`HEATMAP_STRIDE`), so a model's
+  codec is built from its config alone: `HeatmapCodec.for_model(cfg, sigma=...)`.
 * A target is an unnormalised Gaussian ``exp(-|x - mu|^2 / (2 sigma^2))`` with a sub-pixel
   centre ``mu`` (no rounding), so its peak value is at most 1.
 * Decoding takes the arg-max and refines it with one Newton step on the log-heatmap
@@ -22,10 +26,20 @@ off the heatmap (its 3-sigma disc touches no heatmap pixel) or its position is n
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import torch
 
+from utils.geometry import rescale_px
+
 _LOG_EPS = 1e-10  # floor before the log so that zero-valued pixels stay finite
+# Heatmaps are always a quarter of the input side (stride-2 stem conv + one 2x2 max-pool).
+HEATMAP_STRIDE = 4
+
+
+class _HasInputSize(Protocol):
+    input_size: int
 
 
 class HeatmapCodec:
@@ -51,6 +65,21 @@ class HeatmapCodec:
         self.zero_invisible = bool(zero_invisible)
         self.stride = self.input_size / self.heatmap_size
 
+    @classmethod
+    def for_input_size(cls, input_size: int, *, sigma: float = 2.0,
+                       zero_invisible: bool = False) -> HeatmapCodec:  # fmt: skip
+        """The codec of a model taking ``input_size`` crops (heatmaps of a quarter side)."""
+        if input_size % HEATMAP_STRIDE:
+            raise ValueError(f"input_size must be divisible by {HEATMAP_STRIDE}, got {input_size}")
+        return cls(input_size, input_size // HEATMAP_STRIDE, sigma, zero_invisible=zero_invisible)
+
+    @classmethod
+    def for_model(cls, cfg: _HasInputSize, *, sigma: float = 2.0,
+                  zero_invisible: bool = False) -> HeatmapCodec:  # fmt: skip
+        """The codec of a model config (`models.ModelConfig`: its ``input_size``); ``sigma``
+        and ``zero_invisible`` only matter for encoding (training targets)."""
+        return cls.for_input_size(cfg.input_size, sigma=sigma, zero_invisible=zero_invisible)
+
     def __repr__(self) -> str:
         return (f"HeatmapCodec(input_size={self.input_size}, heatmap_size={self.heatmap_size}, "
                 f"sigma={self.sigma}, zero_invisible={self.zero_invisible})")
@@ -59,11 +88,11 @@ class HeatmapCodec:
 
     def crop_to_heatmap(self, kp_crop_px: np.ndarray) -> np.ndarray:
         """(..., 2) crop pixels -> heatmap pixels (centre-aligned)."""
-        return (np.asarray(kp_crop_px, dtype=np.float64) + 0.5) / self.stride - 0.5
+        return rescale_px(kp_crop_px, 1.0 / self.stride)
 
     def heatmap_to_crop(self, kp_hm: np.ndarray) -> np.ndarray:
         """(..., 2) heatmap pixels -> crop pixels (inverse of `crop_to_heatmap`)."""
-        return (np.asarray(kp_hm, dtype=np.float64) + 0.5) * self.stride - 0.5
+        return rescale_px(kp_hm, self.stride)
 
     # --- encode ----------------------------------------------------------------------------
 
@@ -106,10 +135,10 @@ class HeatmapCodec:
         heatmaps = gy.astype(np.float32)[:, :, None] * gx.astype(np.float32)[:, None, :]
         return heatmaps, weights.astype(np.float32)
 
-    # --- decode (numpy) --------------------------------------------------------------------
+    # --- decode ---------------------------------------------------------------------------
 
     def decode(self, heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sub-pixel keypoints from heatmaps.
+        """Sub-pixel keypoints from heatmaps (numpy front end of `decode_torch`, in float64).
 
         Args:
             heatmaps: (..., J, H, W) array.
@@ -122,22 +151,13 @@ class HeatmapCodec:
         if heatmaps.ndim < 3:
             raise ValueError(f"heatmaps must have shape (..., J, H, W), got {heatmaps.shape}")
         *lead, height, width = heatmaps.shape
-        flat = heatmaps.reshape(-1, height, width)  # (N, H, W)
-        n = flat.shape[0]
-        idx = flat.reshape(n, -1).argmax(axis=1)
-        ys, xs = np.divmod(idx, width)
-        rows = np.arange(n)
-        scores = flat[rows, ys, xs]
-        logh = np.log(np.maximum(flat, _LOG_EPS))
-        offset = _newton_offsets_np(logh, rows, ys, xs, flat)
-        kp_hm = np.stack([xs, ys], axis=1).astype(np.float64) + offset
-        kp = self.heatmap_to_crop(kp_hm)
-        return kp.reshape(*lead, 2), scores.reshape(*lead)
-
-    # --- decode (torch) --------------------------------------------------------------------
+        flat = torch.from_numpy(np.ascontiguousarray(heatmaps)).reshape(1, -1, height, width)
+        kp, scores = self.decode_torch(flat)
+        return kp.numpy().reshape(*lead, 2), scores.numpy().reshape(*lead)
 
     def decode_torch(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batched torch version of `decode` (same maths; device and dtype from the input).
+        """Batched sub-pixel decoding: arg-max refined by DARK (see the module docstring);
+        device and dtype from the input.
 
         Args:
             heatmaps: (B, J, H, W) tensor (any float dtype; computed in at least float32).
@@ -158,6 +178,9 @@ class HeatmapCodec:
         xs = idx - ys * width
         pixels = flat.reshape(b * j, -1)
 
+        # The 3x3 stencil is centred at the arg-max moved one pixel inwards at the border, so
+        # a peak on the edge is refined too (one Newton step is exact for a log-quadratic map
+        # from any stencil centre). A step further than one pixel from the arg-max is rejected.
         cy = ys.clamp(1, max(height - 2, 1))
         cx = xs.clamp(1, max(width - 2, 1))
         # One gather for the 3x3 stencil (log of its 9 values only) and one for the 4
@@ -189,6 +212,7 @@ class HeatmapCodec:
         ox = (cx - xs).to(det.dtype) - (dyy * dx - dxy * dy) / safe_det
         oy = (cy - ys).to(det.dtype) - (dxx * dy - dxy * dx) / safe_det
         newton_ok = newton_ok & (ox.abs() <= 1) & (oy.abs() <= 1)
+        # Fallback: a quarter pixel towards the larger neighbour, on axes with both neighbours.
         interior_x = ((xs >= 1) & (xs <= width - 2)).to(det.dtype)
         interior_y = ((ys >= 1) & (ys <= height - 2)).to(det.dtype)
         qx = 0.25 * torch.sign(around(0, 1) - around(0, -1)) * interior_x
@@ -196,44 +220,5 @@ class HeatmapCodec:
         ox = torch.where(newton_ok, ox, qx)
         oy = torch.where(newton_ok, oy, qy)
         kp_hm = torch.stack([xs.to(ox.dtype) + ox, ys.to(oy.dtype) + oy], dim=1)
-        kp = (kp_hm + 0.5) * self.stride - 0.5
+        kp = rescale_px(kp_hm, self.stride)
         return kp.reshape(b, j, 2), scores.reshape(b, j)
-
-
-def _newton_offsets_np(logh: np.ndarray, rows: np.ndarray, ys: np.ndarray, xs: np.ndarray,
-                       raw_maps: np.ndarray) -> np.ndarray:
-    """Sub-pixel offsets (N, 2) from the arg-max (ys, xs) of each map (see module docstring).
-
-    The 3x3 stencil is centred at the arg-max moved one pixel inwards at the border, so a
-    peak on the edge is refined too (one Newton step is exact for a log-quadratic map from
-    any stencil centre). A step further than one pixel from the arg-max is rejected.
-    """
-    _, height, width = logh.shape
-    cy = np.clip(ys, 1, height - 2)
-    cx = np.clip(xs, 1, width - 2)
-
-    def at(maps: np.ndarray, dy: int, dx: int) -> np.ndarray:
-        return maps[rows, np.clip(cy + dy, 0, height - 1), np.clip(cx + dx, 0, width - 1)]
-
-    c = at(logh, 0, 0)
-    dx = 0.5 * (at(logh, 0, 1) - at(logh, 0, -1))
-    dy = 0.5 * (at(logh, 1, 0) - at(logh, -1, 0))
-    dxx = at(logh, 0, 1) - 2 * c + at(logh, 0, -1)
-    dyy = at(logh, 1, 0) - 2 * c + at(logh, -1, 0)
-    dxy = 0.25 * (at(logh, 1, 1) - at(logh, 1, -1) - at(logh, -1, 1) + at(logh, -1, -1))
-    det = dxx * dyy - dxy * dxy
-    newton_ok = (height >= 3) & (width >= 3) & (dxx < 0) & (det > 1e-12)
-    safe_det = np.where(newton_ok, det, 1.0)
-    ox = cx - xs - (dyy * dx - dxy * dy) / safe_det
-    oy = cy - ys - (dxx * dy - dxy * dx) / safe_det
-    newton_ok &= (np.abs(ox) <= 1) & (np.abs(oy) <= 1)
-    # Fallback: a quarter pixel towards the larger neighbour, on axes with both neighbours.
-    interior_x = (xs >= 1) & (xs <= width - 2)
-    interior_y = (ys >= 1) & (ys <= height - 2)
-
-    def around(dy_: int, dx_: int) -> np.ndarray:
-        return raw_maps[rows, np.clip(ys + dy_, 0, height - 1), np.clip(xs + dx_, 0, width - 1)]
-
-    qx = 0.25 * np.sign(around(0, 1) - around(0, -1)) * interior_x
-    qy = 0.25 * np.sign(around(1, 0) - around(-1, 0)) * interior_y
-    return np.stack([np.where(newton_ok, ox, qx), np.where(newton_ok, oy, qy)], axis=1)

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from datasets.transforms import crop_matrix, crop_to_original
+from utils.geometry import rescale_px
 from utils.predictor import HandPrediction, Predictor, PredictorError, points_box_xywh
 
 # Presence thresholds used when --min_hand_score is not given, per score. Probabilities get
@@ -205,7 +206,7 @@ def grid_box_to_original(box_cells: np.ndarray, affine: np.ndarray, input_size: 
     x, y, w, h = (float(v) for v in box_cells)
     # The box's continuous edges in cells, as model-input pixels (u = (g + 0.5) s - 0.5).
     edges_cells = np.array([[x - 0.5, y - 0.5], [x + w - 0.5, y + h - 0.5]])
-    orig = crop_to_original((edges_cells + 0.5) * s - 0.5, affine)
+    orig = crop_to_original(rescale_px(edges_cells, s), affine)
     lo, hi = orig.min(axis=0), orig.max(axis=0)
     return np.array([lo[0] + 0.5, lo[1] + 0.5, hi[0] - lo[0], hi[1] - lo[1]])
 

@@ -22,6 +22,7 @@ import torch
 
 from datasets.transforms import crop_to_original
 from models.mano_head import ManoHeadOutput, scale_intrinsics
+from utils.geometry import rescale_px
 from utils.metrics import MMPOSE_BBOX_FACTOR, MetricAccumulator, MetricsSummary
 from utils.metrics3d import Metric3DAccumulator, Metrics3DSummary, mpjpe_errors_mm
 
@@ -70,7 +71,7 @@ class ManoBatch:
         scale = crop_size / model_size
 
         def to_crop(kp: torch.Tensor) -> np.ndarray:  # centre-aligned resize
-            return (_np(kp).astype(np.float64) + 0.5) * scale - 0.5
+            return rescale_px(_np(kp), scale)
 
         kp_crop = to_crop(mano.kp2d_px)
         return cls(

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from datasets.joints import NUM_JOINTS
+from utils.geometry import rescale_px
 from utils.vis import draw_skeleton, put_label
 
 MESH_RGB = (120, 170, 255)
@@ -151,8 +152,8 @@ def mesh_panels(crop_rgb: np.ndarray, verts2d_px: np.ndarray, verts_m: np.ndarra
     if crop.shape[:2] != (size_px, size_px):
         crop = cv2.resize(crop, (size_px, size_px), interpolation=cv2.INTER_LINEAR)
 
-    def to_panel(px: np.ndarray) -> np.ndarray:  # centre-aligned resize
-        return (np.asarray(px, np.float64) + 0.5) * scale - 0.5
+    def to_panel(px: np.ndarray) -> np.ndarray:
+        return rescale_px(px, scale)
 
     mesh = draw_mesh(crop, to_panel(verts2d_px), verts_m, faces)
     if kp2d_px is not None:

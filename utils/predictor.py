@@ -394,8 +394,7 @@ class Predictor:
                                  f"{self.crop_factor}")
         if self.max_batch < 1:
             raise PredictorError(f"max_batch must be >= 1, got {self.max_batch}")
-        self.codec = HeatmapCodec(input_size=self.cfg.input_size,
-                                  heatmap_size=self.cfg.heatmap_size)
+        self.codec = HeatmapCodec.for_model(self.cfg)
         if self.side_score is None:
             self.side_score = "flow_loglik" if self.backend.has_flow else "heatmap_peak_mean"
         self._check_score(self.side_score, "side score")

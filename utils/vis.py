@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from datasets.joints import BONES, NUM_JOINTS, joint_color_rgb
+from utils.geometry import rescale_px
 
 PANEL_PX = 256
 PANEL_TITLES = (
@@ -207,8 +208,8 @@ def render_row(sample: VisSample, size_px: int = PANEL_PX) -> np.ndarray:
     scale = size_px / crop.shape[1]
     crop = _square(crop, size_px)
 
-    def to_panel(kp: np.ndarray) -> np.ndarray:  # crop pixels -> panel pixels, centre-aligned
-        return (np.asarray(kp, np.float64) + 0.5) * scale - 0.5
+    def to_panel(kp: np.ndarray) -> np.ndarray:  # crop pixels -> panel pixels
+        return rescale_px(kp, scale)
 
     if sample.kp2d_gt_px is not None:
         occluded = False if sample.visible is None else ~np.asarray(sample.visible, bool)

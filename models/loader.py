@@ -1,0 +1,193 @@
+"""One model loader: a checkpoint file (2DHandFlow's or BiHand's) in, a model out.
+
+`load_model(path)` reads the file once, with `torch.load(weights_only=True)`
+(`utils.checkpoint_io.read_checkpoint_file`), and tells the two formats apart by content:
+
+* 2DHandFlow: a dict with 'model', 'config', 'epoch', 'version' (training's checkpoints and
+  the slim release files of `training/export_pretrained.py`, whose large tensors are float16:
+  `load_state_dict` casts them to the model's float32). The network is rebuilt from
+  ``config['model']``; the hash and finiteness of the weights are checked.
+* BiHand's SeedNet: ``{'epoch', 'state_dict'}`` or a bare state dict, no 'config'
+  (`models.bihand`); BiHand's normalisation, no flow head.
+
+Every error names the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.bihand import load_bihand_seednet, read_bihand_state_dict
+from models.config import ModelConfig
+from models.handflow import HandFlowNet, build_model
+from utils.checkpoint_io import (
+    BEST_NAME,
+    CheckpointError,
+    check_checkpoint,
+    check_finite_weights,
+    read_checkpoint_file,
+    strip_module_prefix,
+)
+
+KIND_2DHANDFLOW = "2dhandflow"
+KIND_BIHAND = "bihand_seednet"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a loaded checkpoint says besides its weights.
+
+    Attributes:
+        checkpoint: the file read (a folder resolved to its ckp_seednet_all.pth.tar).
+        kind: '2dhandflow' or 'bihand_seednet' (BiHand's SeedNet format).
+        model_config: the architecture the model was rebuilt from.
+        data_config: ``config['data']`` as training saved it (sigma, crop_factor, ...); None
+            for BiHand files and checkpoints written before it was saved.
+        epoch: completed training epochs, or None when the file does not say.
+        calibration: the stored calibration (`utils.confidence.Calibration.to_dict`), or None.
+    """
+
+    checkpoint: Path
+    kind: str
+    model_config: ModelConfig
+    data_config: dict[str, Any] | None = None
+    epoch: int | None = None
+    calibration: dict[str, Any] | None = None
+
+    @property
+    def is_bihand(self) -> bool:
+        """True for BiHand's SeedNet format (no config, no calibration)."""
+        return self.kind == KIND_BIHAND
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entries of run.py's metrics.json (plain types); BiHand's files have no epoch,
+        data config or calibration entries."""
+        entries: dict[str, Any] = {"checkpoint": str(self.checkpoint), "kind": self.kind}
+        if not self.is_bihand:
+            entries["epoch"] = self.epoch
+        entries["model_config"] = self.model_config.to_dict()
+        if not self.is_bihand:
+            entries["data_config"] = self.data_config
+            entries["calibration"] = self.calibration
+        return entries
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or ``<folder>/ckp_seednet_all.pth.tar``.
+
+    Raises:
+        FileNotFoundError: neither exists; says where it looked and how to get one.
+    """
+    path = Path(path)
+    candidate = path / BEST_NAME if path.is_dir() else path
+    if candidate.is_file():
+        return candidate
+    looked = f"{candidate}" if path.is_dir() else f"{path} (a file) or {path / BEST_NAME}"
+    raise FileNotFoundError(
+        f"no checkpoint found: looked for {looked}.\n"
+        "  Train one: python training/train_seednet_fastflow.py --datasets synth "
+        f"--preset small -ckp {path}\n"
+        "  (or `make demo`), or put BiHand's released SeedNet checkpoint "
+        f"({BEST_NAME}) there."
+    )
+
+
+def looks_like_bihand(raw: Any) -> bool:
+    """BiHand's files: {'epoch', 'state_dict'} or a bare state dict, and no 'config'."""
+    if not isinstance(raw, dict) or not raw or "config" in raw:
+        return False
+    return "state_dict" in raw or all(torch.is_tensor(v) for v in raw.values())
+
+
+def model_config_of(ckpt: Mapping[str, Any], path: str | Path) -> ModelConfig:
+    """The architecture stored in a 2DHandFlow checkpoint's ``config['model']``.
+
+    Raises:
+        CheckpointError: it is missing or not a valid ModelConfig (names the file).
+    """
+    config = ckpt.get("config")
+    cfg_dict = config.get("model") if isinstance(config, Mapping) else None
+    if not isinstance(cfg_dict, Mapping):
+        raise CheckpointError(
+            f"checkpoint {path} has no config['model'] to rebuild the network from")
+    try:
+        return ModelConfig.from_dict(dict(cfg_dict))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path}: config['model'] cannot rebuild the network (not a valid "
+            f"ModelConfig: {e})"
+        ) from e
+
+
+def load_weights(model: torch.nn.Module, state_dict: Mapping[str, Any], path: str | Path) -> None:
+    """Load a checkpoint's weights strictly (no 'module.' prefixes needed; float16 release
+    tensors are cast to the model's dtype).
+
+    Raises:
+        CheckpointError: they do not fit ``model`` (one line naming the file and the first
+            mismatches).
+    """
+    try:
+        model.load_state_dict(strip_module_prefix(state_dict), strict=True)
+    except RuntimeError as e:
+        detail = "; ".join(ln.strip() for ln in str(e).splitlines()[1:4] if ln.strip())
+        preset = getattr(getattr(model, "cfg", None), "preset_name", None)
+        raise CheckpointError(
+            f"checkpoint {path}: its weights do not fit the architecture in its config "
+            f"({preset!r} model): the file was written by a different architecture or "
+            f"version, edited, or is not a 2DHandFlow/BiHand SeedNet checkpoint: {detail}"
+        ) from e
+
+
+def load_model(path: str | Path, device: str | torch.device | None = None
+               ) -> tuple[HandFlowNet, CheckpointInfo]:  # fmt: skip
+    """Rebuild the model of a checkpoint (2DHandFlow's or BiHand's SeedNet).
+
+    Args:
+        path: a checkpoint file, or a folder holding ckp_seednet_all.pth.tar.
+        device: where the model goes (None: CPU, where the file is read).
+
+    Returns:
+        (the model in training mode, like any new module: call `.eval()` or
+        `prepare_for_inference` before predicting; what the checkpoint says besides).
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``path``.
+        CheckpointError: the file is unreadable, not a checkpoint of either format, or its
+            weights do not fit its config (the message names the file).
+    """
+    path = resolve_checkpoint(path)
+    raw = read_checkpoint_file(path)
+    if looks_like_bihand(raw):
+        model, info = _bihand_model(raw, path)
+    else:
+        ckpt = check_checkpoint(raw, path)
+        cfg = model_config_of(ckpt, path)
+        model = build_model(cfg)
+        load_weights(model, ckpt["model"], path)
+        data = ckpt["config"].get("data")
+        info = CheckpointInfo(checkpoint=path, kind=KIND_2DHANDFLOW, model_config=cfg,
+                              data_config=data,
+                              epoch=ckpt.get("epoch"), calibration=ckpt.get("calibration"))
+    if device is not None:
+        model = model.to(device)
+    return model, info
+
+
+def _bihand_model(raw: dict[str, Any], path: Path) -> tuple[HandFlowNet, CheckpointInfo]:
+    weights = raw.get("state_dict", raw)
+    if isinstance(weights, Mapping):
+        check_finite_weights(weights, path)
+    try:
+        state, epoch = read_bihand_state_dict(raw)
+        model = load_bihand_seednet(state)
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path} looks like BiHand's but does not load: {e}"
+                              ) from e  # fmt: skip
+    return model, CheckpointInfo(checkpoint=path, kind=KIND_BIHAND, model_config=model.cfg,
+                                 epoch=epoch)
