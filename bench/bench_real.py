@@ -3,7 +3,7 @@
 Run from the repo root (default: the shipped model in checkpoints/pretrained):
 
     .venv/bin/python -m bench.bench_real [--checkpoint DIR] [--realdata ../shared/realdata]
-        [--synth_root data] [--precision fp32 bf16]
+        [--synth_root data] [--precision fp32 bf16] [--threads N]
 
 Scores with run.py (GT-box crops framed as the checkpoint's training framed them, MMPose's
 PCK@0.2 / AUC 0-30 px / EPE over visible joints, original-image pixels) on
@@ -39,12 +39,15 @@ MEDIAPIPE = {
 
 
 def score(checkpoint: str | None, dataset: str, data_root: Path, bbox_factor: float,
-          frame_ids: str | None, flip: bool, precision: str = "fp32") -> dict:  # fmt: skip
+          frame_ids: str | None, flip: bool, precision: str = "fp32",
+          threads: int | None = None) -> dict:  # fmt: skip
     """metrics.json of one run.py evaluation (printed output suppressed)."""
     with tempfile.TemporaryDirectory() as out:
         argv = ["--fine_tune", dataset, "--data_root", str(data_root), "--out", out,
                 "--bbox_factor", str(bbox_factor), "--workers", "1", "--batch_size", "32",
                 "--precision", precision]
+        if threads is not None:
+            argv += ["--threads", str(threads)]
         if checkpoint:
             argv += ["--checkpoint", checkpoint]
         if frame_ids:
@@ -67,6 +70,7 @@ def main() -> None:
     p.add_argument("--flip_test", action="store_true", help="also report the flip test")
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=("fp32", "bf16"),
                    help="inference precisions to score (the AUC difference to the first)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads of run.py")
     args = p.parse_args()
     rows = [("rhd", args.realdata, 1.2, "0-135"), ("rhd", args.realdata, 1.0, "0-135"),
             ("hgcnn_real", args.realdata, 1.2, None)]
@@ -78,7 +82,8 @@ def main() -> None:
     for dataset, root, box, frames in rows:
         first_auc = None
         for precision in args.precision:
-            m = score(args.checkpoint, dataset, root, box, frames, args.flip_test, precision)
+            m = score(args.checkpoint, dataset, root, box, frames, args.flip_test, precision,
+                      args.threads)
             s = m["metrics"]
             first_auc = s["auc"] if first_auc is None else first_auc
             flip = ""

@@ -1,0 +1,97 @@
+"""The README's pictures of the photo and video paths, made with run.py itself.
+
+Run from the repo root (default: the shipped model in checkpoints/pretrained):
+
+    .venv/bin/python -m bench.readme_figures [--checkpoint DIR] [--out assets] [--threads 1]
+
+* ``two_hands_example.png``: `run.py --image assets/examples/two_hands.jpg --max_hands 2`
+  (no box, no side given: the hands are found and their sides decided by the model).
+* ``clip_frames_example.png``: four frames of `run.py --video clip.mp4 --save_video` on a
+  clip that pans slowly across the same photo (`write_slow_pan`: a camera moving over a
+  still photo, not a recorded video), with the tracked hands drawn.
+
+Both are written only through run.py's outputs (the overlay PNG and the annotated video).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import run
+from datasets.base import read_image_rgb
+
+PHOTO = Path("assets/examples/two_hands.jpg")
+CLIP_FRAMES = 24
+SHOWN_FRAMES = (0, 8, 16, 23)
+CLIP_WH = (320, 240)
+SCENE_SIDE = 384  # the photo is scaled to this square; the window pans across its width
+
+
+def write_slow_pan(photo_rgb: np.ndarray, path: Path, frames: int) -> Path:
+    """A 320x240 window moving left to right across the photo scaled to 384x384."""
+    scene = cv2.resize(photo_rgb, (SCENE_SIDE, SCENE_SIDE), interpolation=cv2.INTER_LINEAR)
+    width, height = CLIP_WH
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 12.0, CLIP_WH)
+    y0 = (SCENE_SIDE - height) // 2
+    for i in range(frames):
+        x0 = round(i * (SCENE_SIDE - width) / max(frames - 1, 1))
+        window = scene[y0:y0 + height, x0:x0 + width]
+        writer.write(cv2.cvtColor(np.ascontiguousarray(window), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def quiet_run(argv: list[str]) -> None:
+    """run.main with its printed lines suppressed; SystemExit on failure."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = run.main(argv)
+    if code != 0:
+        raise SystemExit(f"run.py {' '.join(argv)} failed (exit {code})")
+
+
+def video_frames(path: Path, indices: tuple[int, ...]) -> list[np.ndarray]:
+    """The BGR frames ``indices`` of a video."""
+    capture = cv2.VideoCapture(str(path))
+    frames, index = [], 0
+    while len(frames) < len(indices):
+        ok, frame = capture.read()
+        if not ok:
+            raise SystemExit(f"{path}: ended after {index} frames, wanted frame {indices[-1]}")
+        if index in indices:
+            frames.append(frame)
+        index += 1
+    capture.release()
+    return frames
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default=None, help="checkpoint (default: the shipped one)")
+    p.add_argument("--out", default=Path("assets"), type=Path)
+    p.add_argument("--threads", type=int, default=1, help="torch threads of run.py")
+    args = p.parse_args()
+    model = ["--threads", str(args.threads)]
+    if args.checkpoint:
+        model += ["--checkpoint", args.checkpoint]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        quiet_run(["--image", str(PHOTO), "--max_hands", "2", "--out", str(tmp), *model])
+        overlay = cv2.imread(str(tmp / f"{PHOTO.stem}_overlay.png"))
+        cv2.imwrite(str(args.out / "two_hands_example.png"), overlay)
+        clip = write_slow_pan(read_image_rgb(PHOTO), tmp / "clip.mp4", CLIP_FRAMES)
+        quiet_run(["--video", str(clip), "--save_video", "--max_hands", "2", "--out", str(tmp),
+                   *model])  # fmt: skip
+        frames = video_frames(tmp / "clip_overlay.mp4", SHOWN_FRAMES)
+        cv2.imwrite(str(args.out / "clip_frames_example.png"), np.concatenate(frames, axis=1))
+    print(f"wrote {args.out / 'two_hands_example.png'} and {args.out / 'clip_frames_example.png'}")
+
+
+if __name__ == "__main__":
+    main()
