@@ -224,15 +224,14 @@ class HandFlowCriterion(nn.Module):
 
     def forward(self, output: HandFlowOutput, batch: Mapping[str, Any]) -> LossTerms:
         """Loss terms for one batch; raises FloatingPointError naming a non-finite term."""
-        seed = output.seed
         terms = {
             "heatmap": heatmap_loss(
-                seed.heatmaps, _require(batch, "heatmaps"), _require(batch, "heatmap_weights")
+                output.heatmaps, _require(batch, "heatmaps"), _require(batch, "heatmap_weights")
             ),
-            "mask": mask_loss(seed.masks, _require(batch, "mask"), _require(batch, "has_mask")),
+            "mask": mask_loss(output.masks, _require(batch, "mask"), _require(batch, "has_mask")),
         }
         if output.flow is None:
-            terms["flow"] = seed.features.new_zeros(())
+            terms["flow"] = output.features.new_zeros(())
         else:
             terms["flow"] = output.flow.nll_bpd.mean()
         mano_terms: dict[str, torch.Tensor] = {}

@@ -1,7 +1,7 @@
 """One training epoch and one validation pass; read top to bottom.
 
 `train_one_epoch` runs the optimisation steps of one epoch (or what is left of it after a
-mid-epoch resume), with gradient clipping per module (SeedNet and the flow head separately),
+mid-epoch resume), with gradient clipping per module (backbone and flow head separately),
 optional CUDA mixed precision, a guard against non-finite losses and per-step hooks used for
 the time budget and mid-epoch checkpoints.
 `evaluate` scores the model on the validation split with utils.evaluator (final-stack
@@ -148,8 +148,9 @@ def gradient_groups(
 ) -> dict[str, list[torch.nn.Parameter]]:
     """The optimiser's parameters grouped by the model's top-level module.
 
-    HandFlowNet gives {'seednet': [...], 'flow': [...]} (in registration order); a DDP
-    wrapper's 'module.' prefix is ignored. Parameters the model does not name go to 'other'.
+    HandFlowNet gives {<backbone name, e.g. 'seednet'>: [...], 'flow': [...]} (in
+    registration order); a DDP wrapper's 'module.' prefix is ignored. Parameters the model
+    does not name go to 'other'.
     """
     owner = {id(p): name.split(".", 1)[0]
              for name, p in unwrap_model(model).named_parameters()}  # fmt: skip
@@ -217,7 +218,7 @@ def train_one_epoch(
         epoch: 0-based epoch index (for messages).
         progress: running state to continue from (None: a fresh epoch).
         max_steps: stop the epoch after this many steps (None: the whole loader).
-        grad_clip: max gradient norm of each top-level module (SeedNet, flow head),
+        grad_clip: max gradient norm of each top-level module (backbone, flow head),
             clipped separately (see `clip_gradients`); 0 disables clipping.
         scaler: CUDA GradScaler when mixed precision is on, else None.
         max_nonfinite_steps: consecutive skipped steps after which TrainingDivergedError.
