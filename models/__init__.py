@@ -16,6 +16,7 @@ from models.handflow import (
 from models.loader import CheckpointInfo, load_model, resolve_checkpoint
 from models.losses import (
     DEFAULT_WEIGHTS,
+    LOSS_TERMS,
     MANO_DEFAULT_WEIGHTS,
     HandFlowCriterion,
     LossTerms,
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_WEIGHTS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "LOSS_TERMS",
     "FlowHead",
     "FlowOutput",
     "HandFlowCriterion",

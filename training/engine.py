@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from models.losses import HandFlowCriterion, LossTerms
+from models.losses import HandFlowCriterion
 from models.mano_head import MissingCameraError
 from training.distributed import (
     all_reduce_sums,
@@ -136,11 +136,6 @@ def forward_autocast(device: torch.device, amp: bool, bf16: bool) -> torch.autoc
     if bf16:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return torch.autocast(device_type=device.type, enabled=amp)
-
-
-def loss_term_values(terms: LossTerms) -> dict[str, float]:
-    """The unweighted loss terms present and the weighted 'total', as floats."""
-    return terms.to_dict()
 
 
 def gradient_groups(
@@ -299,7 +294,7 @@ def train_one_epoch(
         progress.nonfinite_streak = 0
         progress.step += 1
         progress.samples += batch_size
-        values = loss_term_values(terms)
+        values = terms.to_dict()
         for name, value in values.items():
             progress.sums[name] = progress.sums.get(name, 0.0) + value * batch_size
         bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()})

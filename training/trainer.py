@@ -44,7 +44,7 @@ from datasets.synthetic import generate
 from datasets.transforms import AugmentConfig
 from models import HandFlowCriterion, HandFlowNet, ModelConfig, build_model, set_memory_format
 from models.loader import load_weights, model_config_of
-from models.losses import MANO_DEFAULT_WEIGHTS, MANO_TERM_NAMES
+from models.losses import DEFAULT_WEIGHTS, MANO_DEFAULT_WEIGHTS, MANO_TERM_NAMES
 from models.mano_head import default_mano_path, real_mano_available
 from training.checkpoint import (
     BEST_NAME,
@@ -203,7 +203,7 @@ def mano_overrides(cfg: TrainConfig) -> dict[str, Any]:
 def loss_weights(cfg: TrainConfig, mcfg: ModelConfig) -> dict[str, float]:
     """The criterion's weights: --loss_* and, with a MANO head, the MANO terms (their
     defaults where not given). MANO weights without a head are refused."""
-    weights = {"heatmap": cfg.loss_heatmap, "mask": cfg.loss_mask, "flow": cfg.loss_flow}
+    weights = {name: getattr(cfg, f"loss_{name}") for name in DEFAULT_WEIGHTS}
     given = {name: getattr(cfg, f"loss_{name}") for name in MANO_TERM_NAMES}
     if not mcfg.mano_enabled:
         positive = [f"--loss_{k}" for k, v in given.items() if v]
