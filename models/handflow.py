@@ -105,11 +105,16 @@ class HandFlowNet(nn.Module):
         if not image.is_floating_point():
             raise TypeError(f"HandFlowNet expects float images in [0, 1], got {image.dtype}")
         out = (image - self.mean) / self.std
-        # The first convolution weight tells the format set_memory_format gave the backbone.
-        weight = next((p for p in self.backbone.parameters() if p.ndim == 4), None)
-        if weight is not None and weight.is_contiguous(memory_format=torch.channels_last):
+        if self._backbone_channels_last():
             out = out.contiguous(memory_format=torch.channels_last)
         return out
+
+    def _backbone_channels_last(self) -> bool:
+        """The backbone's first convolution weight is channels_last (set_memory_format)."""
+        for p in self.backbone.parameters():
+            if p.ndim == 4:
+                return p.is_contiguous(memory_format=torch.channels_last)
+        return False
 
     def forward(self, image: torch.Tensor, K: torch.Tensor | None = None, *,
                 with_mano: bool = True) -> HandFlowOutput:  # fmt: skip
@@ -144,6 +149,7 @@ class HandFlowNet(nn.Module):
                 mano = self.mano(features.float(), base.heatmaps[-1].float(), K)
         return HandFlowOutput(heatmaps=base.heatmaps, masks=base.masks, features=base.features,
                               flow=flow, mano=mano)
+
 
 def build_model(cfg: ModelConfig | dict[str, Any] | str) -> HandFlowNet:
     """Build a randomly initialised HandFlowNet.
