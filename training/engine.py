@@ -5,7 +5,8 @@ mid-epoch resume), with gradient clipping per module (backbone and flow head sep
 optional CUDA mixed precision, a guard against non-finite losses and per-step hooks used for
 the time budget and mid-epoch checkpoints.
 `evaluate` scores the model on the validation split with utils.evaluator (final-stack
-heatmaps decoded, mapped back to original-image pixels, MMPose's PCK@0.2 / AUC / EPE).
+heatmaps decoded, mapped back to original-image pixels, MMPose's PCK@0.2 / AUC / EPE) and
+returns its EvalResult, the one summary type of validation and evaluation.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from training.distributed import (
     broadcast_from_main,
     unwrap_model,
 )
+from utils.evaluator import EvalResult
 from utils.evaluator import evaluate as run_evaluation
 from utils.progress import progress_bar
 
@@ -340,43 +342,6 @@ def _skip_step(
     )
 
 
-@dataclass
-class ValResult:
-    """Validation scores (MMPose definitions, original-image pixels, utils.metrics).
-
-    Attributes:
-        pck: PCK@0.2 of the 1.2x ground-truth box.
-        auc: mean PCK over thresholds 0..28.5 px (MMPose AUC; model selection uses it).
-        epe_px: mean end-point error over visible joints, pixels.
-        num_samples: frames scored.
-        mean_log_likelihood: mean flow log-likelihood (nats) or None without a flow head.
-        seconds: wall time of the pass.
-        mano: with a MANO head, its projection's PCK@0.2 / AUC / EPE and its 3D MPJPE (mm)
-            and BiHand 3D AUC (20-50 mm) as 'val_mano_*' keys; None without a head.
-    """
-
-    pck: float
-    auc: float
-    epe_px: float
-    num_samples: int
-    mean_log_likelihood: float | None
-    seconds: float
-    mano: dict[str, float | None] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {
-            "val_pck": self.pck,
-            "val_auc": self.auc,
-            "val_epe_px": self.epe_px,
-            "val_samples": self.num_samples,
-            "val_mean_loglik": self.mean_log_likelihood,
-            "val_seconds": self.seconds,
-        }
-        if self.mano is not None:
-            out.update(self.mano)
-        return out
-
-
 def evaluate(
     model: torch.nn.Module,
     loader: Iterable[dict[str, Any]],
@@ -384,7 +349,7 @@ def evaluate(
     is_main: bool = True,
     max_batches: int | None = None,
     show_progress: bool = True,
-) -> ValResult:
+) -> EvalResult:
     """Score the model on the validation loader with utils.evaluator (no flip test).
 
     Under DDP only rank 0 evaluates, on the whole validation split with the bare model (no
@@ -397,29 +362,16 @@ def evaluate(
         is_main: this process is rank 0.
         max_batches: stop after this many batches (None: all).
         show_progress: progress bar (utils.progress).
+
+    Returns:
+        The evaluator's EvalResult without per-sample predictions; model selection reads
+        ``metrics.auc``, the training log ``validation_row()``.
     """
     result = None
     if is_main:
         wrap = (lambda it: progress_bar(it, desc="val", leave=False)) if show_progress else None
-        out = run_evaluation(
+        result = run_evaluation(
             unwrap_model(model), loader, collect_predictions=False, max_batches=max_batches,
             progress=wrap,
         )  # fmt: skip
-        m = out.metrics
-        mano = None
-        if out.mano_metrics is not None:
-            m3 = out.metrics_3d
-            mano = {"val_mano_pck": out.mano_metrics.pck, "val_mano_auc": out.mano_metrics.auc,
-                    "val_mano_epe_px": out.mano_metrics.epe_mean_px,
-                    "val_mano_mpjpe_mm": None if m3 is None else m3.mpjpe_mm,
-                    "val_mano_auc3d": None if m3 is None else m3.bihand_auc_20_50}
-        result = ValResult(
-            pck=m.pck,
-            auc=m.auc,
-            epe_px=m.epe_mean_px,
-            num_samples=out.num_samples,
-            mean_log_likelihood=m.mean_log_likelihood,
-            seconds=out.seconds,
-            mano=mano,
-        )
     return broadcast_from_main(result)

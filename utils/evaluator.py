@@ -34,6 +34,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -193,6 +194,33 @@ class EvalResult:
     @property
     def images_per_s(self) -> float:
         return self.num_samples / self.seconds if self.seconds > 0 else float("nan")
+
+    def validation_row(self) -> dict[str, Any]:
+        """The training log's validation entries (metrics.jsonl keys 'val_*').
+
+        PCK@0.2, AUC and EPE of the plain pass, samples, mean flow log-likelihood (None
+        without a flow) and seconds; with a MANO head also its projection's PCK / AUC / EPE,
+        3D MPJPE (mm) and BiHand 3D AUC (20-50 mm), None where there are no 3D labels.
+        """
+        m = self.metrics
+        row: dict[str, Any] = {
+            "val_pck": m.pck,
+            "val_auc": m.auc,
+            "val_epe_px": m.epe_mean_px,
+            "val_samples": self.num_samples,
+            "val_mean_loglik": m.mean_log_likelihood,
+            "val_seconds": self.seconds,
+        }
+        if self.mano_metrics is not None:
+            m3 = self.metrics_3d
+            row.update({
+                "val_mano_pck": self.mano_metrics.pck,
+                "val_mano_auc": self.mano_metrics.auc,
+                "val_mano_epe_px": self.mano_metrics.epe_mean_px,
+                "val_mano_mpjpe_mm": None if m3 is None else m3.mpjpe_mm,
+                "val_mano_auc3d": None if m3 is None else m3.bihand_auc_20_50,
+            })  # fmt: skip
+        return row
 
 
 def model_to_crop_px(kp_model_px: np.ndarray, model_size: int, crop_size: int) -> np.ndarray:
