@@ -96,7 +96,7 @@ def main() -> None:
             feats = torch.randn(1, cfg.channels, cfg.heatmap_size, cfg.heatmap_size)
             heat = torch.rand(1, 21, cfg.heatmap_size, cfg.heatmap_size)
             head_macs = count_macs(lambda h=head, f=feats, x=heat: h.eval()(f, x))
-            seed_macs = count_macs(lambda m=model: m.seednet(m.normalize(image_eval[:1])))
+            seed_macs = count_macs(lambda m=model: m.backbone(m.normalize(image_eval[:1])))
             head.train()
             print(f"## {args.preset} preset: MANO head {n_params(head):,} params, "
                   f"{head_macs / 1e6:.1f} MMACs per image (head + MANO layer) = "

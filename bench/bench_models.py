@@ -54,11 +54,11 @@ def fake_batch(cfg: ModelConfig, batch: int, generator: torch.Generator) -> dict
 def report_macs(cfg: ModelConfig) -> None:
     model = build_model(cfg).eval()
     image = torch.rand(1, 3, cfg.input_size, cfg.input_size)
-    seed_macs = count_macs(lambda: model.seednet(model.normalize(image)))
+    seed_macs = count_macs(lambda: model.backbone(model.normalize(image)))
     features = torch.randn(1, cfg.channels, cfg.heatmap_size, cfg.heatmap_size)
     size = cfg.input_size
     print(f"\n## Parameters and MACs per image ({cfg.preset_name} preset, {size}x{size} input)")
-    print(f"SeedNet: {n_params(model.seednet):,} params, {seed_macs / 1e9:.2f} GMACs")
+    print(f"SeedNet: {n_params(model.backbone):,} params, {seed_macs / 1e9:.2f} GMACs")
     print(f"flow head ({cfg.flow_steps} AllInOneBlock steps; MACs include the 1x1 permutations):")
     print(f"{'pool':>4} {'map':>9} {'alt3x3/1x1':>10} {'params':>11} {'GMACs':>7} {'% SeedNet':>9}")
     for pool in (1, 2, 4, 8):
@@ -68,7 +68,7 @@ def report_macs(cfg: ModelConfig) -> None:
             fcfg = ModelConfig.from_dict(
                 {**cfg.to_dict(), "flow_pool": pool, "flow_conv_alternate": alternate}
             )
-            head = FlowHead(fcfg).eval()
+            head = FlowHead.from_config(fcfg).eval()
             macs = count_macs(lambda head=head: head(features))
             side = cfg.heatmap_size // pool
             is_default = (pool, alternate) == (cfg.flow_pool, cfg.flow_conv_alternate)
@@ -88,8 +88,8 @@ def max_diff(a: HandFlowNet, b: HandFlowNet, image: torch.Tensor) -> float:
     with torch.no_grad():
         out_a, out_b = a(image), b(image)
     pairs = [
-        (out_a.seed.heatmaps[-1], out_b.seed.heatmaps[-1]),
-        (out_a.seed.masks[-1], out_b.seed.masks[-1]),
+        (out_a.heatmaps[-1], out_b.heatmaps[-1]),
+        (out_a.masks[-1], out_b.masks[-1]),
     ]
     if out_a.flow is not None:
         pairs.append((out_a.flow.nll_bpd, out_b.flow.nll_bpd))
@@ -125,7 +125,7 @@ def make_variant(base: HandFlowNet, name: str) -> tuple[HandFlowNet, HandFlowNet
     src = base
     if name == "default_no_flow":
         src = build_model(dataclasses.replace(base.cfg, flow_enabled=False))
-        src.seednet.load_state_dict(base.seednet.state_dict())
+        src.backbone.load_state_dict(base.backbone.state_dict())
     fmt = torch.contiguous_format if name == "eager_nchw" else torch.channels_last
     train_model = copy.deepcopy(src).to(memory_format=fmt)
     infer = copy.deepcopy(src).eval()
@@ -185,7 +185,7 @@ def report_speed(cfg: ModelConfig, variants: list[str], iters: int, reps: int) -
                 opt.step()
 
             times[name].append((t1, t8, time_call(step, max(1, iters - 1))))
-    macs = count_macs(lambda: eager.seednet(eager.normalize(image1)))
+    macs = count_macs(lambda: eager.backbone(eager.normalize(image1)))
     ceiling = {bf: conv_ceiling_gflops(iters, bf) for bf in (False, True)}
     print(f"\n## Throughput ({cfg.preset_name} preset, {threads} threads, median of {reps} "
           f"alternating reps of {iters} iters)")
@@ -220,7 +220,7 @@ def max_diff_seed(a: HandFlowNet, b: HandFlowNet, image: torch.Tensor) -> float:
     with torch.no_grad():
         out_a, out_b = a(image), b(image)
     return max(float((x.float() - y.float()).abs().max()) for x, y in
-               ((out_a.heatmaps, out_b.heatmaps), (out_a.seed.masks[-1], out_b.seed.masks[-1])))
+               ((out_a.heatmaps[-1], out_b.heatmaps[-1]), (out_a.masks[-1], out_b.masks[-1])))
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
-"""SeedNet (BiHand's bisected stacked hourglass), the FastFlow likelihood head and losses."""
+"""Backbones (SeedNet, BiHand's bisected stacked hourglass), the FastFlow and MANO heads, losses."""
 
+from models.backbones import BACKBONES, build_backbone, register_backbone
 from models.bihand import load_bihand_seednet, read_bihand_state_dict
 from models.config import BIHAND_MEAN, BIHAND_STD, IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from models.flow import FlowHead, FlowOutput, build_flow_inn
@@ -15,21 +16,26 @@ from models.handflow import (
 from models.loader import CheckpointInfo, load_model, resolve_checkpoint
 from models.losses import (
     DEFAULT_WEIGHTS,
+    LOSS_TERMS,
     MANO_DEFAULT_WEIGHTS,
     HandFlowCriterion,
     LossTerms,
     mano_loss_terms,
 )
 from models.mano_head import ManoHead, ManoHeadOutput, MissingCameraError
-from models.seednet import SeedNet, SeedNetOutput
+from models.outputs import BackboneOutput
+from models.seednet import SeedNet
 
 __all__ = [
+    "BACKBONES",
+    "BackboneOutput",
     "BIHAND_MEAN",
     "BIHAND_STD",
     "CheckpointInfo",
     "DEFAULT_WEIGHTS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "LOSS_TERMS",
     "FlowHead",
     "FlowOutput",
     "HandFlowCriterion",
@@ -42,7 +48,7 @@ __all__ = [
     "MissingCameraError",
     "ModelConfig",
     "SeedNet",
-    "SeedNetOutput",
+    "build_backbone",
     "build_flow_inn",
     "build_model",
     "compile_for_inference",
@@ -52,6 +58,7 @@ __all__ = [
     "memory_format_of",
     "prepare_for_inference",
     "read_bihand_state_dict",
+    "register_backbone",
     "resolve_checkpoint",
     "set_memory_format",
 ]

@@ -139,7 +139,7 @@ def load_bihand_seednet(
     state, _ = read_bihand_state_dict(source, map_location=map_location)
     state = select_seednet(state, prefix)
     model = HandFlowNet(infer_bihand_config(state, **cfg_overrides))
-    expected = model.seednet.state_dict()
+    expected = model.backbone.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong_shape = [
@@ -153,5 +153,5 @@ def load_bihand_seednet(
             f"{len(unexpected)} unexpected keys {unexpected[:5]}, "
             f"{len(wrong_shape)} shape mismatches {wrong_shape[:5]}"
         )
-    model.seednet.load_state_dict(state, strict=True)
+    model.backbone.load_state_dict(state, strict=True)
     return model

@@ -28,12 +28,16 @@ MANO_CAMERAS = ("auto", "perspective", "weak")
 
 @dataclass
 class ModelConfig:
-    """Everything needed to rebuild a HandFlowNet (SeedNet + optional FastFlow head).
+    """Everything needed to rebuild a HandFlowNet (a backbone + optional FastFlow/MANO heads).
 
     Attributes are documented inline; `preset(name)` gives the two supported starting points.
     """
 
     preset_name: str = "default"  # which preset these values came from (informational)
+    # The backbone by its name in models/backbones.py (BACKBONES). Every backbone reads
+    # njoints, channels (its feature channels) and input_size; the hourglass sizes below are
+    # SeedNet's. Configs written before this field existed are SeedNet's: the default.
+    backbone: str = "seednet"
     # --- SeedNet (BiHand's bisected stacked hourglass) ---
     nstacks: int = 2  # hourglass stacks; every stack is supervised
     nblocks: int = 1  # bottleneck blocks per residual
@@ -46,7 +50,7 @@ class ModelConfig:
     # ImageNet for models trained here; BiHand checkpoints use mean 0.5, std 1.
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    # --- FastFlow likelihood head over SeedNet's final features ---
+    # --- FastFlow likelihood head over the backbone's final features ---
     flow_enabled: bool = True  # False -> HandFlowNet.flow is None (e.g. loaded BiHand weights)
     flow_steps: int = 8  # AllInOneBlock steps
     flow_hidden_ratio: float = 1.0  # subnet hidden channels = ratio * subnet input channels
@@ -62,7 +66,7 @@ class ModelConfig:
     flow_seed: int = 0  # seeds the fixed channel permutations so a config rebuilds the same flow
     # Memory format the CLIs should put the model and inputs in (see prepare_for_inference).
     memory_format: str = "channels_last"
-    # --- MANO head (models/mano_head.py) on SeedNet's final features; off by default, so
+    # --- MANO head (models/mano_head.py) on the backbone's final features; off by default, so
     # configs and checkpoints written before it existed load unchanged ---
     mano_enabled: bool = False
     # The hand model: 'mano' (MANO_RIGHT.pkl in manopth/mano/models), 'synthetic' (the
@@ -82,7 +86,7 @@ class ModelConfig:
     # Depth normalisation: the root depth is fx * mano_crop_size_m / input_size * exp(d), i.e.
     # d = 0 when the crop spans this many metres at the hand (about 2x a hand's length).
     mano_crop_size_m: float = 0.3
-    # True: the MANO losses do not reach SeedNet (the head reads detached features).
+    # True: the MANO losses do not reach the backbone (the head reads detached features).
     mano_detach: bool = False
     # Also give the head the 21 keypoints decoded from the final heatmaps (root-relative,
     # detached) and their peak values, next to the pooled features.
@@ -96,6 +100,9 @@ class ModelConfig:
             raise ValueError(f"mean and std need 3 values (RGB), got {self.mean}, {self.std}")
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std values must be positive, got {self.std}")
+        if not self.backbone:
+            raise ValueError("backbone must name a registered backbone (models/backbones.py), "
+                             "got ''")
         if self.nstacks < 1 or self.nblocks < 1 or self.njoints < 1 or self.hg_depth < 1:
             raise ValueError(
                 "nstacks, nblocks, njoints and hg_depth must be >= 1, got "

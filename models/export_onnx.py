@@ -74,10 +74,10 @@ class _ExportWrapper(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.with_flow:
             out = self.model(image)
-            return (out.seed.heatmaps[-1], out.seed.masks[-1], out.flow.log_likelihood,
+            return (out.heatmaps[-1], out.masks[-1], out.flow.log_likelihood,
                     out.flow.loglik_map)  # fmt: skip
-        seed = self.model.seednet(self.model.normalize(image))
-        return seed.heatmaps[-1], seed.masks[-1]
+        base = self.model.backbone(self.model.normalize(image))
+        return base.heatmaps[-1], base.masks[-1]
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""FastFlow-style likelihood head: FrEIA AllInOneBlock steps over SeedNet's final features.
+"""FastFlow-style likelihood head: FrEIA AllInOneBlock steps over the backbone's final features.
 
 Sign convention (FrEIA's): the invertible map runs data -> latent,
 
@@ -126,27 +126,44 @@ def gaussian_loglik_map(z: torch.Tensor) -> torch.Tensor:
 
 
 class FlowHead(nn.Module):
-    """Normalising flow over SeedNet features (pool -> layer norm -> AllInOneBlock steps).
+    """Normalising flow over the backbone's features (pool -> layer norm -> AllInOneBlock steps).
+
+    `FlowHead.from_config(cfg)` builds it from ModelConfig's flow_* fields.
 
     Args:
-        cfg: model config; uses channels, heatmap_size, flow_pool, flow_steps,
-            flow_hidden_ratio, flow_clamp, flow_conv_alternate, flow_seed.
+        channels: feature channels.
+        feature_size: side of the (square) feature map (the heatmap size).
+        pool: average-pool kernel and stride applied first; must divide feature_size.
+        steps: AllInOneBlock steps.
+        hidden_ratio: subnet hidden channels = ratio * subnet input channels.
+        clamp: AllInOneBlock affine_clamping.
+        conv_alternate: subnet kernels alternate 3x3 / 1x1 per step.
+        seed: seeds the fixed channel permutations.
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, channels: int, feature_size: int, *, pool: int = 4, steps: int = 8,
+                 hidden_ratio: float = 1.0, clamp: float = 2.0, conv_alternate: bool = False,
+                 seed: int = 0) -> None:  # fmt: skip
         super().__init__()
-        self.channels = cfg.channels
-        self.pool = cfg.flow_pool
-        self.size = cfg.flow_size
+        self.channels = channels
+        self.pool = pool
+        self.size = feature_size // pool
         self.inn = build_flow_inn(
-            channels=cfg.channels,
+            channels=channels,
             size_hw=(self.size, self.size),
-            steps=cfg.flow_steps,
-            hidden_ratio=cfg.flow_hidden_ratio,
-            clamp=cfg.flow_clamp,
-            conv_alternate=cfg.flow_conv_alternate,
-            seed=cfg.flow_seed,
+            steps=steps,
+            hidden_ratio=hidden_ratio,
+            clamp=clamp,
+            conv_alternate=conv_alternate,
+            seed=seed,
         )
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> FlowHead:
+        """The flow head a ModelConfig describes (channels, heatmap_size and the flow_* fields)."""
+        return cls(cfg.channels, cfg.heatmap_size, pool=cfg.flow_pool, steps=cfg.flow_steps,
+                   hidden_ratio=cfg.flow_hidden_ratio, clamp=cfg.flow_clamp,
+                   conv_alternate=cfg.flow_conv_alternate, seed=cfg.flow_seed)  # fmt: skip
 
     def prepare(self, features: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) raw features -> (B, C, H/pool, W/pool) pooled, layer-normalised x."""
@@ -185,7 +202,7 @@ class FlowHead(nn.Module):
         )
 
     def forward(self, features: torch.Tensor) -> FlowOutput:
-        """(B, C, H, W) SeedNet features -> FlowOutput at (H/pool, W/pool)."""
+        """(B, C, H, W) backbone features -> FlowOutput at (H/pool, W/pool)."""
         return self.likelihood(self.prepare(features))
 
     def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:

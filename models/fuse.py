@@ -30,17 +30,20 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
         conv.bias.copy_(new_bias)
 
 
-def fold_batchnorm(seednet: nn.Module) -> int:
-    """Fold every conv -> BatchNorm pair of a SeedNet in place; returns how many.
+def fold_batchnorm(backbone: nn.Module) -> int:
+    """Fold every conv -> BatchNorm pair of a backbone in place; returns how many.
+
+    The pairs found are those of SeedNet's blocks: inside a pre-activation bottleneck, in an
+    `nn.Sequential` (conv then BN) and the stem's `conv1` -> `bn1`; others stay as they are.
 
     The model must be in eval mode (folding uses the running statistics) and must not be
     trained afterwards: the folded BatchNorms are replaced by `nn.Identity`.
     """
-    if seednet.training:
+    if backbone.training:
         raise RuntimeError("fold_batchnorm needs a model in eval mode (it uses running "
                            "statistics); call model.eval() first")
     folded = 0
-    for module in seednet.modules():
+    for module in backbone.modules():
         if isinstance(module, PreActBottleneck):
             for conv_name, bn_name in (("conv1", "bn2"), ("conv2", "bn3")):
                 bn = getattr(module, bn_name)
@@ -55,10 +58,10 @@ def fold_batchnorm(seednet: nn.Module) -> int:
                     fold_conv_bn(conv, bn)
                     module[i + 1] = nn.Identity()
                     folded += 1
-    stem_bn = getattr(seednet, "bn1", None)
-    if isinstance(stem_bn, nn.BatchNorm2d) and isinstance(getattr(seednet, "conv1", None),
+    stem_bn = getattr(backbone, "bn1", None)
+    if isinstance(stem_bn, nn.BatchNorm2d) and isinstance(getattr(backbone, "conv1", None),
                                                           nn.Conv2d):
-        fold_conv_bn(seednet.conv1, stem_bn)
-        seednet.bn1 = nn.Identity()
+        fold_conv_bn(backbone.conv1, stem_bn)
+        backbone.bn1 = nn.Identity()
         folded += 1
     return folded

@@ -1,4 +1,5 @@
-"""HandFlowNet: input normalisation + SeedNet + optional FastFlow and MANO heads; build_model."""
+"""HandFlowNet: input normalisation + a backbone (SeedNet by default) + optional FastFlow and MANO
+heads; build_model."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.backbones import build_backbone
 from models.config import ModelConfig
 from models.flow import FlowHead, FlowOutput
 from models.fuse import fold_batchnorm
 from models.mano_head import ManoHead, ManoHeadOutput
-from models.seednet import SeedNet, SeedNetOutput
+from models.outputs import BackboneOutput
 
 _MEMORY_FORMATS = {
     "contiguous": torch.contiguous_format,
@@ -22,23 +24,23 @@ _MEMORY_FORMATS = {
 
 @dataclass
 class HandFlowOutput:
-    """HandFlowNet outputs.
+    """HandFlowNet outputs: the backbone's, then one field per head (None when it is absent).
 
     Attributes:
-        seed: SeedNet predictions for every stack and the final features.
+        heatmaps: one (B, njoints, H/4, W/4) tensor per backbone stage; the last one is the
+            final prediction.
+        masks: one (B, 1, H/4, W/4) tensor of mask logits per stage.
+        features: (B, channels, H/4, W/4) the backbone's final features.
         flow: flow head outputs on the final features, or None when the model has no flow.
         mano: MANO head outputs (mesh, 3D joints, their projection, pose, shape, camera), or
             None when the model has no MANO head.
     """
 
-    seed: SeedNetOutput
+    heatmaps: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    features: torch.Tensor
     flow: FlowOutput | None
     mano: ManoHeadOutput | None = None
-
-    @property
-    def heatmaps(self) -> torch.Tensor:
-        """(B, njoints, H/4, W/4) heatmaps of the last stack (the final prediction)."""
-        return self.seed.heatmaps[-1]
 
     @property
     def confidence(self) -> torch.Tensor | None:
@@ -47,12 +49,15 @@ class HandFlowOutput:
 
 
 class HandFlowNet(nn.Module):
-    """SeedNet with its input normalisation and, optionally, the FastFlow likelihood head.
+    """A backbone with its input normalisation and, optionally, the FastFlow and MANO heads.
 
-    The input is RGB in [0, 1]; it is normalised with cfg.mean / cfg.std (non-persistent
-    buffers: the config stored with the weights is the source of truth). The flow sees
-    SeedNet's final features, detached unless cfg.flow_detach is False. The MANO head
-    (cfg.mano_enabled) reads the final features (detached if cfg.mano_detach) and heatmaps.
+    The backbone is the one `cfg.backbone` names (models/backbones.py; SeedNet by default),
+    held as the attribute of that name (so SeedNet's weights are `seednet.*` in the state
+    dict) and reached as `model.backbone`. The input is RGB in [0, 1]; it is normalised with
+    cfg.mean / cfg.std (non-persistent buffers: the config stored with the weights is the
+    source of truth). The flow sees the backbone's final features, detached unless
+    cfg.flow_detach is False. The MANO head (cfg.mano_enabled) reads the final features
+    (detached if cfg.mano_detach) and heatmaps.
 
     Args:
         cfg: the model config.
@@ -67,13 +72,18 @@ class HandFlowNet(nn.Module):
         self.register_buffer(
             "std", torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
         )
-        self.seednet = SeedNet(cfg)
-        self.flow = FlowHead(cfg) if cfg.flow_enabled else None
+        self.add_module(cfg.backbone, build_backbone(cfg))
+        self.flow = FlowHead.from_config(cfg) if cfg.flow_enabled else None
         self.mano = ManoHead(cfg) if cfg.mano_enabled else None
         self.bn_folded = False  # set by prepare_for_inference
-        # Set by prepare_for_inference(precision='bf16'): SeedNet's forward under bf16
+        # Set by prepare_for_inference(precision='bf16'): the backbone's forward under bf16
         # autocast in eval mode (the flow and the returned heatmaps stay float32).
         self.inference_bf16 = False
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The backbone module (the attribute named by cfg.backbone)."""
+        return getattr(self, self.cfg.backbone)
 
     def train(self, mode: bool = True) -> HandFlowNet:
         """nn.Module.train; refused once BatchNorm was folded for inference."""
@@ -95,9 +105,16 @@ class HandFlowNet(nn.Module):
         if not image.is_floating_point():
             raise TypeError(f"HandFlowNet expects float images in [0, 1], got {image.dtype}")
         out = (image - self.mean) / self.std
-        if self.seednet.conv1.weight.is_contiguous(memory_format=torch.channels_last):
+        if self._backbone_channels_last():
             out = out.contiguous(memory_format=torch.channels_last)
         return out
+
+    def _backbone_channels_last(self) -> bool:
+        """The backbone's first convolution weight is channels_last (set_memory_format)."""
+        for p in self.backbone.parameters():
+            if p.ndim == 4:
+                return p.is_contiguous(memory_format=torch.channels_last)
+        return False
 
     def forward(self, image: torch.Tensor, K: torch.Tensor | None = None, *,
                 with_mano: bool = True) -> HandFlowOutput:  # fmt: skip
@@ -112,25 +129,26 @@ class HandFlowNet(nn.Module):
         x = self.normalize(image)
         if self.inference_bf16 and not self.training:
             with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
-                seed = self.seednet(x)
-            seed = SeedNetOutput(heatmaps=[h.float() for h in seed.heatmaps],
-                                 masks=[m.float() for m in seed.masks],
-                                 features=seed.features.float())
+                base = self.backbone(x)
+            base = BackboneOutput(heatmaps=[h.float() for h in base.heatmaps],
+                                  masks=[m.float() for m in base.masks],
+                                  features=base.features.float())
         else:
-            seed = self.seednet(x)
+            base = self.backbone(x)
         flow = None
         if self.flow is not None:
-            features = seed.features.detach() if self.cfg.flow_detach else seed.features
+            features = base.features.detach() if self.cfg.flow_detach else base.features
             # The likelihood and its log-determinant need float32, also under bf16 autocast.
             with torch.autocast(device_type=features.device.type, enabled=False):
                 flow = self.flow(features.float())
         mano = None
         if self.mano is not None and with_mano:
-            features = seed.features.detach() if self.cfg.mano_detach else seed.features
+            features = base.features.detach() if self.cfg.mano_detach else base.features
             # MANO (skinning, projection) runs in float32, also under bf16 autocast.
             with torch.autocast(device_type=features.device.type, enabled=False):
-                mano = self.mano(features.float(), seed.heatmaps[-1].float(), K)
-        return HandFlowOutput(seed=seed, flow=flow, mano=mano)
+                mano = self.mano(features.float(), base.heatmaps[-1].float(), K)
+        return HandFlowOutput(heatmaps=base.heatmaps, masks=base.masks, features=base.features,
+                              flow=flow, mano=mano)
 
 
 def build_model(cfg: ModelConfig | dict[str, Any] | str) -> HandFlowNet:
@@ -173,7 +191,7 @@ def prepare_for_inference(model: HandFlowNet, memory_format: str | None = None,
     """Eval mode, BatchNorm folded into the preceding convolutions (`models.fuse`; outputs
     equal up to float rounding) and set_memory_format(model, memory_format), in place.
 
-    ``precision='bf16'`` runs SeedNet under bf16 autocast (several times faster on CPUs with
+    ``precision='bf16'`` runs the backbone under bf16 autocast (several times faster on CPUs with
     AVX512-BF16/AMX; heatmaps differ by about 1 % of their peak, see the README's speed
     figures). A folded model is for inference only: `model.train()` then raises. Returns the
     model.
@@ -183,7 +201,7 @@ def prepare_for_inference(model: HandFlowNet, memory_format: str | None = None,
     model.eval()
     model.inference_bf16 = precision == "bf16"
     if fold_bn and not model.bn_folded:
-        fold_batchnorm(model.seednet)
+        fold_batchnorm(model.backbone)
         model.bn_folded = True
     return set_memory_format(model, memory_format)
 

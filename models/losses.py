@@ -1,5 +1,10 @@
 """HandFlowCriterion: named loss terms combined by one weights mapping.
 
+Each term is one function of (HandFlowOutput, batch) in LOSS_TERMS, returning a scalar, or
+None when the model lacks the head it needs (its name is then absent from the results and the
+logs). A new term is one such function plus, unless its weight should default to 0, one entry
+in DEFAULT_WEIGHTS (the training CLI reads `--loss_<name>`).
+
 Terms (all scalars; the stack terms are summed over every stack):
   heatmap  sum over stacks and joints of 0.5 * mean over batch and pixels of
            heatmap_weights * (pred - target)^2 (BiHand's scale; weight 100).
@@ -26,8 +31,8 @@ total = sum_k weights[k] * term_k. Any non-finite term raises FloatingPointError
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,9 +43,6 @@ from manopth.projection import keypoint_reprojection_loss
 from models.handflow import HandFlowOutput
 from models.mano_head import ManoHeadOutput
 
-TERM_NAMES = ("heatmap", "mask", "flow")
-MANO_TERM_NAMES = ("mano_2d", "mano_3d", "mano_pose_prior", "mano_shape_prior")
-ALL_TERM_NAMES = TERM_NAMES + MANO_TERM_NAMES
 # The unit of the 3D joint loss: errors are measured in tenths of a metre.
 MANO_3D_UNIT_M = 0.1
 # While features are detached (the default) the flow weight only scales the flow's own
@@ -53,37 +55,37 @@ MANO_DEFAULT_WEIGHTS = {"mano_2d": 10.0, "mano_3d": 1.0, "mano_pose_prior": 0.01
                         "mano_shape_prior": 0.01}
 
 
-@dataclass
-class LossTerms:
-    """Unweighted loss terms, the weights used and the weighted total (scalars).
+@dataclass(eq=False)
+class LossTerms(Mapping[str, torch.Tensor]):
+    """The unweighted loss terms by name, the weights used and the weighted total (scalars).
 
-    ``mano`` holds the MANO terms (MANO_TERM_NAMES) when the model has a MANO head, and is
-    empty otherwise, so runs without the head log exactly the terms they always did.
+    A mapping name -> term over the terms the model has, in LOSS_TERMS order: runs without a
+    MANO head have exactly heatmap, mask and flow.
+
+    Attributes:
+        terms: name -> unweighted scalar term.
+        total: sum over the terms of weight * term.
+        weights: the criterion's weights (terms without an entry weigh 0).
     """
 
-    heatmap: torch.Tensor
-    mask: torch.Tensor
-    flow: torch.Tensor
+    terms: dict[str, torch.Tensor]
     total: torch.Tensor
     weights: dict[str, float]
-    mano: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The terms present, in order (TERM_NAMES, then the MANO terms if any)."""
-        return (*TERM_NAMES, *self.mano)
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self.terms:
+            raise KeyError(f"no loss term {name!r}; present: {list(self.terms)}")
+        return self.terms[name]
 
-    def term(self, name: str) -> torch.Tensor:
-        """One term by name."""
-        if name in self.mano:
-            return self.mano[name]
-        if name not in TERM_NAMES:
-            raise KeyError(f"no loss term {name!r}; present: {list(self.names)}")
-        return getattr(self, name)
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.terms)
+
+    def __len__(self) -> int:
+        return len(self.terms)
 
     def to_dict(self) -> dict[str, float]:
         """Plain floats for logging: the terms present and 'total'."""
-        out = {name: float(self.term(name).detach()) for name in self.names}
+        out = {name: float(value.detach()) for name, value in self.terms.items()}
         out["total"] = float(self.total.detach())
         return out
 
@@ -165,11 +167,11 @@ def _mean_over(per_sample: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return (per_sample * valid).sum() / valid.sum().clamp(min=1.0)
 
 
-def mano_loss_terms(mano: ManoHeadOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The MANO terms (see the module docstring) of one batch.
+def mano_2d_loss(mano: ManoHeadOutput, batch: Mapping[str, Any]) -> torch.Tensor:
+    """The MANO joints' projection against the 2D labels (see the module docstring).
 
-    Reads batch keys 'image' (its side is the input size), 'kp2d_px' (B, 21, 2) crop pixels,
-    'visible' (B, 21) bool, 'joints_m' (B, 21, 3) metres (NaN rows allowed) and 'has_3d' (B,).
+    Reads batch keys 'image' (its side is the input size), 'kp2d_px' (B, 21, 2) crop pixels
+    and 'visible' (B, 21) bool.
     """
     size = float(_require(batch, "image").shape[-1])
     pred2d = mano.kp2d_px
@@ -182,8 +184,14 @@ def mano_loss_terms(mano: ManoHeadOutput, batch: Mapping[str, Any]) -> dict[str,
     # Unlabelled rows may hold NaN: zero them, their weight is 0 anyway.
     target2d = torch.where(finite2d[..., None], target2d, torch.zeros_like(target2d))
     per_2d = keypoint_reprojection_loss(pred2d / size, target2d / size, w2d.to(pred2d.dtype))
-    terms = {"mano_2d": _mean_over(per_2d, w2d.any(dim=1))}
+    return _mean_over(per_2d, w2d.any(dim=1))
 
+
+def mano_3d_loss(mano: ManoHeadOutput, batch: Mapping[str, Any]) -> torch.Tensor:
+    """Root-relative 3D joints against the labels (see the module docstring).
+
+    Reads batch keys 'joints_m' (B, 21, 3) metres (NaN rows allowed) and 'has_3d' (B,).
+    """
     pred3d = mano.joints_rel_m
     gt = _require(batch, "joints_m").to(pred3d.device, pred3d.dtype)
     valid3d = (_require(batch, "has_3d").to(pred3d.device).bool().reshape(-1)
@@ -191,22 +199,81 @@ def mano_loss_terms(mano: ManoHeadOutput, batch: Mapping[str, Any]) -> dict[str,
     gt = torch.where(valid3d[:, None, None], gt, torch.zeros_like(gt))
     gt_rel = gt - gt[:, :1]
     per_3d = ((pred3d - gt_rel) / MANO_3D_UNIT_M).pow(2).sum(-1).mean(-1)  # (B,)
-    terms["mano_3d"] = _mean_over(per_3d, valid3d)
+    return _mean_over(per_3d, valid3d)
 
+
+def mano_pose_prior(mano: ManoHeadOutput, batch: Mapping[str, Any]) -> torch.Tensor:
+    """Distance of the finger pose to MANO's mean pose (6D) or the squared PCA coefficients."""
     if mano.pose.ndim == 3:  # 6D: distance of each finger rotation to MANO's mean pose
         diff = mano.rot_mats[:, 1:] - mano.mean_finger_rotmats
-        terms["mano_pose_prior"] = diff.pow(2).sum(dim=(-2, -1)).mean()
-    else:  # PCA coefficients (after the 6 values of the global rotation)
-        terms["mano_pose_prior"] = mano.pose[:, 6:].pow(2).mean()
-    terms["mano_shape_prior"] = mano.betas.pow(2).mean()
-    return terms
+        return diff.pow(2).sum(dim=(-2, -1)).mean()
+    return mano.pose[:, 6:].pow(2).mean()  # PCA coefficients (after the global rotation's 6)
+
+
+def mano_shape_prior(mano: ManoHeadOutput, batch: Mapping[str, Any]) -> torch.Tensor:
+    """Mean squared shape coefficient."""
+    return mano.betas.pow(2).mean()
+
+
+# The MANO terms by name: (MANO head output, batch) -> scalar.
+MANO_TERMS: dict[str, Callable[[ManoHeadOutput, Mapping[str, Any]], torch.Tensor]] = {
+    "mano_2d": mano_2d_loss,
+    "mano_3d": mano_3d_loss,
+    "mano_pose_prior": mano_pose_prior,
+    "mano_shape_prior": mano_shape_prior,
+}
+MANO_TERM_NAMES = tuple(MANO_TERMS)
+
+
+def mano_loss_terms(mano: ManoHeadOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The MANO terms of one batch."""
+    return {name: term(mano, batch) for name, term in MANO_TERMS.items()}
+
+
+# A term: (model output, batch) -> scalar, or None when the model lacks what it needs.
+LossTerm = Callable[[HandFlowOutput, Mapping[str, Any]], torch.Tensor | None]
+
+
+def _heatmap_term(output: HandFlowOutput, batch: Mapping[str, Any]) -> torch.Tensor:
+    return heatmap_loss(output.heatmaps, _require(batch, "heatmaps"),
+                        _require(batch, "heatmap_weights"))  # fmt: skip
+
+
+def _mask_term(output: HandFlowOutput, batch: Mapping[str, Any]) -> torch.Tensor:
+    return mask_loss(output.masks, _require(batch, "mask"), _require(batch, "has_mask"))
+
+
+def _flow_term(output: HandFlowOutput, batch: Mapping[str, Any]) -> torch.Tensor:
+    """Mean NLL in bits per dimension; 0 for a model without a flow (it is always logged)."""
+    if output.flow is None:
+        return output.features.new_zeros(())
+    return output.flow.nll_bpd.mean()
+
+
+def _on_mano(fn: Callable[[ManoHeadOutput, Mapping[str, Any]], torch.Tensor]) -> LossTerm:
+    """A MANO term as a LOSS_TERMS entry: None without a MANO head."""
+
+    def term(output: HandFlowOutput, batch: Mapping[str, Any]) -> torch.Tensor | None:
+        return None if output.mano is None else fn(output.mano, batch)
+
+    return term
+
+
+# Every term by name, in the order they are computed, summed and logged.
+LOSS_TERMS: dict[str, LossTerm] = {
+    "heatmap": _heatmap_term,
+    "mask": _mask_term,
+    "flow": _flow_term,
+    **{name: _on_mano(fn) for name, fn in MANO_TERMS.items()},
+}
 
 
 class HandFlowCriterion(nn.Module):
-    """Computes LossTerms from a HandFlowOutput and a batch dict.
+    """Computes LossTerms from a HandFlowOutput and a batch dict: every LOSS_TERMS entry the
+    model has, and their sum weighted by one weights mapping.
 
     Reads batch keys 'heatmaps' (B, K, H, W), 'heatmap_weights' (B, K), 'mask' (B, 1, H, W),
-    'has_mask' (B,) bool, and with a MANO head those of `mano_loss_terms`.
+    'has_mask' (B,) bool, and with a MANO head those of the MANO terms.
 
     Args:
         weights: mapping term name -> weight; missing names take DEFAULT_WEIGHTS
@@ -216,39 +283,27 @@ class HandFlowCriterion(nn.Module):
     def __init__(self, weights: Mapping[str, float] | None = None) -> None:
         super().__init__()
         weights = dict(weights or {})
-        unknown = sorted(set(weights) - set(ALL_TERM_NAMES))
+        unknown = sorted(set(weights) - set(LOSS_TERMS))
         if unknown:
-            raise ValueError(f"unknown loss term(s) {unknown}; known terms: "
-                             f"{list(ALL_TERM_NAMES)}")
+            raise ValueError(f"unknown loss term(s) {unknown}; known terms: {list(LOSS_TERMS)}")
         self.weights = {**DEFAULT_WEIGHTS, **{k: float(v) for k, v in weights.items()}}
 
     def forward(self, output: HandFlowOutput, batch: Mapping[str, Any]) -> LossTerms:
         """Loss terms for one batch; raises FloatingPointError naming a non-finite term."""
-        seed = output.seed
-        terms = {
-            "heatmap": heatmap_loss(
-                seed.heatmaps, _require(batch, "heatmaps"), _require(batch, "heatmap_weights")
-            ),
-            "mask": mask_loss(seed.masks, _require(batch, "mask"), _require(batch, "has_mask")),
-        }
-        if output.flow is None:
-            terms["flow"] = seed.features.new_zeros(())
-        else:
-            terms["flow"] = output.flow.nll_bpd.mean()
-        mano_terms: dict[str, torch.Tensor] = {}
-        if output.mano is not None:
-            mano_terms = mano_loss_terms(output.mano, batch)
-        else:
-            weighted = [k for k in MANO_TERM_NAMES if self.weights.get(k, 0.0) > 0]
-            if weighted:
-                raise ValueError(f"loss weights {weighted} > 0 but the model has no MANO head "
-                                 f"(ModelConfig.mano_enabled)")
-        for name, value in {**terms, **mano_terms}.items():
+        terms: dict[str, torch.Tensor] = {}
+        for name, term in LOSS_TERMS.items():
+            value = term(output, batch)
+            if value is not None:
+                terms[name] = value
+        # Only the MANO terms can be missing (they return None without the head).
+        weighted = [k for k, w in self.weights.items() if w > 0 and k not in terms]
+        if weighted:
+            raise ValueError(f"loss weights {weighted} > 0 but the model has no MANO head "
+                             f"(ModelConfig.mano_enabled)")
+        for name, value in terms.items():
             if not torch.isfinite(value):
                 raise FloatingPointError(f"non-finite {name} loss: {float(value.detach())}")
-        total = sum(self.weights[name] * terms[name] for name in TERM_NAMES)
-        for name, value in mano_terms.items():
-            total = total + self.weights.get(name, 0.0) * value
+        total = sum(self.weights.get(name, 0.0) * value for name, value in terms.items())
         if not torch.isfinite(total):
             raise FloatingPointError(f"non-finite total loss: {float(total.detach())}")
-        return LossTerms(**terms, total=total, weights=dict(self.weights), mano=mano_terms)
+        return LossTerms(terms=terms, total=total, weights=dict(self.weights))

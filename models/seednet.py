@@ -7,55 +7,43 @@ identity key mapping and strict checking (see models/bihand.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.config import ModelConfig
 from models.hourglass import BisectedHourglass, make_fc, make_residual
-
-
-@dataclass
-class SeedNetOutput:
-    """SeedNet predictions, one entry per stack (the last one is the final prediction).
-
-    Attributes:
-        heatmaps: list of nstacks tensors (B, njoints, H/4, W/4), raw heatmap values.
-        masks: list of nstacks tensors (B, 1, H/4, W/4), mask logits (apply sigmoid for
-            probabilities).
-        features: (B, channels, H/4, W/4) final features: last stack input + fc1 + fc2 outputs.
-    """
-
-    heatmaps: list[torch.Tensor]
-    masks: list[torch.Tensor]
-    features: torch.Tensor
+from models.outputs import BackboneOutput
 
 
 class SeedNet(nn.Module):
     """Stem + `nstacks` bisected hourglasses with joint and mask heads.
 
     Stem: conv7x7 s2 (3 -> C/4, bias), BN, ReLU; residual C/4 -> C/2; maxpool 2x2;
-    residual C/2 -> C; residual C -> C (C = cfg.channels, 256 for BiHand).
+    residual C/2 -> C; residual C -> C (C = channels, 256 for BiHand).
     Per stack i: (y1, y2) = hg2b[i](x); y1 = fc1[i](res1[i](y1)); heatmaps = hm[i](y1);
     y2 = fc2[i](res2[i](y2)); mask = mask[i](y2). Between stacks
     x = x + _fc1(y1) + _fc2(y2) + _hm(heatmaps) + _mask(mask) (1x1 convs without bias);
     after the last stack features = x + y1 + y2.
 
-    The input is expected already normalised (HandFlowNet does that).
+    The input is expected already normalised (HandFlowNet does that). The output is a
+    BackboneOutput with one heatmap and mask entry per stack.
 
     Args:
-        cfg: the model config (nstacks, nblocks, njoints, channels, hg_depth are used).
+        nstacks: hourglass stacks.
+        nblocks: bottleneck blocks per residual.
+        njoints: heatmap channels.
+        channels: hourglass feature channels (C above).
+        hg_depth: hourglass levels.
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, nstacks: int = 2, nblocks: int = 1, njoints: int = 21,
+                 channels: int = 256, hg_depth: int = 4) -> None:  # fmt: skip
         super().__init__()
-        ch = cfg.channels
+        ch = channels
         stem = ch // 4
-        nb = cfg.nblocks
-        self.nstacks = cfg.nstacks
-        self.njoints = cfg.njoints
+        nb = nblocks
+        self.nstacks = nstacks
+        self.njoints = njoints
         self.channels = ch
 
         self.conv1 = nn.Conv2d(3, stem, kernel_size=7, stride=2, padding=3, bias=True)
@@ -64,9 +52,9 @@ class SeedNet(nn.Module):
         self.layer2 = make_residual(2 * stem, ch, nb)
         self.layer3 = make_residual(ch, ch, nb)
 
-        stacks = range(cfg.nstacks)
-        merges = range(cfg.nstacks - 1)
-        self.hg2b = nn.ModuleList(BisectedHourglass(ch, nb, cfg.hg_depth) for _ in stacks)
+        stacks = range(nstacks)
+        merges = range(nstacks - 1)
+        self.hg2b = nn.ModuleList(BisectedHourglass(ch, nb, hg_depth) for _ in stacks)
         # Registration order follows BiHand's so state_dict() lists keys in the same order.
         # The `_`-prefixed 1x1 convs (no bias) map a stack's outputs back to `ch` channels
         # and are added to the next stack's input.
@@ -76,8 +64,8 @@ class SeedNet(nn.Module):
         self.res2 = nn.ModuleList(make_residual(ch, ch, nb) for _ in stacks)
         self.fc2 = nn.ModuleList(make_fc(ch) for _ in stacks)
         self._fc2 = nn.ModuleList(nn.Conv2d(ch, ch, 1, bias=False) for _ in merges)
-        self.hm = nn.ModuleList(nn.Conv2d(ch, cfg.njoints, kernel_size=1) for _ in stacks)
-        self._hm = nn.ModuleList(nn.Conv2d(cfg.njoints, ch, 1, bias=False) for _ in merges)
+        self.hm = nn.ModuleList(nn.Conv2d(ch, njoints, kernel_size=1) for _ in stacks)
+        self._hm = nn.ModuleList(nn.Conv2d(njoints, ch, 1, bias=False) for _ in merges)
         self.mask = nn.ModuleList(nn.Conv2d(ch, 1, kernel_size=1) for _ in stacks)
         self._mask = nn.ModuleList(nn.Conv2d(1, ch, 1, bias=False) for _ in merges)
 
@@ -89,8 +77,11 @@ class SeedNet(nn.Module):
         x = self.layer2(x)
         return self.layer3(x)
 
-    def forward(self, x: torch.Tensor) -> SeedNetOutput:
-        """(B, 3, H, W) normalised image -> SeedNetOutput at (H/4, W/4)."""
+    def forward(self, x: torch.Tensor) -> BackboneOutput:
+        """(B, 3, H, W) normalised image -> BackboneOutput at (H/4, W/4).
+
+        The features are the last stack's input plus its fc1 and fc2 outputs.
+        """
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"SeedNet expects (B, 3, H, W) images, got {tuple(x.shape)}")
         x = self.forward_stem(x)
@@ -109,4 +100,4 @@ class SeedNet(nn.Module):
                 x = x + self._fc1[i](y1) + self._fc2[i](y2) + self._hm[i](hm) + self._mask[i](mask)
             else:
                 features = x + y1 + y2
-        return SeedNetOutput(heatmaps=heatmaps, masks=masks, features=features)
+        return BackboneOutput(heatmaps=heatmaps, masks=masks, features=features)

@@ -170,14 +170,14 @@ def test_loaded_model_computes_bihand_seednet(bihand_checkpoint, loaded_model) -
         again = model(image)
         heatmaps, masks, features = _bihand_reference_forward(state, image)
     for got, ref in zip(
-        [*out.seed.heatmaps, *out.seed.masks, out.seed.features],
+        [*out.heatmaps, *out.masks, out.features],
         [*heatmaps, *masks, features],
         strict=True,
     ):
         scale = ref.abs().max()
         assert scale > 1e-3  # outputs are not trivially zero
         torch.testing.assert_close(got, ref, atol=1e-4 * float(scale), rtol=1e-4)
-    assert torch.equal(out.seed.heatmaps[-1], again.seed.heatmaps[-1])
+    assert torch.equal(out.heatmaps[-1], again.heatmaps[-1])
 
 
 def test_bare_state_dict_and_flow_override(bihand_checkpoint) -> None:

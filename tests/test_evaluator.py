@@ -1,6 +1,5 @@
 """The evaluation path: decode, back-mapping to original pixels, flip test, EvalResult."""
 
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
@@ -73,12 +72,6 @@ def test_flip_heatmaps_matches_mirrored_keypoints():
     np.testing.assert_allclose(flipped, hm, atol=1e-6)
 
 
-@dataclass
-class _Seed:
-    heatmaps: list
-    masks: list
-
-
 class _PoolModel(nn.Module):
     """Mirror-equivariant stand-in for HandFlowNet: heatmaps are pooled image channels."""
 
@@ -90,7 +83,7 @@ class _PoolModel(nn.Module):
     def forward(self, image):
         pooled = F.avg_pool2d(image, 4) * self.scale  # (B, 3, 64, 64)
         heatmaps = torch.cat([pooled[:, j % 3 : j % 3 + 1] ** (1 + j / 10) for j in range(21)], 1)
-        return SimpleNamespace(seed=_Seed([heatmaps], [pooled[:, :1]]), flow=None)
+        return SimpleNamespace(heatmaps=[heatmaps], masks=[pooled[:, :1]], flow=None)
 
 
 @pytest.mark.realdata

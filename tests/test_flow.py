@@ -11,7 +11,7 @@ from models import FlowHead, ModelConfig, build_flow_inn
 
 
 def _small_head(**overrides) -> FlowHead:
-    return FlowHead(ModelConfig.preset("small", **overrides))
+    return FlowHead.from_config(ModelConfig.preset("small", **overrides))
 
 
 def test_inverse_of_forward_is_identity() -> None:

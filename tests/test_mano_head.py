@@ -167,8 +167,8 @@ def test_criterion_terms_only_with_a_head() -> None:
     terms = HandFlowCriterion(weights)(model(images, K=crop_K(2)), batch)
     assert set(terms.to_dict()) == {"heatmap", "mask", "flow", "mano_2d", "mano_3d",
                                     "mano_pose_prior", "mano_shape_prior", "total"}
-    base = 100 * terms.heatmap + terms.mask + 0.1 * terms.flow
-    mano = sum(w * terms.term(k) for k, w in weights.items())
+    base = 100 * terms["heatmap"] + terms["mask"] + 0.1 * terms["flow"]
+    mano = sum(w * terms[k] for k, w in weights.items())
     torch.testing.assert_close(terms.total, base + mano)
     terms.total.backward()
     assert model.mano.mlp[-1].weight.grad.abs().sum() > 0

@@ -111,7 +111,7 @@ def test_torch_path_matches_a_hand_written_forward() -> None:
     crop = warp_image(image, affine, 128).astype(np.float32) / 255.0
     with torch.no_grad():
         out = model(torch.from_numpy(crop.transpose(2, 0, 1).copy())[None])
-    kp, scores = HeatmapCodec(128, 32).decode(out.seed.heatmaps[-1].numpy())
+    kp, scores = HeatmapCodec(128, 32).decode(out.heatmaps[-1].numpy())
     np.testing.assert_allclose(pred.kp2d_px, crop_to_original(kp[0], affine), atol=1e-4)
     np.testing.assert_allclose(pred.scores, scores[0], atol=1e-6)
     assert pred.log_likelihood == pytest.approx(float(out.flow.log_likelihood[0]), rel=1e-6)

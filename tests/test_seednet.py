@@ -12,7 +12,7 @@ BIHAND_SEEDNET_PARAMS = 11_222_700
 
 
 def test_default_seednet_matches_bihand_parameter_count() -> None:
-    seednet = SeedNet(ModelConfig.preset("default"))
+    seednet = SeedNet(nstacks=2, nblocks=1, njoints=21, channels=256, hg_depth=4)
     assert sum(p.numel() for p in seednet.parameters()) == BIHAND_SEEDNET_PARAMS
 
 
@@ -24,28 +24,27 @@ def test_output_shapes_and_dtypes(preset: str) -> None:
     assert hm == size // 4
     with torch.no_grad():
         out = model(torch.rand(1, 3, size, size))
-    assert len(out.seed.heatmaps) == len(out.seed.masks) == cfg.nstacks
-    for heatmaps, mask in zip(out.seed.heatmaps, out.seed.masks, strict=True):
+    assert len(out.heatmaps) == len(out.masks) == cfg.nstacks
+    for heatmaps, mask in zip(out.heatmaps, out.masks, strict=True):
         assert heatmaps.shape == (1, cfg.njoints, hm, hm)
         assert mask.shape == (1, 1, hm, hm)
         assert heatmaps.dtype == mask.dtype == torch.float32
-    assert out.seed.features.shape == (1, cfg.channels, hm, hm)
+    assert out.features.shape == (1, cfg.channels, hm, hm)
     side = hm // cfg.flow_pool
     assert out.flow.z.shape == (1, cfg.channels, side, side)
     assert out.flow.loglik_map.shape == (1, side, side)
     for vec in (out.flow.log_det, out.flow.nll_bpd, out.flow.log_likelihood):
         assert vec.shape == (1,)
-    assert out.heatmaps is out.seed.heatmaps[-1]
     assert torch.equal(out.confidence, out.flow.log_likelihood)
-    for tensor in (*out.seed.heatmaps, *out.seed.masks, out.seed.features, out.flow.z):
+    for tensor in (*out.heatmaps, *out.masks, out.features, out.flow.z):
         assert torch.isfinite(tensor).all()
 
 
 def _small_loss(model: HandFlowNet, batch: int = 2) -> torch.Tensor:
     size = model.cfg.input_size
     out = model(torch.rand(batch, 3, size, size))
-    terms = [h.square().mean() for h in out.seed.heatmaps]
-    terms += [m.square().mean() for m in out.seed.masks]
+    terms = [h.square().mean() for h in out.heatmaps]
+    terms += [m.square().mean() for m in out.masks]
     terms.append(out.flow.nll_bpd.mean())
     return sum(terms)
 
@@ -81,9 +80,9 @@ def test_eval_mode_is_deterministic_and_batch_independent() -> None:
         first = model(images)
         second = model(images)
         single = model(images[1:2])
-    assert torch.equal(first.seed.heatmaps[-1], second.seed.heatmaps[-1])
+    assert torch.equal(first.heatmaps[-1], second.heatmaps[-1])
     assert torch.equal(first.flow.log_likelihood, second.flow.log_likelihood)
-    torch.testing.assert_close(single.seed.heatmaps[-1], first.seed.heatmaps[-1][1:2])
+    torch.testing.assert_close(single.heatmaps[-1], first.heatmaps[-1][1:2])
     torch.testing.assert_close(single.flow.nll_bpd, first.flow.nll_bpd[1:2])
 
 
@@ -134,7 +133,7 @@ def test_channels_last_inference_matches_contiguous() -> None:
         got = model(images)
     assert not model.training
     assert model.normalize(images).is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(got.seed.heatmaps[-1], expected.seed.heatmaps[-1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.heatmaps[-1], expected.heatmaps[-1], atol=1e-4, rtol=0)
     torch.testing.assert_close(got.flow.nll_bpd, expected.flow.nll_bpd, atol=1e-4, rtol=0)
 
 
@@ -154,8 +153,8 @@ def test_folded_batchnorm_matches_and_refuses_training() -> None:
         got = model(images)
     left = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert left < n_bn / 2
-    torch.testing.assert_close(got.seed.heatmaps[-1], expected.seed.heatmaps[-1], atol=1e-4, rtol=0)
-    torch.testing.assert_close(got.seed.masks[-1], expected.seed.masks[-1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.heatmaps[-1], expected.heatmaps[-1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.masks[-1], expected.masks[-1], atol=1e-4, rtol=0)
     torch.testing.assert_close(got.flow.log_likelihood, expected.flow.log_likelihood, rtol=1e-5,
                                atol=1e-3)
     with pytest.raises(RuntimeError, match="folded"):
@@ -169,8 +168,8 @@ def test_bf16_inference_is_close_and_float32_out() -> None:
         expected = model(images)
         prepare_for_inference(model, precision="bf16")
         got = model(images)
-    assert got.heatmaps.dtype == torch.float32 and got.flow.log_likelihood.dtype == torch.float32
-    peak = float(expected.heatmaps.abs().max())
-    assert float((got.heatmaps - expected.heatmaps).abs().max()) < 0.05 * peak
+    assert got.heatmaps[-1].dtype == got.flow.log_likelihood.dtype == torch.float32
+    peak = float(expected.heatmaps[-1].abs().max())
+    assert float((got.heatmaps[-1] - expected.heatmaps[-1]).abs().max()) < 0.05 * peak
     with pytest.raises(ValueError, match="precision"):
         prepare_for_inference(model, precision="fp16")

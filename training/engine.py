@@ -1,11 +1,12 @@
 """One training epoch and one validation pass; read top to bottom.
 
 `train_one_epoch` runs the optimisation steps of one epoch (or what is left of it after a
-mid-epoch resume), with gradient clipping per module (SeedNet and the flow head separately),
+mid-epoch resume), with gradient clipping per module (backbone and flow head separately),
 optional CUDA mixed precision, a guard against non-finite losses and per-step hooks used for
 the time budget and mid-epoch checkpoints.
 `evaluate` scores the model on the validation split with utils.evaluator (final-stack
-heatmaps decoded, mapped back to original-image pixels, MMPose's PCK@0.2 / AUC / EPE).
+heatmaps decoded, mapped back to original-image pixels, MMPose's PCK@0.2 / AUC / EPE) and
+returns its EvalResult, the one summary type of validation and evaluation.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from models.losses import HandFlowCriterion, LossTerms
+from models.losses import HandFlowCriterion
 from models.mano_head import MissingCameraError
 from training.distributed import (
     all_reduce_sums,
@@ -26,6 +27,7 @@ from training.distributed import (
     broadcast_from_main,
     unwrap_model,
 )
+from utils.evaluator import EvalResult
 from utils.evaluator import evaluate as run_evaluation
 from utils.progress import progress_bar
 
@@ -138,18 +140,14 @@ def forward_autocast(device: torch.device, amp: bool, bf16: bool) -> torch.autoc
     return torch.autocast(device_type=device.type, enabled=amp)
 
 
-def loss_term_values(terms: LossTerms) -> dict[str, float]:
-    """The unweighted loss terms present and the weighted 'total', as floats."""
-    return terms.to_dict()
-
-
 def gradient_groups(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> dict[str, list[torch.nn.Parameter]]:
     """The optimiser's parameters grouped by the model's top-level module.
 
-    HandFlowNet gives {'seednet': [...], 'flow': [...]} (in registration order); a DDP
-    wrapper's 'module.' prefix is ignored. Parameters the model does not name go to 'other'.
+    HandFlowNet gives {<backbone name, e.g. 'seednet'>: [...], 'flow': [...]} (in
+    registration order); a DDP wrapper's 'module.' prefix is ignored. Parameters the model
+    does not name go to 'other'.
     """
     owner = {id(p): name.split(".", 1)[0]
              for name, p in unwrap_model(model).named_parameters()}  # fmt: skip
@@ -217,7 +215,7 @@ def train_one_epoch(
         epoch: 0-based epoch index (for messages).
         progress: running state to continue from (None: a fresh epoch).
         max_steps: stop the epoch after this many steps (None: the whole loader).
-        grad_clip: max gradient norm of each top-level module (SeedNet, flow head),
+        grad_clip: max gradient norm of each top-level module (backbone, flow head),
             clipped separately (see `clip_gradients`); 0 disables clipping.
         scaler: CUDA GradScaler when mixed precision is on, else None.
         max_nonfinite_steps: consecutive skipped steps after which TrainingDivergedError.
@@ -298,7 +296,7 @@ def train_one_epoch(
         progress.nonfinite_streak = 0
         progress.step += 1
         progress.samples += batch_size
-        values = loss_term_values(terms)
+        values = terms.to_dict()
         for name, value in values.items():
             progress.sums[name] = progress.sums.get(name, 0.0) + value * batch_size
         bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()})
@@ -344,43 +342,6 @@ def _skip_step(
     )
 
 
-@dataclass
-class ValResult:
-    """Validation scores (MMPose definitions, original-image pixels, utils.metrics).
-
-    Attributes:
-        pck: PCK@0.2 of the 1.2x ground-truth box.
-        auc: mean PCK over thresholds 0..28.5 px (MMPose AUC; model selection uses it).
-        epe_px: mean end-point error over visible joints, pixels.
-        num_samples: frames scored.
-        mean_log_likelihood: mean flow log-likelihood (nats) or None without a flow head.
-        seconds: wall time of the pass.
-        mano: with a MANO head, its projection's PCK@0.2 / AUC / EPE and its 3D MPJPE (mm)
-            and BiHand 3D AUC (20-50 mm) as 'val_mano_*' keys; None without a head.
-    """
-
-    pck: float
-    auc: float
-    epe_px: float
-    num_samples: int
-    mean_log_likelihood: float | None
-    seconds: float
-    mano: dict[str, float | None] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {
-            "val_pck": self.pck,
-            "val_auc": self.auc,
-            "val_epe_px": self.epe_px,
-            "val_samples": self.num_samples,
-            "val_mean_loglik": self.mean_log_likelihood,
-            "val_seconds": self.seconds,
-        }
-        if self.mano is not None:
-            out.update(self.mano)
-        return out
-
-
 def evaluate(
     model: torch.nn.Module,
     loader: Iterable[dict[str, Any]],
@@ -388,7 +349,7 @@ def evaluate(
     is_main: bool = True,
     max_batches: int | None = None,
     show_progress: bool = True,
-) -> ValResult:
+) -> EvalResult:
     """Score the model on the validation loader with utils.evaluator (no flip test).
 
     Under DDP only rank 0 evaluates, on the whole validation split with the bare model (no
@@ -401,29 +362,16 @@ def evaluate(
         is_main: this process is rank 0.
         max_batches: stop after this many batches (None: all).
         show_progress: progress bar (utils.progress).
+
+    Returns:
+        The evaluator's EvalResult without per-sample predictions; model selection reads
+        ``metrics.auc``, the training log ``validation_row()``.
     """
     result = None
     if is_main:
         wrap = (lambda it: progress_bar(it, desc="val", leave=False)) if show_progress else None
-        out = run_evaluation(
+        result = run_evaluation(
             unwrap_model(model), loader, collect_predictions=False, max_batches=max_batches,
             progress=wrap,
         )  # fmt: skip
-        m = out.metrics
-        mano = None
-        if out.mano_metrics is not None:
-            m3 = out.metrics_3d
-            mano = {"val_mano_pck": out.mano_metrics.pck, "val_mano_auc": out.mano_metrics.auc,
-                    "val_mano_epe_px": out.mano_metrics.epe_mean_px,
-                    "val_mano_mpjpe_mm": None if m3 is None else m3.mpjpe_mm,
-                    "val_mano_auc3d": None if m3 is None else m3.bihand_auc_20_50}
-        result = ValResult(
-            pck=m.pck,
-            auc=m.auc,
-            epe_px=m.epe_mean_px,
-            num_samples=out.num_samples,
-            mean_log_likelihood=m.mean_log_likelihood,
-            seconds=out.seconds,
-            mano=mano,
-        )
     return broadcast_from_main(result)

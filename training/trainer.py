@@ -44,7 +44,7 @@ from datasets.synthetic import generate
 from datasets.transforms import AugmentConfig
 from models import HandFlowCriterion, HandFlowNet, ModelConfig, build_model, set_memory_format
 from models.loader import load_weights, model_config_of
-from models.losses import MANO_DEFAULT_WEIGHTS, MANO_TERM_NAMES
+from models.losses import DEFAULT_WEIGHTS, MANO_DEFAULT_WEIGHTS, MANO_TERM_NAMES
 from models.mano_head import default_mano_path, real_mano_available
 from training.checkpoint import (
     BEST_NAME,
@@ -77,12 +77,12 @@ from training.distributed import (
 from training.engine import (
     EpochProgress,
     TrainingDivergedError,
-    ValResult,
     evaluate,
     train_one_epoch,
 )
 from training.lock import RunLock
 from training.plots import plot_history
+from utils.evaluator import EvalResult
 
 logger = logging.getLogger("training")
 
@@ -203,7 +203,7 @@ def mano_overrides(cfg: TrainConfig) -> dict[str, Any]:
 def loss_weights(cfg: TrainConfig, mcfg: ModelConfig) -> dict[str, float]:
     """The criterion's weights: --loss_* and, with a MANO head, the MANO terms (their
     defaults where not given). MANO weights without a head are refused."""
-    weights = {"heatmap": cfg.loss_heatmap, "mask": cfg.loss_mask, "flow": cfg.loss_flow}
+    weights = {name: getattr(cfg, f"loss_{name}") for name in DEFAULT_WEIGHTS}
     given = {name: getattr(cfg, f"loss_{name}") for name in MANO_TERM_NAMES}
     if not mcfg.mano_enabled:
         positive = [f"--loss_{k}" for k, v in given.items() if v]
@@ -613,8 +613,9 @@ def _run(
         load_weights(model, ckpt["model"], ckpt_path)
         val = evaluate(model, val_loader, is_main=info.is_main, max_batches=cfg.max_val_batches)
         if info.is_main:
-            logger.info("validation of %s: %s", cfg.evaluate_seednet_pth, json.dumps(val.to_dict()))
-        return TrainResult(model, [val.to_dict()], val.auc, out_dir, False)
+            logger.info("validation of %s: %s", cfg.evaluate_seednet_pth,
+                        json.dumps(val.validation_row()))  # fmt: skip
+        return TrainResult(model, [val.validation_row()], val.metrics.auc, out_dir, False)
 
     train_loader, sampler = build_train_loader(
         cfg, build_split(cfg, mcfg, "train"), info, device
@@ -702,19 +703,19 @@ def _run(
         if hooks.after_step is not None:
             hooks.after_step(state.epoch, state.global_step)
 
-    def validate_and_log(row: dict[str, Any]) -> ValResult:
+    def validate_and_log(row: dict[str, Any]) -> EvalResult:
         nonlocal last_val_s
         val = evaluate(ddp_model, val_loader, is_main=info.is_main,
                        max_batches=cfg.max_val_batches, show_progress=info.is_main)
         last_val_s = val.seconds
-        row.update(val.to_dict())
+        row.update(val.validation_row())
         row["lr"] = optimizer.param_groups[0]["lr"]
         row["elapsed_s"] = round(elapsed(), 2)
         state.history.append(row)
         if info.is_main:
             logger.info(
                 "epoch %s: val AUC %.4f PCK@0.2 %.4f EPE %.2f px%s", row["epoch_float"],
-                val.auc, val.pck, val.epe_px,
+                val.metrics.auc, val.metrics.pck, val.metrics.epe_mean_px,
                 "".join(f", {k} {v:.4g}" for k, v in row.items() if k.startswith("train_")),
             )  # fmt: skip
         return val
@@ -757,8 +758,8 @@ def _run(
             state.epoch += 1
             state.progress = EpochProgress()
         val = validate_and_log(row)
-        is_best = val.auc > state.best_val_auc
-        state.best_val_auc = max(state.best_val_auc, val.auc)
+        is_best = val.metrics.auc > state.best_val_auc
+        state.best_val_auc = max(state.best_val_auc, val.metrics.auc)
         save(LAST_NAME)
         if is_best:
             save(BEST_NAME)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -193,6 +194,33 @@ class EvalResult:
     @property
     def images_per_s(self) -> float:
         return self.num_samples / self.seconds if self.seconds > 0 else float("nan")
+
+    def validation_row(self) -> dict[str, Any]:
+        """The training log's validation entries (metrics.jsonl keys 'val_*').
+
+        PCK@0.2, AUC and EPE of the plain pass, samples, mean flow log-likelihood (None
+        without a flow) and seconds; with a MANO head also its projection's PCK / AUC / EPE,
+        3D MPJPE (mm) and BiHand 3D AUC (20-50 mm), None where there are no 3D labels.
+        """
+        m = self.metrics
+        row: dict[str, Any] = {
+            "val_pck": m.pck,
+            "val_auc": m.auc,
+            "val_epe_px": m.epe_mean_px,
+            "val_samples": self.num_samples,
+            "val_mean_loglik": m.mean_log_likelihood,
+            "val_seconds": self.seconds,
+        }
+        if self.mano_metrics is not None:
+            m3 = self.metrics_3d
+            row.update({
+                "val_mano_pck": self.mano_metrics.pck,
+                "val_mano_auc": self.mano_metrics.auc,
+                "val_mano_epe_px": self.mano_metrics.epe_mean_px,
+                "val_mano_mpjpe_mm": None if m3 is None else m3.mpjpe_mm,
+                "val_mano_auc3d": None if m3 is None else m3.bihand_auc_20_50,
+            })  # fmt: skip
+        return row
 
 
 def model_to_crop_px(kp_model_px: np.ndarray, model_size: int, crop_size: int) -> np.ndarray:
@@ -404,7 +432,7 @@ def evaluate(
     restored afterwards, so the training loop can call this for validation.
 
     Args:
-        model: returns an object with ``seed.heatmaps`` (list, last = final), ``seed.masks``
+        model: returns an object with ``heatmaps`` (list, last = final), ``masks`` (list)
             and ``flow`` (None or with ``log_likelihood`` (B,) and ``loglik_map``); must have
             ``cfg.input_size`` (its codec: `HeatmapCodec.for_model`).
         loader: yields collated batches with the keys of datasets.base.SAMPLE_KEYS.
@@ -444,8 +472,8 @@ def evaluate(
                 break
             image = resize_to_model(batch["image"].to(device), cfg.input_size)
             out = forward_images(model, image, batch)
-            heatmaps = out.seed.heatmaps[-1].float()
-            mask_prob = torch.sigmoid(out.seed.masks[-1][:, 0].float())
+            heatmaps = out.heatmaps[-1].float()
+            mask_prob = torch.sigmoid(out.masks[-1][:, 0].float())
             loglik = loglik_map = None
             if out.flow is not None:
                 loglik = _np(out.flow.log_likelihood)
@@ -476,9 +504,9 @@ def evaluate(
                                                hand_present=hand_present, mano=mano))  # fmt: skip
             if acc_flip is not None:
                 out_m = forward_images(model, torch.flip(image, dims=[-1]), batch)
-                hm_avg = 0.5 * (heatmaps + flip_heatmaps(out_m.seed.heatmaps[-1].float()))
+                hm_avg = 0.5 * (heatmaps + flip_heatmaps(out_m.heatmaps[-1].float()))
                 mask_avg = 0.5 * (mask_prob + torch.flip(
-                    torch.sigmoid(out_m.seed.masks[-1][:, 0].float()), dims=[-1]))
+                    torch.sigmoid(out_m.masks[-1][:, 0].float()), dims=[-1]))
                 kp_crop_f, kp_orig_f, scores_f, errors_f = score_heatmaps(
                     hm_avg, batch, codec, acc_flip, loglik
                 )
@@ -593,8 +621,8 @@ def score_images(
             image = resize_to_model(batch["image"].to(device), model.cfg.input_size)
             # Only the per-image scores are needed: the MANO head is skipped.
             out = model(image, with_mano=False) if getattr(model, "mano", None) else model(image)
-            peaks = _np(out.seed.heatmaps[-1].float().amax(dim=(-2, -1)))
-            mask_prob = _np(torch.sigmoid(out.seed.masks[-1][:, 0].float()))
+            peaks = _np(out.heatmaps[-1].float().amax(dim=(-2, -1)))
+            mask_prob = _np(torch.sigmoid(out.masks[-1][:, 0].float()))
             loglik = None if out.flow is None else _np(out.flow.log_likelihood)
             joint_conf = None if calibration is None else calibration.joint_confidence(peaks)
             for name, values in image_scores(peaks, mask_prob, loglik, joint_conf).items():

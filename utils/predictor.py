@@ -135,7 +135,7 @@ class TorchBackend:
         if out.mano is not None:
             mano = ManoHeadOutput(**{f.name: getattr(out.mano, f.name).detach().float().cpu()
                                      for f in fields(out.mano)})  # fmt: skip
-        return RawOutput(heatmaps=np_(out.seed.heatmaps[-1]), mask_logits=np_(out.seed.masks[-1]),
+        return RawOutput(heatmaps=np_(out.heatmaps[-1]), mask_logits=np_(out.masks[-1]),
                          log_likelihood=None if flow is None else np_(flow.log_likelihood),
                          loglik_map=None if flow is None else np_(flow.loglik_map),
                          mano=mano)  # fmt: skip
