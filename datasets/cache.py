@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from utils.atomic import atomic_open
 
 CACHE_VERSION = 1
 _META_KEY = "__cache_meta__"
@@ -61,11 +62,8 @@ def _load(path: Path, meta: dict[str, object]) -> dict[str, np.ndarray] | None:
 
 def _save(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, object]) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path, "wb") as f:
             np.savez(f, **arrays, **{_META_KEY: np.array(json.dumps(meta))})
-        os.replace(tmp, path)
     except OSError as e:
         warnings.warn(f"could not write annotation cache {path}: {e}", stacklevel=3)
 

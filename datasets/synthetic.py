@@ -96,6 +96,7 @@ from datasets.render import (
 )
 from datasets.stb_calibration import IMAGE_SIZE_WH as STB_SIZE_WH
 from datasets.stb_calibration import SK_COLOR_K, sk_color_to_depth
+from utils.atomic import write_bytes_atomic
 from utils.geometry import intrinsics, project_points
 from utils.progress import progress_bar
 
@@ -690,27 +691,20 @@ def _map(tasks: list[tuple], workers: int, progress: bool) -> Iterator[tuple]:
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by 2DHandFlow datasets.synthetic"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so readers never see half a label file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def save_mat(path: Path, variables: dict) -> None:
     """`scipy.io.savemat` with a fixed header text (scipy stamps the time: not reproducible)."""
     stream = io.BytesIO()
     scipy.io.savemat(stream, variables, format="5", oned_as="row")
     data = bytearray(stream.getvalue())
     data[:116] = _MAT_HEADER.ljust(116, b" ")
-    _write_atomic(path, bytes(data))
+    write_bytes_atomic(path, bytes(data))
 
 
 def write_rhd_annotations(split_dir: Path, split_name: str,
                           annotations: dict[int, dict[str, np.ndarray]]) -> None:
     """Write ``anno_<split>.pickle`` (protocol 2, like the release) and ``anno_<split>.mat``."""
     ordered = {i: annotations[i] for i in sorted(annotations)}
-    _write_atomic(split_dir / f"anno_{split_name}.pickle", pickle.dumps(ordered, protocol=2))
+    write_bytes_atomic(split_dir / f"anno_{split_name}.pickle", pickle.dumps(ordered, protocol=2))
     save_mat(split_dir / f"anno_{split_name}.mat",
              {f"frame{i}": {"K": a["K"], "xyz": a["xyz"], "uv_vis": a["uv_vis"]}
               for i, a in ordered.items()})

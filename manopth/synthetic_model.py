@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import pickle
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +49,7 @@ from manopth.loader import (
     ManoModel,
     mano_model_from_arrays,
 )
+from utils.atomic import write_bytes_atomic
 
 # MANO's fingertip vertex ids, in the order thumb, index, middle, ring, pinky.
 TIP_VERTEX_IDS: tuple[int, int, int, int, int] = (745, 317, 444, 556, 673)
@@ -585,19 +584,6 @@ def _chumpy_style(arrays: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a model file is not a secret
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_synthetic_mano(path: str | Path, side: str = "right", style: str = "chumpy",
                          seed: int = 0) -> Path:
     """Write the synthetic model of ``side`` to ``path`` in the given file ``style``.
@@ -622,7 +608,7 @@ def write_synthetic_mano(path: str | Path, side: str = "right", style: str = "ch
     else:
         raise ValueError(f"style must be 'chumpy' or 'numpy', got {style!r}")
     path = Path(path)
-    _atomic_write(path, data)
+    write_bytes_atomic(path, data)
     return path
 
 

@@ -24,9 +24,7 @@ refuses non-finite weights naming the tensor.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ import torch
 
 # The reading side lives on the ground floor (utils/checkpoint_io.py) so that `models` can
 # load checkpoints without importing `training`; re-exported here for the training code.
+from utils.atomic import atomic_open
 from utils.checkpoint_io import (
     BEST_NAME,
     CHECKPOINT_VERSION,
@@ -76,9 +75,9 @@ __all__ = [
     "verify_checkpoint_content",
 ]
 
-# Temporary files of an interrupted atomic write in a checkpoint folder: checkpoints
-# (`.<name>.<random>.tmp`, save_checkpoint), text files (`.<name>.tmp`, trainer) and the
-# curves (`.<name>.tmp.png`, training/plots.py).
+# Temporary files of an interrupted atomic write in a checkpoint folder: `.<name>.<random>.tmp`
+# (utils.atomic: checkpoints, config.yaml, metrics.jsonl, curves.png) and `.<name>.tmp.png`
+# (curves written by versions before utils.atomic, still found in old run folders).
 TEMP_PATTERNS = (".*.tmp", ".*.tmp.png")
 
 
@@ -115,23 +114,14 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
     state = dict(state)
     if isinstance(state.get("model"), Mapping):
         state[HASH_KEY] = state_dict_sha256(state["model"])
-    tmp_name = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path, "wb") as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
     # torch's zip writer reports a failed write (e.g. a full disk) as a RuntimeError.
     except (OSError, RuntimeError) as e:
         message = f"cannot write checkpoint {path}: {getattr(e, 'strerror', None) or e}"
         errno = getattr(e, "errno", None)
         raise (OSError(errno, message) if errno else OSError(message)) from e
-    finally:
-        if tmp_name is not None and os.path.exists(tmp_name):
-            os.unlink(tmp_name)
     return path
 
 

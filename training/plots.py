@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+from utils.atomic import atomic_open
 
 LOSS_KEYS = ("train_total", "train_heatmap", "train_mask", "train_flow")
 VAL_KEYS = (("val_auc", "val AUC (MMPose)"), ("val_pck", "val PCK@0.2"))
@@ -73,8 +74,7 @@ def plot_history(history: Sequence[Mapping[str, Any]], path: str | Path) -> Path
     ax_val.legend(fontsize=8)
     ax_val.set_title("validation split")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=90, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path

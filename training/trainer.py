@@ -24,7 +24,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import random
 import time
 import warnings
@@ -82,6 +81,7 @@ from training.engine import (
 )
 from training.lock import RunLock
 from training.plots import plot_history
+from utils.atomic import write_text_atomic
 from utils.evaluator import EvalResult
 
 logger = logging.getLogger("training")
@@ -348,12 +348,6 @@ def build_train_loader(
 
 
 # --- files -----------------------------------------------------------------------------------
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_config(out_dir: Path, cfg: TrainConfig, mcfg: ModelConfig) -> None:

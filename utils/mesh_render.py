@@ -11,14 +11,13 @@ uint8 (H, W, 3), as in `utils.vis`.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from datasets.joints import NUM_JOINTS
+from utils.atomic import write_text_atomic
 from utils.geometry import rescale_px
 from utils.vis import draw_skeleton, put_label
 
@@ -185,17 +184,7 @@ def write_obj(path: str | Path, verts_m: np.ndarray, faces: np.ndarray,
     lines = [] if comment is None else [f"# {line}" for line in comment.splitlines()]
     lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts]
     lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in faces]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def read_obj(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
