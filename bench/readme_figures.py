@@ -4,6 +4,8 @@ Run from the repo root (default: the shipped model in checkpoints/pretrained):
 
     .venv/bin/python -m bench.readme_figures [--checkpoint DIR] [--out assets] [--threads 1]
 
+* ``pretrained_examples.png``: the four held-out example photos with the hand box about
+  their centre 128 px and the side given (what `make demo` runs), overlays side by side.
 * ``two_hands_example.png``: `run.py --image assets/examples/two_hands.jpg --max_hands 2`
   (no box, no side given: the hands are found and their sides decided by the model).
 * ``clip_frames_example.png``: four frames of `run.py --video clip.mp4 --save_video` on a
@@ -28,6 +30,9 @@ import run
 from datasets.base import read_image_rgb
 
 PHOTO = Path("assets/examples/two_hands.jpg")
+EXAMPLES = Path("assets/examples")
+EXAMPLE_SIDES = (("open_palm", "right"), ("sign_five", "right"), ("fist_left", "left"),
+                 ("thumb_outdoor", "left"))  # fmt: skip
 CLIP_FRAMES = 24
 SHOWN_FRAMES = (0, 8, 16, 23)
 CLIP_WH = (320, 240)
@@ -82,6 +87,12 @@ def main() -> None:
         model += ["--checkpoint", args.checkpoint]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        for name, side in EXAMPLE_SIDES:
+            quiet_run(["--image", str(EXAMPLES / f"{name}.jpg"), "--side", side, "--bbox", "64",
+                       "64", "128", "128", "--out", str(tmp / "examples"), *model])  # fmt: skip
+        strip = [cv2.imread(str(tmp / "examples" / f"{name}_overlay.png"))
+                 for name, _ in EXAMPLE_SIDES]  # fmt: skip
+        cv2.imwrite(str(args.out / "pretrained_examples.png"), np.concatenate(strip, axis=1))
         quiet_run(["--image", str(PHOTO), "--max_hands", "2", "--out", str(tmp), *model])
         overlay = cv2.imread(str(tmp / f"{PHOTO.stem}_overlay.png"))
         cv2.imwrite(str(args.out / "two_hands_example.png"), overlay)
@@ -90,7 +101,8 @@ def main() -> None:
                    *model])  # fmt: skip
         frames = video_frames(tmp / "clip_overlay.mp4", SHOWN_FRAMES)
         cv2.imwrite(str(args.out / "clip_frames_example.png"), np.concatenate(frames, axis=1))
-    print(f"wrote {args.out / 'two_hands_example.png'} and {args.out / 'clip_frames_example.png'}")
+    print(f"wrote {args.out / 'pretrained_examples.png'}, {args.out / 'two_hands_example.png'} "
+          f"and {args.out / 'clip_frames_example.png'}")
 
 
 if __name__ == "__main__":
