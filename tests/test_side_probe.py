@@ -145,3 +145,27 @@ def test_a_crop_and_its_mirror_give_opposite_decisions() -> None:
     assert a.side_scores["right"] == pytest.approx(b.side_scores["left"], abs=1e-4)
     assert a.side_scores["left"] == pytest.approx(b.side_scores["right"], abs=1e-4)
     assert choose_side(1.0, -1.0, "side_probe") == ("right", pytest.approx(1 / (1 + math.exp(-2))))
+
+
+def test_the_fit_command_stores_a_probe_the_predictor_uses(tmp_path: Path, capsys) -> None:
+    from tests.test_coco import write_coco
+    from training import fit_side_probe
+
+    cfg = ModelConfig.preset("small")
+    save_checkpoint({"model": build_model(cfg).state_dict(), "epoch": 1, "metrics": {},
+                     "version": CHECKPOINT_VERSION,
+                     "config": {"model": cfg.to_dict(), "train": {"val_fraction": 0.3},
+                                "data": {"crop_factor": 1.5}}}, tmp_path / BEST_NAME)  # fmt: skip
+    coco = write_coco(tmp_path / "coco", n=20).parent
+    argv = [str(tmp_path), "--coco_json", str(coco), "--realdata", str(tmp_path / "absent"),
+            "--C", "1", "--threads", "1"]
+    assert fit_side_probe.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "C=1: train" in out and "accuracies skipped" in out
+    raw = torch.load(tmp_path / BEST_NAME, weights_only=True)
+    assert raw["side_probe"]["fitted_on"]["num_train"] + raw["side_probe"]["fitted_on"][
+        "num_val"] == 20  # fmt: skip
+    _, info = load_model(tmp_path)
+    assert info.side_probe.layer == "stack0_hourglass" and info.side_probe.c == 1.0
+    assert fit_side_probe.main([str(tmp_path), "--coco_json", str(tmp_path / "nope")]) == 2
+    assert str(tmp_path / "nope") in capsys.readouterr().err
