@@ -98,6 +98,8 @@ def test_a_probe_of_the_wrong_feature_size_is_an_error_naming_the_file(tmp_path:
         load_model(tmp_path)
     with pytest.raises(SideProbeError, match="method 'logistic'"):
         SideProbe.from_dict({"weight": []}, "x.pth", 64)
+    with pytest.raises(SideProbeError, match="does not have"):
+        FeatureTap(torch.nn.Linear(2, 2), "stem", 2)
 
 
 def test_the_predictor_uses_the_probe_when_present_and_falls_back_without() -> None:

@@ -93,7 +93,12 @@ class FeatureTap:
                              f"{sorted(FEATURE_LAYERS)}")
         self.grid = grid
         self.pooled: torch.Tensor | None = None
-        module = model.get_submodule(FEATURE_LAYERS[layer].module)
+        path = FEATURE_LAYERS[layer].module
+        try:
+            module = model.get_submodule(path)
+        except AttributeError as e:
+            raise SideProbeError(f"the side probe reads {layer!r} ({path}), which this model "
+                                 f"does not have (a SeedNet layer; another backbone?)") from e
         self._handle = module.register_forward_hook(self._keep)
 
     def _keep(self, module: torch.nn.Module, inputs: Any, output: Any) -> None:
