@@ -221,8 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hand side: auto lets the model decide (the crop or its mirror, "
                    "whichever it scores higher); left/right force it")
     g.add_argument("--side_score", default=None, choices=PER_IMAGE_SCORES,
-                   help="score compared by the side decision (default: flow_loglik with a "
-                   "flow head, else heatmap_peak_mean)")
+                   help="score compared by the side decision (default: side_probe when the "
+                   "checkpoint has one, fitted by training/fit_side_probe.py; else flow_loglik "
+                   "with a flow head, else heatmap_peak_mean; --onnx has no side_probe)")
     g.add_argument("--max_hands", type=int, default=det.max_hands,
                    help="find at most this many hands per image or frame")
     g.add_argument("--hand_score", default=None, choices=PER_IMAGE_SCORES,
@@ -504,7 +505,7 @@ def build_predictor(args: argparse.Namespace, model: torch.nn.Module | None,
     if args.onnx:
         return Predictor.from_onnx(args.onnx, threads=args.threads, **kwargs)
     return Predictor.from_model(model, None if info is None else info.data_config, calibration,
-                                **kwargs)
+                                side_probe=None if info is None else info.side_probe, **kwargs)
 
 
 def run_demo(args: argparse.Namespace, predictor: Predictor, inputs: Sequence[ImageInput],

@@ -33,6 +33,7 @@ from utils.checkpoint_io import (
     read_checkpoint_file,
     strip_module_prefix,
 )
+from utils.side_probe import SideProbe, SideProbeError
 
 KIND_2DHANDFLOW = "2dhandflow"
 KIND_BIHAND = "bihand_seednet"
@@ -50,6 +51,8 @@ class CheckpointInfo:
             for BiHand files and checkpoints written before it was saved.
         epoch: completed training epochs, or None when the file does not say.
         calibration: the stored calibration (`utils.confidence.Calibration.to_dict`), or None.
+        side_probe: the stored left/right probe (`utils.side_probe.SideProbe`, checked against
+            the model's feature size), or None.
     """
 
     checkpoint: Path
@@ -58,6 +61,7 @@ class CheckpointInfo:
     data_config: dict[str, Any] | None = None
     epoch: int | None = None
     calibration: dict[str, Any] | None = None
+    side_probe: SideProbe | None = None
 
     @property
     def is_bihand(self) -> bool:
@@ -66,7 +70,8 @@ class CheckpointInfo:
 
     def to_dict(self) -> dict[str, Any]:
         """The entries of run.py's metrics.json (plain types); BiHand's files have no epoch,
-        data config or calibration entries."""
+        data config or calibration entries; 'side_probe' (its summary, no weights) only when
+        the checkpoint has one."""
         entries: dict[str, Any] = {"checkpoint": str(self.checkpoint), "kind": self.kind}
         if not self.is_bihand:
             entries["epoch"] = self.epoch
@@ -74,6 +79,8 @@ class CheckpointInfo:
         if not self.is_bihand:
             entries["data_config"] = self.data_config
             entries["calibration"] = self.calibration
+        if self.side_probe is not None:
+            entries["side_probe"] = self.side_probe.summary()
         return entries
 
 
@@ -158,8 +165,9 @@ def load_model(path: str | Path, device: str | torch.device | None = None
 
     Raises:
         FileNotFoundError: no checkpoint at ``path``.
-        CheckpointError: the file is unreadable, not a checkpoint of either format, or its
-            weights do not fit its config (the message names the file).
+        CheckpointError: the file is unreadable, not a checkpoint of either format, its
+            weights do not fit its config, or its side probe does not fit the model (the
+            message names the file).
     """
     path = resolve_checkpoint(path)
     raw = read_checkpoint_file(path)
@@ -171,9 +179,14 @@ def load_model(path: str | Path, device: str | torch.device | None = None
         model = build_model(cfg)
         load_weights(model, ckpt["model"], path)
         data = ckpt["config"].get("data")
+        try:
+            probe = SideProbe.from_dict(ckpt.get("side_probe"), f"checkpoint {path}", cfg.channels)
+        except SideProbeError as e:
+            raise CheckpointError(str(e)) from e
         info = CheckpointInfo(checkpoint=path, kind=KIND_2DHANDFLOW, model_config=cfg,
                               data_config=data,
-                              epoch=ckpt.get("epoch"), calibration=ckpt.get("calibration"))
+                              epoch=ckpt.get("epoch"), calibration=ckpt.get("calibration"),
+                              side_probe=probe)
     if device is not None:
         model = model.to(device)
     return model, info

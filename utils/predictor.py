@@ -15,7 +15,11 @@ Path of one call of `Predictor.predict(image_rgb, boxes_xywh, sides)`:
 A side of None lets the model decide: the crop and its mirror are both run and the side
 whose crop scores higher on `Predictor.side_score` wins (`choose_side`). A model trained
 here sees only right hands (left ones are mirrored on the way in), so the wrong side is a
-mirrored hand to it: less likely under the flow, weaker heatmaps.
+mirrored hand to it. The default score is the checkpoint's side probe ('side_probe',
+`utils.side_probe`: a logistic regression on pooled backbone features fitted after
+training) when it has one and the backend is torch; else the flow log-likelihood, else the
+mean heatmap peak (both near chance on real photos, see the README). The ONNX backend has
+no backbone features, so it never offers 'side_probe' and falls back.
 
 Box convention (``box_xywh``, original pixels): the box's continuous extent is
 ``[x - 0.5, x + w - 0.5]`` x ``[y - 0.5, y + h - 0.5]`` in OpenCV's pixel convention, i.e.
@@ -44,6 +48,7 @@ from models.mano_head import ManoHeadOutput
 from utils.confidence import Calibration
 from utils.evaluator import confidence_note, image_scores
 from utils.heatmap import HeatmapCodec
+from utils.side_probe import FeatureTap, SideProbe
 
 SIDES = ("left", "right")
 DEFAULT_CROP_FACTOR = 2.0
@@ -59,7 +64,9 @@ ONNX_OUTPUTS = ("heatmaps", "mask_logits", "log_likelihood", "loglik_map")
 ONNX_INSTALL_HINT = ("onnxruntime is not installed: pip install -r requirements-onnx.txt "
                      "(README: Photos, folders and videos)")
 PER_IMAGE_SCORES = ("flow_loglik", "heatmap_peak_mean", "hand_mask_mean",
-                    "joint_confidence_mean", "hand_present")  # fmt: skip
+                    "joint_confidence_mean", "hand_present", "side_probe")  # fmt: skip
+# Side scores that are log-odds or log-densities: their difference gives P(side).
+LOG_SCORES = ("flow_loglik", "side_probe")
 
 
 class PredictorError(ValueError):
@@ -79,6 +86,8 @@ class RawOutput:
         log_likelihood: (B,) flow log-likelihood (nats), or None without a flow head.
         loglik_map: (B, h', w') per-pixel log-likelihood, or None.
         mano: the MANO head's output (torch, CPU), or None (no head; the ONNX backend).
+        probe_features: (B, D) pooled features of the side probe's layer, or None (no probe
+            asked for; the ONNX backend).
     """
 
     heatmaps: np.ndarray
@@ -86,6 +95,7 @@ class RawOutput:
     log_likelihood: np.ndarray | None
     loglik_map: np.ndarray | None
     mano: ManoHeadOutput | None = None
+    probe_features: np.ndarray | None = None
 
     @staticmethod
     def concat(parts: Sequence[RawOutput]) -> RawOutput:
@@ -97,7 +107,7 @@ class RawOutput:
         mano = None if parts[0].mano is None else ManoHeadOutput.concat([p.mano for p in parts])
         return RawOutput(heatmaps=cat("heatmaps"), mask_logits=cat("mask_logits"),
                          log_likelihood=cat("log_likelihood"), loglik_map=cat("loglik_map"),
-                         mano=mano)  # fmt: skip
+                         mano=mano, probe_features=cat("probe_features"))  # fmt: skip
 
 
 class Backend(Protocol):
@@ -111,16 +121,27 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """The torch model (e.g. after `models.prepare_for_inference`) on its own device."""
+    """The torch model (e.g. after `models.prepare_for_inference`) on its own device.
+
+    Args:
+        model: the HandFlowNet.
+        probe_layer: with ``probe_grid``, also return the pooled features of this
+            `utils.side_probe.FEATURE_LAYERS` layer (``RawOutput.probe_features``).
+        probe_grid: their pooling grid.
+    """
 
     name = "torch"
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, probe_layer: str | None = None,
+                 probe_grid: int | None = None) -> None:  # fmt: skip
         self.model = model
         self.has_flow = getattr(model, "flow", None) is not None
         head = getattr(model, "mano", None)
         self.mano_faces = None if head is None else head.layer.faces.cpu().numpy()
         self.device = next(model.parameters()).device
+        self.probe_layer, self.probe_grid = probe_layer, probe_grid
+        self._tap = None if probe_layer is None else FeatureTap(model, probe_layer,
+                                                                probe_grid or 1)
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray) -> RawOutput:
@@ -138,7 +159,9 @@ class TorchBackend:
         return RawOutput(heatmaps=np_(out.heatmaps[-1]), mask_logits=np_(out.masks[-1]),
                          log_likelihood=None if flow is None else np_(flow.log_likelihood),
                          loglik_map=None if flow is None else np_(flow.loglik_map),
-                         mano=mano)  # fmt: skip
+                         mano=mano,
+                         probe_features=None if self._tap is None else np_(self._tap.take())
+                         )  # fmt: skip
 
 
 class OnnxBackend:
@@ -151,6 +174,7 @@ class OnnxBackend:
 
     name = "onnx"
     mano_faces = None  # the export holds the 2D outputs only
+    probe_layer = probe_grid = None  # nor the backbone features a side probe reads
 
     def __init__(self, path: Path | str, threads: int | None = None) -> None:
         try:
@@ -264,9 +288,11 @@ class HandPrediction:
         side_source: 'given' (by the caller, e.g. --side) or 'model' (crop vs mirror).
         side_scores: {'right': s, 'left': s} of the side score when the model decided.
         side_score_name: the per-image score compared (`PER_IMAGE_SCORES`), or None.
-        side_confidence: P(side) when the model decided on the flow's log-likelihood
-            (``sigmoid(log p(chosen) - log p(other))``, two sides equally likely a priori);
-            None otherwise.
+        side_confidence: P(side) when the model decided on the flow's log-likelihood or the
+            side probe's log-odds (``sigmoid(s(chosen) - s(other))``, `choose_side`); None
+            otherwise.
+        side_probe: the side probe's log-odds that this crop shows the orientation the model
+            expects (`utils.side_probe`), or None without a probe.
         mano: the MANO head's output for this crop (a batch of one, weak perspective), or
             None (no head, or the ONNX backend).
     """
@@ -284,6 +310,7 @@ class HandPrediction:
     side_scores: dict[str, float] | None = None
     side_score_name: str | None = None
     side_confidence: float | None = None
+    side_probe: float | None = None
     mano: ManoHeadOutput | None = None
 
     @property
@@ -308,6 +335,8 @@ class HandPrediction:
             out["joint_confidence_mean"] = float(np.mean(self.joint_confidence))
         if self.hand_present is not None:
             out["hand_present"] = self.hand_present
+        if self.side_probe is not None:
+            out["side_probe"] = self.side_probe
         return out
 
     def score(self, name: str) -> float:
@@ -346,14 +375,18 @@ def choose_side(right: float, left: float, score_name: str) -> tuple[str, float 
     """The side whose crop scored higher (ties: right) and P(side) where one is defined.
 
     For 'flow_loglik' the two crops' log-likelihoods give, with equal priors,
-    P(right) = sigmoid(log p(right crop) - log p(left crop)); the other scores are not
-    log-densities, so they give no probability (None).
+    P(right) = sigmoid(log p(right crop) - log p(left crop)). For 'side_probe' the scores
+    are the probe's log-odds l = logit P(expected orientation) of the crop read as a right
+    hand and of its mirror read as a left hand; exactly one of the two is the expected
+    orientation, so with equal priors and the two readings taken as independent evidence
+    P(right) = p_r (1 - p_l) / (p_r (1 - p_l) + (1 - p_r) p_l) = sigmoid(l_right - l_left):
+    the same rule. The other scores are neither, so they give no probability (None).
     """
     if not (math.isfinite(right) and math.isfinite(left)):
         side = "right" if not math.isfinite(left) or right >= left else "left"
         return side, None
     side = "right" if right >= left else "left"
-    if score_name != "flow_loglik":
+    if score_name not in LOG_SCORES:
         return side, None
     margin = abs(right - left)
     return side, float(1.0 / (1.0 + math.exp(-margin)))
@@ -375,9 +408,12 @@ class Predictor:
         crop_factor: crop side / hand-box side, as the checkpoint's training framed its crops
             (``config['data']['crop_factor']``; 2.0 for older checkpoints).
         calibration: the checkpoint's calibration, or None.
-        side_score: the per-image score compared by the mirror test (None: 'flow_loglik'
-            with a flow head, else 'heatmap_peak_mean').
+        side_score: the per-image score compared by the mirror test (None: 'side_probe' with
+            a side probe, else 'flow_loglik' with a flow head, else 'heatmap_peak_mean').
         max_batch: crops per backend call.
+        side_probe: the checkpoint's left/right probe (`utils.side_probe.SideProbe`), or
+            None; the backend must return its features (`TorchBackend` built with its layer
+            and grid, as `from_model` does).
     """
 
     backend: Backend
@@ -386,6 +422,7 @@ class Predictor:
     calibration: Calibration | None = None
     side_score: str | None = None
     max_batch: int = DEFAULT_MAX_BATCH
+    side_probe: SideProbe | None = None
     codec: HeatmapCodec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -395,20 +432,30 @@ class Predictor:
         if self.max_batch < 1:
             raise PredictorError(f"max_batch must be >= 1, got {self.max_batch}")
         self.codec = HeatmapCodec.for_model(self.cfg)
+        probe = self.side_probe
+        if probe is not None and (getattr(self.backend, "probe_layer", None), getattr(
+                self.backend, "probe_grid", None)) != (probe.layer, probe.grid):  # fmt: skip
+            raise PredictorError(f"the {self.backend.name} backend does not return the side "
+                                 f"probe's features ({probe.layer}, {probe.grid}x{probe.grid} "
+                                 "grid; only the torch backend has backbone features)")
         if self.side_score is None:
-            self.side_score = "flow_loglik" if self.backend.has_flow else "heatmap_peak_mean"
+            self.side_score = ("side_probe" if probe is not None else "flow_loglik"
+                               if self.backend.has_flow else "heatmap_peak_mean")  # fmt: skip
         self._check_score(self.side_score, "side score")
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, data_config: Mapping[str, Any] | None = None,
                    calibration: Calibration | None = None, *, crop_factor: float | None = None,
-                   **kwargs: Any) -> Predictor:  # fmt: skip
+                   side_probe: SideProbe | None = None, **kwargs: Any) -> Predictor:  # fmt: skip
         """A predictor of a torch HandFlowNet; ``data_config`` is the checkpoint's
-        config['data'] (its crop_factor frames the crops unless ``crop_factor`` is given)."""
+        config['data'] (its crop_factor frames the crops unless ``crop_factor`` is given);
+        ``side_probe`` the checkpoint's `CheckpointInfo.side_probe`."""
         if crop_factor is None:
             crop_factor = float((data_config or {}).get("crop_factor", DEFAULT_CROP_FACTOR))
-        return cls(TorchBackend(model), model.cfg, crop_factor=crop_factor,
-                   calibration=calibration, **kwargs)
+        backend = (TorchBackend(model) if side_probe is None
+                   else TorchBackend(model, side_probe.layer, side_probe.grid))  # fmt: skip
+        return cls(backend, model.cfg, crop_factor=crop_factor, calibration=calibration,
+                   side_probe=side_probe, **kwargs)
 
     @classmethod
     def from_onnx(cls, path: Path | str, threads: int | None = None, *,
@@ -441,6 +488,8 @@ class Predictor:
             names.append("joint_confidence_mean")
         if self.calibration is not None and self.calibration.hand_present is not None:
             names.append("hand_present")
+        if self.side_probe is not None:
+            names.append("side_probe")
         return tuple(names)
 
     @property
@@ -489,6 +538,7 @@ class Predictor:
             joint_conf = self.calibration.joint_confidence(scores)
             hand = self.calibration.hand_probability(
                 image_scores(scores, mask_prob, raw.log_likelihood, joint_conf))
+        probe = None if self.side_probe is None else self.side_probe.log_odds(raw.probe_features)
         return [HandPrediction(
             side=sides[i], box_xywh=np.asarray(boxes_xywh[i], np.float64),
             affine=affine_arr[i], kp2d_px=kp_orig[i], scores=scores[i],
@@ -496,6 +546,7 @@ class Predictor:
             mask_prob=mask_prob[i].astype(np.float32),
             joint_confidence=None if joint_conf is None else joint_conf[i],
             hand_present=None if hand is None else float(hand[i]),
+            side_probe=None if probe is None else float(probe[i]),
             mano=None if raw.mano is None else raw.mano.take(i),
         ) for i in range(len(affines))]  # fmt: skip
 

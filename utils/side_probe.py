@@ -1,0 +1,329 @@
+"""Left or right from the backbone: a logistic-regression probe fitted after training.
+
+A model trained here sees right hands only (left ones are mirrored on the way in), so the
+side of a hand is the question "is this crop, as prepared, the orientation the model
+expects?". The flow likelihood and the heatmap scores answer it at chance on real photos
+(README: Photos, folders and videos). The probe answers it discriminatively:
+
+    log-odds(crop) = weight . pooled_features(crop) + bias
+    P(the crop shows a right hand as the model expects it) = sigmoid(log-odds)
+
+Features (`FEATURE_LAYERS`, chosen by measurement on the shipped model, see the README):
+the output of a named SeedNet module, read by a forward hook, average-pooled on a
+``grid x grid`` grid of cells (a global pool loses the left-right layout) and flattened
+channel-major, ``(B, C * grid * grid)``. The default is the first stack's hourglass (its
+joint and mask branches concatenated, 2 x channels) on a 2 x 2 grid.
+
+Fit (`fit_side_probe`): every training crop prepared the way the Predictor prepares it (a
+left hand mirrored) is a positive and its mirror a negative. The features are standardised
+and an L2-regularised logistic regression (penalty ``1 / (2 C N) |w|^2`` on the standardised
+weights, bias free) is minimised with L-BFGS; C is chosen on the validation crops. The
+standardisation is folded into the stored weights, so the probe is one dot product.
+
+Stored as plain lists and floats in the checkpoint (``ckpt['side_probe'] =
+SideProbe.to_dict()``), readable with ``torch.load(weights_only=True)``. Fitted by
+``training/fit_side_probe.py``; used by `utils.predictor.Predictor` as the side score
+'side_probe' (torch backend only: an ONNX export carries no backbone features).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import optimize, special
+
+SIDE_PROBE_VERSION = 1
+DEFAULT_LAYER = "stack0_hourglass"
+DEFAULT_GRID = 2
+DEFAULT_C_GRID = (0.01, 0.1, 1.0)
+
+
+@dataclass(frozen=True)
+class FeatureLayer:
+    """A SeedNet module whose output the probe pools.
+
+    Attributes:
+        module: its path in HandFlowNet (``model.get_submodule``).
+        channel_factor: its output channels / the model's ``channels``.
+    """
+
+    module: str
+    channel_factor: int
+
+
+FEATURE_LAYERS: dict[str, FeatureLayer] = {
+    # The first stack's hourglass returns (joints branch, mask branch); both are pooled.
+    "stack0_hourglass": FeatureLayer("seednet.hg2b.0", 2),
+    "stem": FeatureLayer("seednet.layer3", 1),
+}
+
+
+class SideProbeError(ValueError):
+    """A stored probe that cannot serve this model (the message names the file)."""
+
+
+def pool_grid(features: torch.Tensor | Sequence[torch.Tensor], grid: int) -> torch.Tensor:
+    """(B, C, H, W) features (or a tuple of them, concatenated on C) -> (B, C * grid^2).
+
+    Average pooling on ``grid x grid`` cells, flattened channel-major (c, row, column).
+    """
+    if not torch.is_tensor(features):
+        features = torch.cat(list(features), dim=1)
+    return F.adaptive_avg_pool2d(features.float(), grid).flatten(1)
+
+
+class FeatureTap:
+    """A forward hook that keeps the pooled output of one module for the next forward.
+
+    Args:
+        model: the HandFlowNet.
+        layer: a `FEATURE_LAYERS` name.
+        grid: pooling grid.
+    """
+
+    def __init__(self, model: torch.nn.Module, layer: str, grid: int) -> None:
+        if layer not in FEATURE_LAYERS:
+            raise ValueError(f"unknown probe feature layer {layer!r}; known: "
+                             f"{sorted(FEATURE_LAYERS)}")
+        self.grid = grid
+        self.pooled: torch.Tensor | None = None
+        path = FEATURE_LAYERS[layer].module
+        try:
+            module = model.get_submodule(path)
+        except AttributeError as e:
+            raise SideProbeError(f"the side probe reads {layer!r} ({path}), which this model "
+                                 f"does not have (a SeedNet layer; another backbone?)") from e
+        self._handle = module.register_forward_hook(self._keep)
+
+    def _keep(self, module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        self.pooled = pool_grid(output, self.grid)
+
+    def take(self) -> torch.Tensor:
+        """The pooled features of the last forward (B, D); an error if none ran."""
+        if self.pooled is None:
+            raise RuntimeError("the probe's feature hook saw no forward pass")
+        out, self.pooled = self.pooled, None
+        return out
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def num_features(layer: str, grid: int, channels: int) -> int:
+    """Length of the pooled feature vector of ``layer`` for a model of ``channels``."""
+    return FEATURE_LAYERS[layer].channel_factor * channels * grid * grid
+
+
+# --- fitting -----------------------------------------------------------------------------
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, c: float, max_iter: int = 500
+                 ) -> tuple[np.ndarray, float]:  # fmt: skip
+    """L2-regularised logistic regression on standardised features.
+
+    Minimises mean log-loss + |w_std|^2 / (2 C N) (bias not penalised), with L-BFGS.
+
+    Args:
+        x: (N, D) features.
+        y: (N,) bool labels.
+        c: inverse regularisation strength (scikit-learn's C).
+        max_iter: L-BFGS iterations at most.
+
+    Returns:
+        (weight (D,), bias) on the raw features: log-odds = x @ weight + bias.
+    """
+    x = np.asarray(x, np.float64)
+    t = np.asarray(y, np.float64).reshape(-1)
+    if x.ndim != 2 or x.shape[0] != t.size:
+        raise ValueError(f"fit_logistic: features {x.shape} for {t.size} labels")
+    if not (0 < t.sum() < t.size):
+        raise ValueError("fit_logistic needs both classes")
+    if not (math.isfinite(c) and c > 0):
+        raise ValueError(f"C must be a finite number > 0, got {c}")
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale = np.where(scale > 1e-8, scale, 1.0)
+    z = (x - mean) / scale
+    n, d = z.shape
+
+    def loss_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
+        logits = z @ w[:d] + w[d]
+        loss = (np.logaddexp(0.0, logits) - t * logits).mean() + w[:d] @ w[:d] / (2 * c * n)
+        r = (special.expit(logits) - t) / n
+        return float(loss), np.concatenate([z.T @ r + w[:d] / (c * n), [r.sum()]])
+
+    result = optimize.minimize(loss_grad, np.zeros(d + 1), jac=True, method="L-BFGS-B",
+                               options={"maxiter": max_iter})  # fmt: skip
+    weight = result.x[:d] / scale
+    return weight, float(result.x[d] - mean @ weight)
+
+
+def pair_accuracy(log_odds_expected: np.ndarray, log_odds_mirror: np.ndarray) -> float:
+    """Share of crops whose expected orientation out-scores its mirror (ties count wrong)."""
+    return float(np.mean(np.asarray(log_odds_expected) > np.asarray(log_odds_mirror)))
+
+
+@dataclass
+class SideProbe:
+    """P(the crop shows a right hand as the model expects it) = sigmoid(log_odds).
+
+    Attributes:
+        layer: the pooled feature layer (`FEATURE_LAYERS`).
+        grid: pooling grid side.
+        weight: (D,) weights on the raw pooled features (standardisation folded in).
+        bias: offset.
+        c: the chosen inverse L2 strength.
+        metrics: accuracies measured when it was fitted (train/val, for the record).
+        fitted_on: what it was fitted on (files, split, counts), for the record.
+    """
+
+    layer: str
+    grid: int
+    weight: np.ndarray
+    bias: float
+    c: float = 1.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    fitted_on: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_features(self) -> int:
+        return int(self.weight.size)
+
+    def log_odds(self, features: np.ndarray) -> np.ndarray:
+        """(N, D) pooled features -> (N,) log-odds of 'the expected orientation'."""
+        f = np.asarray(features, np.float64)
+        if f.ndim != 2 or f.shape[1] != self.num_features:
+            raise SideProbeError(f"side probe expects (N, {self.num_features}) features, got "
+                                 f"{f.shape}")
+        return f @ self.weight + self.bias
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (lists and floats): `torch.load(weights_only=True)` reads it."""
+        return {"version": SIDE_PROBE_VERSION, "method": "logistic", "layer": self.layer,
+                "grid": int(self.grid), "weight": [float(v) for v in self.weight],
+                "bias": float(self.bias), "c": float(self.c), "metrics": dict(self.metrics),
+                "fitted_on": dict(self.fitted_on)}  # fmt: skip
+
+    def summary(self) -> dict[str, Any]:
+        """`to_dict` without the weights (for metrics files)."""
+        out = self.to_dict()
+        del out["weight"]
+        out["num_features"] = self.num_features
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None, where: str, channels: int
+                  ) -> SideProbe | None:  # fmt: skip
+        """Parse ``ckpt['side_probe']`` for a model of ``channels``; None stays None.
+
+        Raises:
+            SideProbeError: malformed, newer than this code, or features of the wrong size
+                for this model (the message names ``where``).
+        """
+        if data is None:
+            return None
+        if not isinstance(data, Mapping) or data.get("method") != "logistic":
+            raise SideProbeError(f"{where}: 'side_probe' must be a dict with method "
+                                 f"'logistic', got {type(data).__name__}")
+        if int(data.get("version", 0)) > SIDE_PROBE_VERSION:
+            raise SideProbeError(f"{where}: side probe version {data['version']} is newer than "
+                                 f"this code's {SIDE_PROBE_VERSION}")
+        try:
+            probe = cls(layer=str(data["layer"]), grid=int(data["grid"]),
+                        weight=np.asarray(data["weight"], np.float64).reshape(-1),
+                        bias=float(data["bias"]), c=float(data.get("c", 1.0)),
+                        metrics=dict(data.get("metrics") or {}),
+                        fitted_on=dict(data.get("fitted_on") or {}))  # fmt: skip
+        except (KeyError, TypeError, ValueError) as e:
+            raise SideProbeError(f"{where}: 'side_probe' needs 'layer', 'grid', 'weight' and "
+                                 f"'bias' ({e})") from e
+        if probe.layer not in FEATURE_LAYERS:
+            raise SideProbeError(f"{where}: side probe layer {probe.layer!r} is unknown; known: "
+                                 f"{sorted(FEATURE_LAYERS)}")
+        if probe.grid < 1:
+            raise SideProbeError(f"{where}: side probe grid must be >= 1, got {probe.grid}")
+        expected = num_features(probe.layer, probe.grid, channels)
+        if probe.num_features != expected:
+            raise SideProbeError(
+                f"{where}: the side probe has {probe.num_features} weights, but layer "
+                f"{probe.layer!r} pooled on a {probe.grid}x{probe.grid} grid gives {expected} "
+                f"features for this model ({channels} channels): it was fitted on another "
+                "model; refit it with training/fit_side_probe.py")
+        if not (np.isfinite(probe.weight).all() and math.isfinite(probe.bias)):
+            raise SideProbeError(f"{where}: the side probe holds non-finite weights")
+        return probe
+
+
+@dataclass
+class ProbeFit:
+    """What `fit_side_probe` returns: the probe and the accuracy at every C tried.
+
+    Attributes:
+        probe: the probe at the chosen C.
+        by_c: C -> {'train_pair': ..., 'val_pair': ..., 'val_single': ...}.
+    """
+
+    probe: SideProbe
+    by_c: dict[float, dict[str, float]]
+
+
+def _labelled(expected: np.ndarray, mirror: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.concatenate([expected, mirror])
+    return x, np.r_[np.ones(len(expected), bool), np.zeros(len(mirror), bool)]
+
+
+def fit_side_probe(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
+                   layer: str, grid: int, c_grid: Sequence[float] = DEFAULT_C_GRID,
+                   fitted_on: Mapping[str, Any] | None = None) -> ProbeFit:  # fmt: skip
+    """Fit the probe at every C of ``c_grid`` and keep the best on the validation crops.
+
+    Args:
+        train: ((N, D) features of the crops as prepared, (N, D) of their mirrors).
+        val: the same for the validation crops.
+        layer, grid: how the features were pooled (stored with the probe).
+        c_grid: inverse L2 strengths tried; the best validation pair accuracy wins, ties go
+            to the smaller C (the stronger penalty).
+        fitted_on: stored with the probe.
+
+    Returns:
+        A `ProbeFit`.
+    """
+    x, y = _labelled(*train)
+    results: dict[float, dict[str, float]] = {}
+    best: tuple[float, float, SideProbe] | None = None
+    for c in sorted(float(v) for v in c_grid):
+        weight, bias = fit_logistic(x, y, c)
+        probe = SideProbe(layer=layer, grid=grid, weight=weight, bias=bias, c=c)
+        tr = [probe.log_odds(f) for f in train]
+        va = [probe.log_odds(f) for f in val]
+        row = {"train_pair": pair_accuracy(*tr), "val_pair": pair_accuracy(*va),
+               "train_single": float(((tr[0] > 0).mean() + (tr[1] < 0).mean()) / 2),
+               "val_single": float(((va[0] > 0).mean() + (va[1] < 0).mean()) / 2)}  # fmt: skip
+        results[c] = row
+        if best is None or row["val_pair"] > best[0]:
+            best = (row["val_pair"], c, probe)
+    probe = best[2]
+    probe.metrics = dict(results[probe.c])
+    probe.fitted_on = dict(fitted_on or {})
+    return ProbeFit(probe=probe, by_c=results)
+
+
+__all__ = [
+    "DEFAULT_GRID",
+    "DEFAULT_LAYER",
+    "FEATURE_LAYERS",
+    "FeatureTap",
+    "ProbeFit",
+    "SideProbe",
+    "SideProbeError",
+    "fit_logistic",
+    "fit_side_probe",
+    "num_features",
+    "pair_accuracy",
+    "pool_grid",
+]
