@@ -44,6 +44,7 @@ from datasets.base import (
     check_image_pixels,
 )
 from datasets.joints import NUM_JOINTS
+from datasets.synthetic import DEFAULT_DIFFICULTY, DIFFICULTIES
 from models import (
     CheckpointInfo,
     ModelConfig,
@@ -161,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate only the first N batches (quick checks)")
     g.add_argument("--synth_num_test", type=int, default=300,
                    help="evaluation frames to generate when the synthetic set is missing")
-    g.add_argument("--synth_difficulty", default="hard", choices=("easy", "hard"),
+    g.add_argument("--synth_difficulty", default=DEFAULT_DIFFICULTY, choices=DIFFICULTIES,
                    help="difficulty of the synthetic frames generated when missing")
     g.add_argument("--out", default=None,
                    help="results folder (default: <checkpoint folder>/eval_<dataset>_<split>, "

@@ -101,6 +101,9 @@ from utils.geometry import intrinsics, project_points
 from utils.progress import progress_bar
 
 DIFFICULTIES = ("easy", "hard")
+# What a synthetic set is generated at unless asked otherwise: this CLI, the training CLI and
+# run.py all generate a missing set at this difficulty (make demo asks for easy).
+DEFAULT_DIFFICULTY = "hard"
 RHD_SIZE = 320
 RHD_PRINCIPAL_POINT = 160.0
 RHD_FOCAL_RANGE = (260.0, 310.0)
@@ -716,7 +719,7 @@ def default_stb_frames_per_sequence(num_train: int) -> int:
 
 
 def generate(out_dir: str | os.PathLike, num_train: int, num_test: int, seed: int = 0,
-             difficulty: str = "hard", workers: int | None = None, stb: bool = True,
+             difficulty: str = DEFAULT_DIFFICULTY, workers: int | None = None, stb: bool = True,
              stb_frames_per_sequence: int | None = None,
              progress: bool = False) -> SyntheticDataset:
     """Render a synthetic data root in RHD's and STB's formats.
@@ -801,7 +804,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-train", type=int, default=2000, help="RHD training frames")
     parser.add_argument("--num-test", type=int, default=300, help="RHD evaluation frames")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--difficulty", choices=DIFFICULTIES, default="hard")
+    parser.add_argument("--difficulty", choices=DIFFICULTIES, default=DEFAULT_DIFFICULTY)
     parser.add_argument("--workers", type=int, default=None,
                         help="processes (default: all cores)")
     parser.add_argument("--stb-frames-per-sequence", type=int, default=None,

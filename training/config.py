@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from datasets import REGISTRY
+from datasets.synthetic import DEFAULT_DIFFICULTY, DIFFICULTIES
 
 PRESETS = ("default", "small", "real")
 # --mano_model values other than a path.
@@ -105,8 +106,8 @@ class TrainConfig:
         default=300, metadata=_opt("synthetic test images to generate if missing")
     )
     synth_difficulty: str = field(
-        default="easy",
-        metadata=_opt("difficulty of a generated synthetic set", choices=("easy", "hard")),
+        default=DEFAULT_DIFFICULTY,
+        metadata=_opt("difficulty of a generated synthetic set", choices=DIFFICULTIES),
     )
     # --- targets and augmentation (saved in every checkpoint as config['data']) ---
     # Crop side = crop_factor x the longer side of the keypoint box (BiHand: 2).
@@ -490,7 +491,7 @@ OPTION_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
 # Options with a fixed set of values (the command line has choices, a YAML file does not).
 OPTION_CHOICES: dict[str, tuple[str, ...]] = {
     "preset": PRESETS,
-    "synth_difficulty": ("easy", "hard"),
+    "synth_difficulty": DIFFICULTIES,
     "mano_pose": ("rot6d", "pca"),
     "mano_camera": ("auto", "perspective", "weak"),
 }

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 import datasets
 from datasets.base import AnnotationFormatError, DatasetLayoutError
 from datasets.negatives import build_nohand_dataset
+from datasets.synthetic import DEFAULT_DIFFICULTY
 from models.config import ModelConfig
 
 DOWNLOAD_HINT = (
@@ -55,7 +56,7 @@ class EvalDataConfig:
     batch_size: int = 8
     workers: int = 2
     synth_num_test: int = 300
-    synth_difficulty: str = "hard"
+    synth_difficulty: str = DEFAULT_DIFFICULTY
 
 
 def build_eval_dataset(data: EvalDataConfig, cfg: ModelConfig,
