@@ -415,7 +415,8 @@ class MetricsSummary:
         return asdict(self)
 
 
-def _to_list(values: np.ndarray) -> list[float | None]:
+def finite_list(values: np.ndarray) -> list[float | None]:
+    """Plain floats for JSON, non-finite values as None."""
     return [None if not np.isfinite(v) else float(v) for v in np.asarray(values, np.float64)]
 
 
@@ -525,16 +526,16 @@ class MetricAccumulator:
             loglik_epe_spearman=_opt(rho),
             loglik_epe_pvalue=_opt(pvalue),
             mean_log_likelihood=mean_ll,
-            mmpose_thresholds_px=_to_list(mmpose_auc_thresholds_px()),
-            mmpose_pck_curve=_to_list(mm_curve),
-            zb_thresholds_px=_to_list(zb.thresholds_px),
-            zb_pck_curve=_to_list(zb.pck_curve),
+            mmpose_thresholds_px=finite_list(mmpose_auc_thresholds_px()),
+            mmpose_pck_curve=finite_list(mm_curve),
+            zb_thresholds_px=finite_list(zb.thresholds_px),
+            zb_pck_curve=finite_list(zb.pck_curve),
             per_joint={
-                "pck": _to_list(pck_joint),
-                "zb_auc": _to_list(zb.per_joint_auc),
-                "epe_mean_px": _to_list(zb.per_joint_epe_mean_px),
-                "epe_median_px": _to_list(zb.per_joint_epe_median_px),
-                "acc_hm": _to_list(acc_hm_joint),
+                "pck": finite_list(pck_joint),
+                "zb_auc": finite_list(zb.per_joint_auc),
+                "epe_mean_px": finite_list(zb.per_joint_epe_mean_px),
+                "epe_median_px": finite_list(zb.per_joint_epe_median_px),
+                "acc_hm": finite_list(acc_hm_joint),
             },
         )
 
@@ -545,6 +546,7 @@ __all__ = [
     "ZBResult",
     "auc_mmpose",
     "epe_mmpose",
+    "finite_list",
     "gt_bbox_size",
     "heatmap_accuracy",
     "heatmap_argmax_errors",

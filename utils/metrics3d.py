@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from utils.metrics import zb_measures_from_errors
+from utils.metrics import finite_list, zb_measures_from_errors
 
 ROOT_JOINT = 0  # wrist: the root of MPJPE
 BIHAND_ROOT_JOINT = 9  # middle-finger MCP: BiHand's joint_root_idx
@@ -157,10 +157,6 @@ class Metrics3DSummary:
         return asdict(self)
 
 
-def _to_list(values: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(v) else float(v) for v in np.asarray(values, np.float64)]
-
-
 def _nanmean_joints(errors: np.ndarray) -> np.ndarray:
     count = (~np.isnan(errors)).sum(axis=0)
     sums = np.nansum(errors, axis=0)
@@ -186,16 +182,16 @@ def metrics_3d(pred_m: np.ndarray, gt_m: np.ndarray) -> Metrics3DSummary:
         aligned_epe_mean_mm=bihand.epe_mean_px,
         aligned_epe_median_mm=bihand.epe_median_px,
         pck_mm={f"{t:g}": pck_at_mm(aligned, t) for t in PCK_REPORT_MM},
-        bihand_thresholds_mm=_to_list(BIHAND_THRESHOLDS_MM),
-        bihand_pck_curve=_to_list(bihand.pck_curve),
-        zb_thresholds_mm=_to_list(ZB_THRESHOLDS_MM),
-        zb_pck_curve=_to_list(zb.pck_curve),
+        bihand_thresholds_mm=finite_list(BIHAND_THRESHOLDS_MM),
+        bihand_pck_curve=finite_list(bihand.pck_curve),
+        zb_thresholds_mm=finite_list(ZB_THRESHOLDS_MM),
+        zb_pck_curve=finite_list(zb.pck_curve),
         per_joint={
-            "mpjpe_mm": _to_list(_nanmean_joints(mpjpe)),
-            "pa_mpjpe_mm": _to_list(_nanmean_joints(pa)),
-            "aligned_epe_mm": _to_list(bihand.per_joint_epe_mean_px),
-            "auc_20_50": _to_list(bihand.per_joint_auc),
-            "auc_0_50": _to_list(zb.per_joint_auc),
+            "mpjpe_mm": finite_list(_nanmean_joints(mpjpe)),
+            "pa_mpjpe_mm": finite_list(_nanmean_joints(pa)),
+            "aligned_epe_mm": finite_list(bihand.per_joint_epe_mean_px),
+            "auc_20_50": finite_list(bihand.per_joint_auc),
+            "auc_0_50": finite_list(zb.per_joint_auc),
         },
     )
 
