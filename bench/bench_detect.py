@@ -201,11 +201,13 @@ def score_hgcnn(predictor: Predictor, realdata: Path, config: DetectConfig, min_
 
 
 def write_panning_clip(photo_rgb: np.ndarray, path: Path, frames: int,
-                       size_wh: tuple[int, int] = (320, 240)) -> Path:  # fmt: skip
-    """A clip of a window panning across the photo (upscaled to twice the window width)."""
-    scale = 2 * size_wh[0] / photo_rgb.shape[1]
+                       size_wh: tuple[int, int] = (320, 240), scene_width: int | None = None,
+                       fps: float = 30.0) -> Path:  # fmt: skip
+    """A clip of a window moving left to right across the photo, scaled to ``scene_width``
+    (default: twice the window width)."""
+    scale = (scene_width or 2 * size_wh[0]) / photo_rgb.shape[1]
     scene = cv2.resize(photo_rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, size_wh)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size_wh)
     y0 = (scene.shape[0] - size_wh[1]) // 2
     for i in range(frames):
         x0 = round(i * (scene.shape[1] - size_wh[0]) / max(frames - 1, 1))

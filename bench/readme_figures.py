@@ -9,8 +9,8 @@ Run from the repo root (default: the shipped model in checkpoints/pretrained):
 * ``two_hands_example.png``: `run.py --image assets/examples/two_hands.jpg --max_hands 2`
   (no box, no side given: the hands are found and their sides decided by the model).
 * ``clip_frames_example.png``: four frames of `run.py --video clip.mp4 --save_video` on a
-  clip that pans slowly across the same photo (`write_slow_pan`: a camera moving over a
-  still photo, not a recorded video), with the tracked hands drawn.
+  clip that pans slowly across the same photo (`bench.bench_detect.write_panning_clip`: a
+  camera moving over a still photo, not a recorded video), with the tracked hands drawn.
 
 Both are written only through run.py's outputs (the overlay PNG and the annotated video).
 """
@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 import run
+from bench.bench_detect import write_panning_clip
 from datasets.base import read_image_rgb
 
 PHOTO = Path("assets/examples/two_hands.jpg")
@@ -35,22 +36,7 @@ EXAMPLE_SIDES = (("open_palm", "right"), ("sign_five", "right"), ("fist_left", "
                  ("thumb_outdoor", "left"))  # fmt: skip
 CLIP_FRAMES = 24
 SHOWN_FRAMES = (0, 8, 16, 23)
-CLIP_WH = (320, 240)
-SCENE_SIDE = 384  # the photo is scaled to this square; the window pans across its width
-
-
-def write_slow_pan(photo_rgb: np.ndarray, path: Path, frames: int) -> Path:
-    """A 320x240 window moving left to right across the photo scaled to 384x384."""
-    scene = cv2.resize(photo_rgb, (SCENE_SIDE, SCENE_SIDE), interpolation=cv2.INTER_LINEAR)
-    width, height = CLIP_WH
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 12.0, CLIP_WH)
-    y0 = (SCENE_SIDE - height) // 2
-    for i in range(frames):
-        x0 = round(i * (SCENE_SIDE - width) / max(frames - 1, 1))
-        window = scene[y0:y0 + height, x0:x0 + width]
-        writer.write(cv2.cvtColor(np.ascontiguousarray(window), cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
+SCENE_WIDTH = 384  # the 256x256 photo scaled to 384x384 under a 320x240 window: a slow pan
 
 
 def quiet_run(argv: list[str]) -> None:
@@ -59,6 +45,11 @@ def quiet_run(argv: list[str]) -> None:
         code = run.main(argv)
     if code != 0:
         raise SystemExit(f"run.py {' '.join(argv)} failed (exit {code})")
+
+
+def write_png(path: Path, image_bgr: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), image_bgr):
+        raise SystemExit(f"cannot write {path}")
 
 
 def video_frames(path: Path, indices: tuple[int, ...]) -> list[np.ndarray]:
@@ -82,6 +73,7 @@ def main() -> None:
     p.add_argument("--out", default=Path("assets"), type=Path)
     p.add_argument("--threads", type=int, default=1, help="torch threads of run.py")
     args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
     model = ["--threads", str(args.threads)]
     if args.checkpoint:
         model += ["--checkpoint", args.checkpoint]
@@ -92,15 +84,16 @@ def main() -> None:
                        "64", "128", "128", "--out", str(tmp / "examples"), *model])  # fmt: skip
         strip = [cv2.imread(str(tmp / "examples" / f"{name}_overlay.png"))
                  for name, _ in EXAMPLE_SIDES]  # fmt: skip
-        cv2.imwrite(str(args.out / "pretrained_examples.png"), np.concatenate(strip, axis=1))
+        write_png(args.out / "pretrained_examples.png", np.concatenate(strip, axis=1))
         quiet_run(["--image", str(PHOTO), "--max_hands", "2", "--out", str(tmp), *model])
         overlay = cv2.imread(str(tmp / f"{PHOTO.stem}_overlay.png"))
-        cv2.imwrite(str(args.out / "two_hands_example.png"), overlay)
-        clip = write_slow_pan(read_image_rgb(PHOTO), tmp / "clip.mp4", CLIP_FRAMES)
+        write_png(args.out / "two_hands_example.png", overlay)
+        clip = write_panning_clip(read_image_rgb(PHOTO), tmp / "clip.mp4", CLIP_FRAMES,
+                                  scene_width=SCENE_WIDTH, fps=12.0)
         quiet_run(["--video", str(clip), "--save_video", "--max_hands", "2", "--out", str(tmp),
                    *model])  # fmt: skip
         frames = video_frames(tmp / "clip_overlay.mp4", SHOWN_FRAMES)
-        cv2.imwrite(str(args.out / "clip_frames_example.png"), np.concatenate(frames, axis=1))
+        write_png(args.out / "clip_frames_example.png", np.concatenate(frames, axis=1))
     print(f"wrote {args.out / 'pretrained_examples.png'}, {args.out / 'two_hands_example.png'} "
           f"and {args.out / 'clip_frames_example.png'}")
 
