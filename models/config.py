@@ -24,6 +24,9 @@ BIHAND_STD = (1.0, 1.0, 1.0)
 MEMORY_FORMATS = ("contiguous", "channels_last")
 MANO_POSES = ("rot6d", "pca")
 MANO_CAMERAS = ("auto", "perspective", "weak")
+# What the flow head models: the backbone's final features, or the final heatmaps with the
+# hand-mask probability (njoints + 1 channels: the likelihood of what the decoder reads).
+FLOW_INPUTS = ("features", "heatmaps")
 
 
 @dataclass
@@ -64,6 +67,7 @@ class ModelConfig:
     # backbone can shrink its features to make the likelihood unbounded.
     flow_detach: bool = True
     flow_seed: int = 0  # seeds the fixed channel permutations so a config rebuilds the same flow
+    flow_input: str = "features"  # 'features' | 'heatmaps' (FLOW_INPUTS)
     # Memory format the CLIs should put the model and inputs in (see prepare_for_inference).
     memory_format: str = "channels_last"
     # --- MANO head (models/mano_head.py) on the backbone's final features; off by default, so
@@ -131,6 +135,9 @@ class ModelConfig:
                     f"flow_pool must be >= 1 and divide heatmap_size {expected_hm}, "
                     f"got {self.flow_pool}"
                 )
+            if self.flow_input not in FLOW_INPUTS:
+                raise ValueError(
+                    f"flow_input must be one of {FLOW_INPUTS}, got {self.flow_input!r}")
             if self.flow_hidden_ratio <= 0 or self.flow_clamp <= 0:
                 raise ValueError(
                     "flow_hidden_ratio and flow_clamp must be positive, got "
@@ -158,6 +165,11 @@ class ModelConfig:
     def mano_head_width(self) -> int:
         """Channels of the MANO head's convolutions (mano_hidden, or channels // 2)."""
         return self.mano_hidden if self.mano_hidden is not None else self.channels // 2
+
+    @property
+    def flow_channels(self) -> int:
+        """Channels of the map the flow models (flow_input)."""
+        return self.channels if self.flow_input == "features" else self.njoints + 1
 
     @property
     def flow_size(self) -> int:

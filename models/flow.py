@@ -160,8 +160,8 @@ class FlowHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> FlowHead:
-        """The flow head a ModelConfig describes (channels, heatmap_size and the flow_* fields)."""
-        return cls(cfg.channels, cfg.heatmap_size, pool=cfg.flow_pool, steps=cfg.flow_steps,
+        """The flow head a ModelConfig describes (flow_channels, heatmap_size, flow_* fields)."""
+        return cls(cfg.flow_channels, cfg.heatmap_size, pool=cfg.flow_pool, steps=cfg.flow_steps,
                    hidden_ratio=cfg.flow_hidden_ratio, clamp=cfg.flow_clamp,
                    conv_alternate=cfg.flow_conv_alternate, seed=cfg.flow_seed)  # fmt: skip
 

@@ -55,7 +55,8 @@ class HandFlowNet(nn.Module):
     held as the attribute of that name (so SeedNet's weights are `seednet.*` in the state
     dict) and reached as `model.backbone`. The input is RGB in [0, 1]; it is normalised with
     cfg.mean / cfg.std (non-persistent buffers: the config stored with the weights is the
-    source of truth). The flow sees the backbone's final features, detached unless
+    source of truth). The flow sees the backbone's final features (or, with
+    cfg.flow_input 'heatmaps', its final heatmaps and mask probability), detached unless
     cfg.flow_detach is False. The MANO head (cfg.mano_enabled) reads the final features
     (detached if cfg.mano_detach) and heatmaps.
 
@@ -116,6 +117,13 @@ class HandFlowNet(nn.Module):
                 return p.is_contiguous(memory_format=torch.channels_last)
         return False
 
+    def flow_map(self, base: BackboneOutput) -> torch.Tensor:
+        """The map the flow models (cfg.flow_input): the final features (B, C, H, W), or the
+        final heatmaps with the hand-mask probability (B, njoints + 1, H, W)."""
+        if self.cfg.flow_input == "features":
+            return base.features
+        return torch.cat([base.heatmaps[-1], torch.sigmoid(base.masks[-1])], dim=1)
+
     def forward(self, image: torch.Tensor, K: torch.Tensor | None = None, *,
                 with_mano: bool = True) -> HandFlowOutput:  # fmt: skip
         """(B, 3, H, W) RGB in [0, 1] -> HandFlowOutput (heatmaps at H/4 x W/4).
@@ -137,10 +145,11 @@ class HandFlowNet(nn.Module):
             base = self.backbone(x)
         flow = None
         if self.flow is not None:
-            features = base.features.detach() if self.cfg.flow_detach else base.features
+            flow_x = self.flow_map(base)
+            flow_x = flow_x.detach() if self.cfg.flow_detach else flow_x
             # The likelihood and its log-determinant need float32, also under bf16 autocast.
-            with torch.autocast(device_type=features.device.type, enabled=False):
-                flow = self.flow(features.float())
+            with torch.autocast(device_type=flow_x.device.type, enabled=False):
+                flow = self.flow(flow_x.float())
         mano = None
         if self.mano is not None and with_mano:
             features = base.features.detach() if self.cfg.mano_detach else base.features

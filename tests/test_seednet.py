@@ -63,9 +63,11 @@ def test_every_trainable_parameter_gets_a_finite_gradient(detach: bool) -> None:
         assert torch.isfinite(param.grad).all(), f"{name} has a non-finite gradient"
 
 
-def test_flow_detach_controls_whether_the_flow_loss_reaches_seednet() -> None:
+@pytest.mark.parametrize("flow_input", ["features", "heatmaps"])
+def test_flow_detach_controls_whether_the_flow_loss_reaches_seednet(flow_input: str) -> None:
     for detach, reaches in [(True, False), (False, True)]:
-        model = build_model(ModelConfig.preset("small", input_size=64, flow_detach=detach))
+        model = build_model(ModelConfig.preset("small", input_size=64, flow_detach=detach,
+                                               flow_input=flow_input))
         size = model.cfg.input_size
         model(torch.rand(2, 3, size, size)).flow.nll_bpd.mean().backward()
         grad = model.seednet.conv1.weight.grad
@@ -173,3 +175,21 @@ def test_bf16_inference_is_close_and_float32_out() -> None:
     assert float((got.heatmaps[-1] - expected.heatmaps[-1]).abs().max()) < 0.05 * peak
     with pytest.raises(ValueError, match="precision"):
         prepare_for_inference(model, precision="fp16")
+
+
+def test_a_heatmap_flow_models_the_final_heatmaps_and_the_mask_probability() -> None:
+    cfg = ModelConfig.preset("small", input_size=64, flow_input="heatmaps", flow_pool=2)
+    model = build_model(cfg).eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        out = model(images)
+        x = torch.cat([out.heatmaps[-1], torch.sigmoid(out.masks[-1])], dim=1)
+        expected = model.flow(x)
+    assert out.flow.z.shape == (2, cfg.njoints + 1, 8, 8)
+    torch.testing.assert_close(out.flow.log_likelihood, expected.log_likelihood)
+    assert model.flow.channels == cfg.flow_channels == cfg.njoints + 1
+
+
+def test_an_unknown_flow_input_is_refused() -> None:
+    with pytest.raises(ValueError, match="flow_input must be one of"):
+        ModelConfig.preset("small", flow_input="latent")

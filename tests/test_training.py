@@ -23,7 +23,7 @@ from training.checkpoint import BEST_NAME, LAST_NAME, load_checkpoint, snapshot_
 from training.config import TrainConfig, config_from_args
 from training.engine import EpochProgress, TrainingDivergedError, train_one_epoch
 from training.train_seednet_fastflow import main
-from training.trainer import warn_compat_flags
+from training.trainer import model_config_from, warn_compat_flags
 from utils.heatmap import HeatmapCodec
 from utils.metrics import gt_bbox_size, pck_mmpose
 
@@ -64,6 +64,15 @@ def test_ancestor_flags_and_precedence(tmp_path: Path) -> None:
     yaml_file.write_text(yaml.safe_dump({"train_btach": 3}))
     with pytest.raises(ValueError, match="train_btach"):
         config_from_args(["--config", str(yaml_file)])
+
+
+def test_flow_flags_reach_the_model_config() -> None:
+    cfg = config_from_args(["--preset", "small", "--flow_input", "heatmaps", "--flow_pool", "2"])
+    mcfg = model_config_from(cfg)
+    assert (mcfg.flow_input, mcfg.flow_pool, mcfg.flow_channels) == ("heatmaps", 2, 22)
+    assert model_config_from(config_from_args(["--preset", "small"])).flow_input == "features"
+    with pytest.raises(SystemExit):
+        config_from_args(["--flow_input", "latent"])
 
 
 def test_compat_flags_warn() -> None:

@@ -28,6 +28,7 @@ import yaml
 
 from datasets import REGISTRY
 from datasets.synthetic import DEFAULT_DIFFICULTY, DIFFICULTIES
+from models.config import FLOW_INPUTS
 
 PRESETS = ("default", "small", "real")
 # --mano_model values other than a path.
@@ -145,6 +146,11 @@ class TrainConfig:
     flow_detach: bool | None = field(
         default=None, metadata=_opt("stop flow gradients from reaching the SeedNet")
     )
+    # What the flow models: SeedNet's final features, or its final heatmaps and hand mask.
+    flow_input: str | None = field(
+        default=None, metadata=_opt("what the flow models", choices=FLOW_INPUTS))
+    flow_pool: int | None = field(
+        default=None, metadata=_opt("average-pool stride before the flow (divides H/4)"))
     # Ancestor flags kept for compatibility: 'seed' is the only module this round, and the
     # up-sampled losses are always on.
     net_modules: list[str] = field(
@@ -466,6 +472,7 @@ OPTION_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "hg_stacks": (1, None, True),
     "hg_blocks": (1, None, True),
     "flow_steps": (0, None, True),
+    "flow_pool": (1, None, True),
     "max_nonfinite_steps": (1, None, True),
     "max_steps_per_epoch": (1, None, True),
     "max_val_batches": (1, None, True),

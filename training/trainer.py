@@ -174,7 +174,7 @@ def model_config_from(cfg: TrainConfig) -> ModelConfig:
         overrides["flow_enabled"] = cfg.flow_steps > 0
         if cfg.flow_steps > 0:
             overrides["flow_steps"] = cfg.flow_steps
-    for name in ("flow_hidden_ratio", "flow_clamp", "flow_detach"):
+    for name in ("flow_hidden_ratio", "flow_clamp", "flow_detach", "flow_input", "flow_pool"):
         if getattr(cfg, name) is not None:
             overrides[name] = getattr(cfg, name)
     overrides.update(mano_overrides(cfg))
