@@ -13,7 +13,13 @@ from models.handflow import (
     prepare_for_inference,
     set_memory_format,
 )
-from models.loader import CheckpointInfo, load_model, resolve_checkpoint
+from models.loader import (
+    CheckpointInfo,
+    InitReport,
+    init_from,
+    load_model,
+    resolve_checkpoint,
+)
 from models.losses import (
     DEFAULT_WEIGHTS,
     LOSS_TERMS,
@@ -35,6 +41,7 @@ __all__ = [
     "DEFAULT_WEIGHTS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "InitReport",
     "LOSS_TERMS",
     "FlowHead",
     "FlowOutput",
@@ -52,6 +59,7 @@ __all__ = [
     "build_flow_inn",
     "build_model",
     "compile_for_inference",
+    "init_from",
     "load_bihand_seednet",
     "load_model",
     "mano_loss_terms",

@@ -204,3 +204,64 @@ def _bihand_model(raw: dict[str, Any], path: Path) -> tuple[HandFlowNet, Checkpo
                               ) from e  # fmt: skip
     return model, CheckpointInfo(checkpoint=path, kind=KIND_BIHAND, model_config=model.cfg,
                                  epoch=epoch)
+
+
+@dataclass
+class InitReport:
+    """What `init_from` copied into a new model, per top-level module (backbone, heads).
+
+    Attributes:
+        copied: modules whose every tensor came from the source checkpoint.
+        fresh: modules the source has not (or has in another shape), left as initialised.
+        dropped: modules of the source the new model has not.
+    """
+
+    copied: list[str]
+    fresh: list[str]
+    dropped: list[str]
+
+
+def _module_groups(state: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """State dict -> top-level module name -> its tensors."""
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for name, tensor in state.items():
+        groups.setdefault(name.split(".", 1)[0], {})[name] = tensor
+    return groups
+
+
+def init_from(model: HandFlowNet, source: torch.nn.Module, path: str | Path) -> InitReport:
+    """Copy a trained model's weights into a new one, module by module (fine-tuning).
+
+    A top-level module (the backbone, the flow head, the MANO head) is copied when the source
+    has it with the same tensor names and shapes; a head it has not, or has in another shape
+    (e.g. another flow_input), stays as initialised. The backbone must match: a different
+    architecture is an error, not a silent partial copy.
+
+    Args:
+        model: the new model (its config: the source's architecture with this run's heads).
+        source: the trained model (`load_model(path)`).
+        path: the source file, for messages.
+
+    Raises:
+        CheckpointError: the backbones differ (names the file and the first tensors).
+    """
+    new = _module_groups(model.state_dict())
+    old = _module_groups(source.state_dict())
+    copied, fresh = [], []
+    for group, tensors in new.items():
+        src = old.get(group, {})
+        fits = src.keys() == tensors.keys() and all(
+            src[k].shape == t.shape for k, t in tensors.items())
+        if fits:
+            with torch.no_grad():
+                for k, t in tensors.items():
+                    t.copy_(src[k])
+            copied.append(group)
+        elif group == model.cfg.backbone:
+            differ = [k for k in tensors if k not in src or src[k].shape != tensors[k].shape]
+            raise CheckpointError(
+                f"{path}: its {group} does not fit the new model's architecture; first "
+                f"differing tensors: {differ[:3]}")
+        else:
+            fresh.append(group)
+    return InitReport(copied=copied, fresh=fresh, dropped=sorted(old.keys() - new.keys()))

@@ -17,10 +17,16 @@ import yaml
 import run
 from datasets import ImageReadError, build_dataset
 from datasets.transforms import crop_to_original
-from models import HandFlowCriterion, ModelConfig, build_model
+from models import HandFlowCriterion, ModelConfig, build_model, init_from
 from tests.tiny_runs import tiny_synth_root, tiny_train_flags
-from training.checkpoint import BEST_NAME, LAST_NAME, load_checkpoint, snapshot_name
-from training.config import TrainConfig, config_from_args
+from training.checkpoint import (
+    BEST_NAME,
+    LAST_NAME,
+    CheckpointError,
+    load_checkpoint,
+    snapshot_name,
+)
+from training.config import TrainConfig, config_from_args, validate_config
 from training.engine import EpochProgress, TrainingDivergedError, train_one_epoch
 from training.train_seednet_fastflow import main
 from training.trainer import model_config_from, warn_compat_flags
@@ -116,6 +122,51 @@ def test_two_step_training_writes_checkpoint_run_py_evaluates(
                      "--out", str(eval_out)])  # fmt: skip
     assert code == 0
     assert any(eval_out.iterdir())
+
+
+def test_init_weights_fine_tunes_a_checkpoint_with_new_heads(data_root: Path,
+                                                              tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    main(tiny_args(data_root, source, "--epochs", "1", "--max_steps_per_epoch", "1"))
+    src = load_checkpoint(source / LAST_NAME)["model"]
+    out = tmp_path / "tuned"
+    # A learning rate of 1e-12: the copied weights stay what they were after one step.
+    result = main(tiny_args(data_root, out, "--init_weights", str(source), "--mano_model",
+                            "synthetic", "--flow_input", "heatmaps", "--epochs", "1",
+                            "--max_steps_per_epoch", "1", "-lr", "1e-12"))  # fmt: skip
+    tuned = result.model
+    assert tuned.mano is not None and tuned.cfg.flow_input == "heatmaps"
+    for name, param in tuned.seednet.named_parameters():
+        torch.testing.assert_close(param.detach(), src[f"seednet.{name}"].float())
+    # The flow now models 22 heatmap channels: it starts fresh, not from the feature flow.
+    assert all(src[f"flow.{k}"].shape != v.shape for k, v in tuned.flow.state_dict().items()
+               if f"flow.{k}" in src and v.ndim == 4 and "w_perm" not in k)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["train"]["init_weights"] == str(source)
+    assert saved["model"]["mano_enabled"] and saved["model"]["preset_name"] == "small"
+
+    with pytest.raises(ValueError, match="architecture is the file's"):
+        config_and_validate(["--init_weights", str(source), "-hgs", "1"])
+    with pytest.raises(ValueError, match="no such file or folder"):
+        config_and_validate(["--init_weights", str(tmp_path / "missing")])
+
+
+def test_init_from_refuses_another_backbone() -> None:
+    small = build_model(ModelConfig.preset("small"))
+    wider = build_model(ModelConfig.preset("small", channels=32))
+    with pytest.raises(CheckpointError, match="does not fit the new model"):
+        init_from(small, wider, "wider.pth.tar")
+    report = init_from(small, build_model(ModelConfig.preset("small", flow_enabled=False)), "x")
+    assert (report.copied, report.fresh, report.dropped) == (["seednet"], ["flow"], [])
+
+
+def config_and_validate(argv: list[str]) -> TrainConfig:
+    """config_from_args then validate_config, as the training CLI runs them."""
+    cfg = config_from_args(argv)
+    validate_config(cfg)
+    return cfg
 
 
 def test_time_budget_stops_with_validation_and_checkpoint(data_root: Path, tmp_path: Path

@@ -251,6 +251,10 @@ class TrainConfig:
     resume_seednet_pth: str = field(
         default="", metadata=_opt("resume from a checkpoint file or folder")
     )
+    # Start a new run (epoch 0, fresh optimiser) from this checkpoint's weights: fine-tuning.
+    # The architecture is the file's; this run's flow/MANO flags may add or change heads.
+    init_weights: str = field(
+        default="", metadata=_opt("start a new run from a checkpoint's weights (file or folder)"))
     # Evaluate this checkpoint on the validation split and exit.
     evaluate_seednet_pth: str = field(
         default="", metadata=_opt("evaluate a checkpoint on the validation split and exit")
@@ -568,6 +572,23 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--device must be 'cpu' or 'cuda', got {cfg.device!r}")
     check_option_ranges(cfg)
     check_mano_options(cfg)
+    check_init_weights(cfg)
+
+
+def check_init_weights(cfg: TrainConfig) -> None:
+    """--init_weights names an existing file or folder and takes its architecture from it."""
+    if not cfg.init_weights:
+        return
+    if not Path(cfg.init_weights).exists():
+        raise ValueError(f"--init_weights {cfg.init_weights}: no such file or folder")
+    if cfg.evaluate_seednet_pth:
+        raise ValueError("--init_weights starts a training run; it does not combine with "
+                         "--evaluate_seednet_pth")
+    given = [flag for flag, value in (("-hgs", cfg.hg_stacks), ("-hgb", cfg.hg_blocks))
+             if value is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)}: with --init_weights the architecture is the "
+                         f"file's ({cfg.init_weights})")
 
 
 def check_mano_options(cfg: TrainConfig) -> None:

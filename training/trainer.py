@@ -42,7 +42,7 @@ from datasets import ReaderOptions, WeightedMixture, build_datasets, dataset_roo
 from datasets.synthetic import generate
 from datasets.transforms import AugmentConfig
 from models import HandFlowCriterion, HandFlowNet, ModelConfig, build_model, set_memory_format
-from models.loader import load_weights, model_config_of
+from models.loader import init_from, load_model, load_weights, model_config_of
 from models.losses import DEFAULT_WEIGHTS, MANO_DEFAULT_WEIGHTS, MANO_TERM_NAMES
 from models.mano_head import default_mano_path, real_mano_available
 from training.checkpoint import (
@@ -170,6 +170,13 @@ def model_config_from(cfg: TrainConfig) -> ModelConfig:
         overrides["nstacks"] = cfg.hg_stacks
     if cfg.hg_blocks is not None:
         overrides["nblocks"] = cfg.hg_blocks
+    overrides.update(head_overrides(cfg))
+    return ModelConfig.preset(cfg.preset, **overrides)
+
+
+def head_overrides(cfg: TrainConfig) -> dict[str, Any]:
+    """The ModelConfig fields of the flow and MANO flags given on the command line."""
+    overrides: dict[str, Any] = {}
     if cfg.flow_steps is not None:
         overrides["flow_enabled"] = cfg.flow_steps > 0
         if cfg.flow_steps > 0:
@@ -178,7 +185,24 @@ def model_config_from(cfg: TrainConfig) -> ModelConfig:
         if getattr(cfg, name) is not None:
             overrides[name] = getattr(cfg, name)
     overrides.update(mano_overrides(cfg))
-    return ModelConfig.preset(cfg.preset, **overrides)
+    return overrides
+
+
+def init_source(cfg: TrainConfig) -> tuple[HandFlowNet, ModelConfig]:
+    """The --init_weights model and the new run's config: its architecture with this run's
+    flow and MANO flags. Warns when the run makes its targets differently (sigma, crops)."""
+    source, info = load_model(cfg.init_weights)
+    mcfg = ModelConfig.from_dict({**info.model_config.to_dict(), **head_overrides(cfg)})
+    saved, now = info.data_config or {}, data_config(cfg)
+    changed = {k: (saved[k], now[k]) for k in ("crop_factor", "sigma", "hands")
+               if k in saved and saved[k] != now[k]}
+    if changed:
+        warnings.warn(f"--init_weights {info.checkpoint} was trained with other targets "
+                      f"(trained, now): {changed}", UserWarning, stacklevel=2)
+    if info.calibration is not None or info.side_probe is not None:
+        logger.info("--init_weights: the calibration and side probe of %s are not carried "
+                    "over (refit them on the new weights)", info.checkpoint)
+    return source, mcfg
 
 
 def mano_overrides(cfg: TrainConfig) -> dict[str, Any]:
@@ -596,7 +620,15 @@ def _run(
         )
     # A checkpoint carries its architecture; command-line model flags only shape new runs.
     ckpt_path = Path(cfg.evaluate_seednet_pth) if eval_only else resume_path
-    mcfg = model_config_of(ckpt, ckpt_path) if ckpt else model_config_from(cfg)
+    source = None
+    if ckpt:
+        mcfg = model_config_of(ckpt, ckpt_path)
+        if cfg.init_weights:
+            logger.info("--init_weights %s ignored: resuming %s", cfg.init_weights, resume_path)
+    elif cfg.init_weights:
+        source, mcfg = init_source(cfg)
+    else:
+        mcfg = model_config_from(cfg)
 
     ensure_synthetic(cfg, info)
     val_loader = build_val_loader(cfg, build_split(cfg, mcfg, "val"), device)
@@ -614,6 +646,11 @@ def _run(
     train_loader, sampler = build_train_loader(
         cfg, build_split(cfg, mcfg, "train"), info, device
     )
+    if source is not None:
+        report = init_from(model, source.to(device), cfg.init_weights)
+        logger.info("initialised from %s: copied %s; new (as initialised) %s; not used %s",
+                    cfg.init_weights, report.copied, report.fresh or "none",
+                    report.dropped or "none")  # fmt: skip
     criterion = HandFlowCriterion(loss_weights(cfg, mcfg))
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
