@@ -68,6 +68,9 @@ class ModelConfig:
     flow_detach: bool = True
     flow_seed: int = 0  # seeds the fixed channel permutations so a config rebuilds the same flow
     flow_input: str = "features"  # 'features' | 'heatmaps' (FLOW_INPUTS)
+    # Layer-normalise the flow's pooled input per sample (scale-free, as FastFlow); False
+    # models raw values (for heatmaps: the peak heights, which the layer norm would remove).
+    flow_normalize: bool = True
     # Memory format the CLIs should put the model and inputs in (see prepare_for_inference).
     memory_format: str = "channels_last"
     # --- MANO head (models/mano_head.py) on the backbone's final features; off by default, so

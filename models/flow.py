@@ -8,8 +8,9 @@ Sign convention (FrEIA's): the invertible map runs data -> latent,
 
 The modelled x is not the raw feature map: FlowHead first average-pools it (`flow_pool`) and
 layer-normalises it over (C, h, w) without affine parameters (scale-free, as FastFlow), so
-the likelihood is that of the normalised, pooled features. Layer norm is not invertible, so
-`inverse` returns normalised features.
+the likelihood is that of the normalised, pooled features (`flow_normalize=False` keeps the
+raw values, e.g. the heatmaps' peak heights). Layer norm is not invertible, so `inverse`
+returns normalised features.
 """
 
 from __future__ import annotations
@@ -139,14 +140,16 @@ class FlowHead(nn.Module):
         clamp: AllInOneBlock affine_clamping.
         conv_alternate: subnet kernels alternate 3x3 / 1x1 per step.
         seed: seeds the fixed channel permutations.
+        normalize: layer-normalise the pooled input per sample (False: model raw values).
     """
 
     def __init__(self, channels: int, feature_size: int, *, pool: int = 4, steps: int = 8,
                  hidden_ratio: float = 1.0, clamp: float = 2.0, conv_alternate: bool = False,
-                 seed: int = 0) -> None:  # fmt: skip
+                 seed: int = 0, normalize: bool = True) -> None:  # fmt: skip
         super().__init__()
         self.channels = channels
         self.pool = pool
+        self.normalize = normalize
         self.size = feature_size // pool
         self.inn = build_flow_inn(
             channels=channels,
@@ -163,16 +166,20 @@ class FlowHead(nn.Module):
         """The flow head a ModelConfig describes (flow_channels, heatmap_size, flow_* fields)."""
         return cls(cfg.flow_channels, cfg.heatmap_size, pool=cfg.flow_pool, steps=cfg.flow_steps,
                    hidden_ratio=cfg.flow_hidden_ratio, clamp=cfg.flow_clamp,
-                   conv_alternate=cfg.flow_conv_alternate, seed=cfg.flow_seed)  # fmt: skip
+                   conv_alternate=cfg.flow_conv_alternate, seed=cfg.flow_seed,
+                   normalize=cfg.flow_normalize)  # fmt: skip
 
     def prepare(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) raw features -> (B, C, H/pool, W/pool) pooled, layer-normalised x."""
+        """(B, C, H, W) raw features -> (B, C, H/pool, W/pool) pooled, layer-normalised x
+        (pooled only without `normalize`)."""
         if features.ndim != 4 or features.shape[1] != self.channels:
             raise ValueError(
                 f"FlowHead expects (B, {self.channels}, H, W) features, got {tuple(features.shape)}"
             )
         if self.pool > 1:
             features = F.avg_pool2d(features, kernel_size=self.pool, stride=self.pool)
+        if not self.normalize:
+            return features
         # Plain ints: a traced (ONNX) graph keeps them constant; only the batch axis varies.
         return F.layer_norm(features, tuple(int(n) for n in features.shape[1:]))
 

@@ -103,3 +103,18 @@ def test_sample_follows_parameter_dtype() -> None:
     samples = head.sample(2, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (2, 64, 8, 8)
     assert samples.dtype == torch.float64
+
+
+def test_flow_normalize_off_models_the_pooled_raw_values() -> None:
+    features = torch.randn(2, 64, 32, 32) * 3.0 + 1.0
+    raw = _small_head(flow_normalize=False).prepare(features)
+    torch.testing.assert_close(raw, torch.nn.functional.avg_pool2d(features, 4))
+    normalised = _small_head().prepare(features)
+    torch.testing.assert_close(normalised.mean(dim=(1, 2, 3)), torch.zeros(2), atol=1e-5, rtol=0)
+    # Two inputs that differ only in scale: the normalised flow cannot tell them apart.
+    head = _small_head(flow_normalize=False).eval()
+    with torch.no_grad():
+        assert head(features).log_likelihood[0] != head(features * 2).log_likelihood[0]
+        norm = _small_head().eval()
+        torch.testing.assert_close(norm(features).log_likelihood, norm(features * 2).log_likelihood,
+                                   rtol=1e-4, atol=1e-2)

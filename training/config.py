@@ -151,6 +151,8 @@ class TrainConfig:
         default=None, metadata=_opt("what the flow models", choices=FLOW_INPUTS))
     flow_pool: int | None = field(
         default=None, metadata=_opt("average-pool stride before the flow (divides H/4)"))
+    flow_normalize: bool | None = field(
+        default=None, metadata=_opt("layer-normalise the flow input per sample"))
     # Ancestor flags kept for compatibility: 'seed' is the only module this round, and the
     # up-sampled losses are always on.
     net_modules: list[str] = field(

@@ -181,7 +181,8 @@ def head_overrides(cfg: TrainConfig) -> dict[str, Any]:
         overrides["flow_enabled"] = cfg.flow_steps > 0
         if cfg.flow_steps > 0:
             overrides["flow_steps"] = cfg.flow_steps
-    for name in ("flow_hidden_ratio", "flow_clamp", "flow_detach", "flow_input", "flow_pool"):
+    for name in ("flow_hidden_ratio", "flow_clamp", "flow_detach", "flow_input", "flow_pool",
+                 "flow_normalize"):
         if getattr(cfg, name) is not None:
             overrides[name] = getattr(cfg, name)
     overrides.update(mano_overrides(cfg))
