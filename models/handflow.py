@@ -75,7 +75,7 @@ class HandFlowNet(nn.Module):
         )
         self.add_module(cfg.backbone, build_backbone(cfg))
         self.flow = FlowHead.from_config(cfg) if cfg.flow_enabled else None
-        self.mano = ManoHead(cfg) if cfg.mano_enabled else None
+        self.mano = ManoHead.from_config(cfg) if cfg.mano_enabled else None
         self.bn_folded = False  # set by prepare_for_inference
         # Set by prepare_for_inference(precision='bf16'): the backbone's forward under bf16
         # autocast in eval mode (the flow and the returned heatmaps stay float32).

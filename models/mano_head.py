@@ -223,37 +223,54 @@ def camera_rows(K: Tensor | None, batch: int, mode: str, like: Tensor) -> Tensor
 class ManoHead(nn.Module):
     """Regresses MANO pose, shape and camera from SeedNet's final features.
 
+    `ManoHead.from_config(cfg)` builds it from a ModelConfig (channels, input_size and the
+    mano_* fields).
+
     Args:
-        cfg: the model config (channels, input/heatmap size, the mano_* fields).
-        model: the MANO arrays; default ``resolve_mano_model(cfg.mano_model)``.
+        model: the MANO arrays (right hand).
+        channels: channels of the backbone's final features.
+        input_size: side of the model input in pixels (the heatmaps are a quarter of it).
+        width: channels of the head's convolutions.
+        pose: 'rot6d' (16 6D rotations) or 'pca' (6D global rotation + ``ncomps`` PCA
+            coefficients about MANO's mean pose).
+        ncomps: PCA coefficients with pose='pca'.
+        camera: 'auto', 'perspective' or 'weak' (`camera_rows`).
+        crop_size_m: depth normalisation: the root depth is fx * crop_size_m / input_size *
+            exp(d).
+        keypoint_input: the MLP also reads the heatmap keypoints and peaks.
+        is_standin: ``model`` is the project's stand-in, not MANO (said in every output).
     """
 
-    def __init__(self, cfg: ModelConfig, model: ManoModel | None = None) -> None:
+    def __init__(self, model: ManoModel, *, channels: int, input_size: int, width: int,
+                 pose: str = "rot6d", ncomps: int = 12, camera: str = "auto",
+                 crop_size_m: float = 0.3, keypoint_input: bool = True,
+                 is_standin: bool = False) -> None:  # fmt: skip
         super().__init__()
-        self.cfg = cfg
-        model = model if model is not None else resolve_mano_model(cfg.mano_model)
-        self.is_standin = cfg.mano_model == STANDIN
+        self.input_size = input_size
+        self.pose_mode = pose
+        self.ncomps = ncomps
+        self.camera_mode = camera
+        self.crop_size_m = crop_size_m
+        self.is_standin = is_standin
         self.layer = ManoLayer("right", model=model, use_pca=False, rot_mode="rot6d",
                                flat_hand_mean=False, persistent=False)
-        self.codec = HeatmapCodec.for_model(cfg)
-        width = cfg.mano_head_width
+        self.codec = HeatmapCodec.for_input_size(input_size)
 
         def conv_bn(cin: int, cout: int, kernel: int, stride: int) -> list[nn.Module]:
             return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
                     nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
         self.encoder = nn.Sequential(
-            *conv_bn(cfg.channels, width, 1, 1),
+            *conv_bn(channels, width, 1, 1),
             *conv_bn(width, width, 3, 2),
             *conv_bn(width, width, 3, 2),
             nn.AdaptiveAvgPool2d(4),
             nn.Flatten(),
         )
-        self.pose_dim = (NUM_MANO_JOINTS * 6 if cfg.mano_pose == "rot6d"
-                         else 6 + cfg.mano_ncomps)  # fmt: skip
+        self.pose_dim = NUM_MANO_JOINTS * 6 if pose == "rot6d" else 6 + ncomps
         num_out = self.pose_dim + NUM_BETAS + 3
         # Keypoints (x, y) root-relative + peaks + the root's offset from the crop centre.
-        self.num_keypoint_inputs = 3 * NUM_KEYPOINTS + 2 if cfg.mano_keypoint_input else 0
+        self.num_keypoint_inputs = 3 * NUM_KEYPOINTS + 2 if keypoint_input else 0
         hidden = 4 * width
         self.mlp = nn.Sequential(
             nn.Linear(16 * width + self.num_keypoint_inputs, hidden), nn.ReLU(inplace=True),
@@ -265,28 +282,39 @@ class ManoHead(nn.Module):
         # Start at the mean hand, betas 0, the root on the heatmaps' wrist, d = 0.
         init = torch.zeros(num_out)
         init[:6] = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
-        if cfg.mano_pose == "rot6d":
+        if pose == "rot6d":
             init[6:self.pose_dim] = lbs.matrix_to_rot6d(mean_rot).reshape(-1)
         last = self.mlp[-1]
         nn.init.normal_(last.weight, std=1e-3)
         with torch.no_grad():
             last.bias.copy_(init)
 
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, model: ManoModel | None = None) -> ManoHead:
+        """The head a ModelConfig describes; ``model`` defaults to
+        ``resolve_mano_model(cfg.mano_model)``."""
+        model = model if model is not None else resolve_mano_model(cfg.mano_model)
+        return cls(model, channels=cfg.channels, input_size=cfg.input_size,
+                   width=cfg.mano_head_width, pose=cfg.mano_pose, ncomps=cfg.mano_ncomps,
+                   camera=cfg.mano_camera, crop_size_m=cfg.mano_crop_size_m,
+                   keypoint_input=cfg.mano_keypoint_input,
+                   is_standin=cfg.mano_model == STANDIN)  # fmt: skip
+
     def keypoint_inputs(self, kp_px: Tensor, peaks: Tensor) -> Tensor:
         """(B, 65) keypoints relative to the wrist and the wrist relative to the crop centre,
         both in units of a quarter of the input side (about a hand's length: values of order
         1, like the pooled features beside them), and the heatmap peaks."""
-        unit = self.cfg.input_size / 4.0
+        unit = self.input_size / 4.0
         rel = (kp_px - kp_px[:, :1]) / unit  # (B, 21, 2)
-        root = (kp_px[:, 0] - (self.cfg.input_size - 1) / 2.0) / unit  # (B, 2)
+        root = (kp_px[:, 0] - (self.input_size - 1) / 2.0) / unit  # (B, 2)
         return torch.cat([rel.flatten(1), peaks, root], dim=1)
 
     def rotations(self, pose: Tensor) -> Tensor:
         """(B, 16, 3, 3) local rotations of the predicted pose (see ``ManoHeadOutput.pose``)."""
-        if self.cfg.mano_pose == "rot6d":
+        if self.pose_mode == "rot6d":
             return lbs.rot6d_to_matrix(pose.reshape(-1, NUM_MANO_JOINTS, 6))
         root = lbs.rot6d_to_matrix(pose[:, :6])[:, None]  # (B, 1, 3, 3)
-        comps = self.layer.hands_components[: self.cfg.mano_ncomps].to(pose.dtype)
+        comps = self.layer.hands_components[: self.ncomps].to(pose.dtype)
         hand = pose[:, 6:] @ comps + self.layer.hands_mean.to(pose.dtype)  # (B, 45)
         fingers = lbs.batch_rodrigues(hand.reshape(-1, NUM_MANO_JOINTS - 1, 3))
         return torch.cat([root, fingers], dim=1)
@@ -306,7 +334,6 @@ class ManoHead(nn.Module):
                 names the batch rows).
             MissingCameraError: see `camera_rows`.
         """
-        cfg = self.cfg
         batch = features.shape[0]
         x = self.encoder(features)
         kp_px, peaks = self.codec.decode_torch(heatmaps)
@@ -319,7 +346,7 @@ class ManoHead(nn.Module):
         if bool(bad_rot.any()):
             rows = bad_rot.nonzero().flatten().tolist()
             raise FloatingPointError(
-                f"MANO head: non-finite predicted rotations ({cfg.mano_pose}) in batch rows "
+                f"MANO head: non-finite predicted rotations ({self.pose_mode}) in batch rows "
                 f"{rows}: the features reaching the head hold NaN/inf")
         bad = ~torch.isfinite(raw).all(dim=1)
         if bool(bad.any()):
@@ -334,21 +361,21 @@ class ManoHead(nn.Module):
         joints_rel = mano.joints_m - wrist
         verts_rel = mano.verts_m - wrist
 
-        size = float(cfg.input_size)
+        size = float(self.input_size)
         root_uv = kp_px[:, 0] + size * cam[:, :2]
         log_depth = _LOG_DEPTH_BOUND * torch.tanh(cam[:, 2] / _LOG_DEPTH_BOUND)
-        persp = camera_rows(K, batch, cfg.mano_camera, x)
-        k_default = default_intrinsics(cfg.input_size, x).expand(batch, 3, 3)
+        persp = camera_rows(K, batch, self.camera_mode, x)
+        k_default = default_intrinsics(self.input_size, x).expand(batch, 3, 3)
         k_safe = k_default if K is None else torch.where(
             persp[:, None, None], K.to(x.dtype).nan_to_num(0.0), k_default)
         focal = torch.sqrt(k_safe[:, 0, 0] * k_safe[:, 1, 1])
-        depth = focal * cfg.mano_crop_size_m / size * torch.exp(log_depth)  # (B,)
+        depth = focal * self.crop_size_m / size * torch.exp(log_depth)  # (B,)
         pixel = torch.cat([root_uv, torch.ones_like(root_uv[:, :1])], dim=1)  # (B, 3)
         ray = torch.linalg.solve(k_safe, pixel[..., None])[..., 0]
         root_m = depth[:, None] * ray / ray[:, 2:]
         joints_cam = joints_rel + root_m[:, None]
         verts_cam = verts_rel + root_m[:, None]
-        weak_scale = size / (cfg.mano_crop_size_m * torch.exp(log_depth))
+        weak_scale = size / (self.crop_size_m * torch.exp(log_depth))
         sel = persp[:, None, None]
 
         def project(points_cam: Tensor, points_rel: Tensor) -> Tensor:
@@ -369,7 +396,7 @@ class ManoHead(nn.Module):
             verts_rel_m=verts_rel,
             kp2d_px=kp2d,
             verts2d_px=verts2d,
-            pose=pose.reshape(batch, NUM_MANO_JOINTS, 6) if cfg.mano_pose == "rot6d" else pose,
+            pose=pose.reshape(batch, NUM_MANO_JOINTS, 6) if self.pose_mode == "rot6d" else pose,
             rot_mats=rot_mats,
             betas=betas,
             camera=torch.cat([root_uv, log_depth[:, None]], dim=1),

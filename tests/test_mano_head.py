@@ -50,7 +50,7 @@ def peaked_heatmaps(kp_hm: torch.Tensor, size: int = SIZE // 4) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def head() -> ManoHead:
     torch.manual_seed(0)
-    head = ManoHead(tiny_cfg(), synthetic_mano_model("right")).eval()
+    head = ManoHead.from_config(tiny_cfg(), synthetic_mano_model("right")).eval()
     with torch.no_grad():  # a non-trivial pose, shape and camera
         head.mlp[-1].weight.normal_(0.0, 0.05)
     return head
@@ -90,7 +90,7 @@ def test_perspective_and_weak_cameras(head: ManoHead) -> None:
 
 
 def test_initial_head_is_the_mean_hand_on_the_heatmap_wrist() -> None:
-    head = ManoHead(tiny_cfg(), synthetic_mano_model("right")).eval()
+    head = ManoHead.from_config(tiny_cfg(), synthetic_mano_model("right")).eval()
     kp_hm = torch.full((1, 21, 2), 8.0)
     kp_hm[0, 0] = torch.tensor([5.0, 9.0])  # the wrist at heatmap pixel (5, 9)
     with torch.no_grad():
@@ -105,15 +105,16 @@ def test_initial_head_is_the_mean_hand_on_the_heatmap_wrist() -> None:
 
 def test_pca_pose_and_camera_modes() -> None:
     torch.manual_seed(2)
-    head = ManoHead(tiny_cfg(mano_pose="pca", mano_ncomps=6), synthetic_mano_model()).eval()
+    head = ManoHead.from_config(tiny_cfg(mano_pose="pca", mano_ncomps=6),
+                                synthetic_mano_model()).eval()
     heat = peaked_heatmaps(torch.rand(2, 21, 2) * 12)
     with torch.no_grad():
         out = head(torch.randn(2, 8, 16, 16), heat, crop_K(2))
     assert out.pose.shape == (2, 12) and out.perspective.all()
-    weak = ManoHead(tiny_cfg(mano_camera="weak"), synthetic_mano_model()).eval()
+    weak = ManoHead.from_config(tiny_cfg(mano_camera="weak"), synthetic_mano_model()).eval()
     with torch.no_grad():
         assert not weak(torch.randn(2, 8, 16, 16), heat, crop_K(2)).perspective.any()
-    persp = ManoHead(tiny_cfg(mano_camera="perspective"), synthetic_mano_model()).eval()
+    persp = ManoHead.from_config(tiny_cfg(mano_camera="perspective"), synthetic_mano_model()).eval()
     K = crop_K(2)
     K[1, 0, 0] = float("nan")
     with pytest.raises(MissingCameraError, match=r"batch rows \[1\]") as info:
@@ -183,7 +184,7 @@ def test_criterion_terms_only_with_a_head() -> None:
 def test_gradcheck_head_mano_projection_loss_float64() -> None:
     """torch.autograd.gradcheck through head -> MANO -> projection -> loss (float64)."""
     torch.manual_seed(3)
-    head = ManoHead(tiny_cfg(), synthetic_mano_model("right")).double().eval()
+    head = ManoHead.from_config(tiny_cfg(), synthetic_mano_model("right")).double().eval()
     with torch.no_grad():
         head.mlp[-1].weight.normal_(0.0, 0.05)
     feats = torch.randn(2, 8, 2, 2, dtype=torch.float64, requires_grad=True)
