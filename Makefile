@@ -25,7 +25,7 @@ SYNTH_DONE := $(DATA_ROOT)/SYNTH/RHD/RHD_published_v2/evaluation/anno_evaluation
 
 # The label files are written last, so their presence means a complete set.
 $(SYNTH_DONE): | $(STAMP)
-	$(PY) -m datasets.synthetic --out $(DATA_ROOT)/SYNTH --num-train 2000 --num-test 300 \
+	$(PY) -m datasets.synthetic --out $(DATA_ROOT)/SYNTH --num_train 2000 --num_test 300 \
 		--difficulty easy --seed 0
 
 # The MANO head uses the project's synthetic stand-in (not MANO): a few per cent of a

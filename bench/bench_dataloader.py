@@ -3,7 +3,7 @@
 Usage (from the repo root):
 
     .venv/bin/python bench/bench_dataloader.py                      # real RHD sample
-    .venv/bin/python bench/bench_dataloader.py --name synth --data-root data
+    .venv/bin/python bench/bench_dataloader.py --name synth --data_root data
     .venv/bin/python bench/bench_dataloader.py --convention         # pixel-convention study
 
 * Speed: ``build_dataset(name, ..., train_aug=True)`` samples read one after another in this
@@ -160,7 +160,7 @@ def main() -> None:
     parser.add_argument("--realdata", type=Path, default=REPO.parent / "shared" / "realdata",
                         help="folder with the real samples (RHD/RHD_published_v2/evaluation)")
     parser.add_argument("--name", default="rhd", help="dataset for the speed run")
-    parser.add_argument("--data-root", type=Path, default=None,
+    parser.add_argument("--data_root", "--data-root", type=Path, default=None,
                         help="data root for --name (default: --realdata, real RHD frames)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--samples", type=int, default=1000)

@@ -230,7 +230,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
                         choices=VARIANTS, help="execution variants to time")
     parser.add_argument("--reps", type=int, default=3, help="alternating repetitions (median)")
-    parser.add_argument("--skip-speed", action="store_true", help="only print params and MACs")
+    parser.add_argument("--skip_speed", "--skip-speed",
+                        action="store_true", help="only print params and MACs")
     parser.add_argument(
         "--threads",
         type=int,

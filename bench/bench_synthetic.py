@@ -6,7 +6,7 @@ annotations), STB frames per second, and the time to write the default demo set
 running at the same time slow every figure down: the load average is printed with them.
 
     .venv/bin/python -m bench.bench_synthetic                # all figures
-    .venv/bin/python -m bench.bench_synthetic --skip-demo    # quick (about 30 s)
+    .venv/bin/python -m bench.bench_synthetic --skip_demo    # quick (about 30 s)
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=100, help="RHD frames per core measured")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--skip-demo", action="store_true", help="skip the 2000 + 300 demo set")
+    parser.add_argument("--skip_demo", "--skip-demo",
+                        action="store_true", help="skip the 2000 + 300 demo set")
     args = parser.parse_args()
 
     print(f"cores: {os.cpu_count()}, workers: {args.workers}, "

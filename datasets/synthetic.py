@@ -801,15 +801,18 @@ def generate(out_dir: str | os.PathLike, num_train: int, num_test: int, seed: in
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="data/SYNTH", help="data root to write")
-    parser.add_argument("--num-train", type=int, default=2000, help="RHD training frames")
-    parser.add_argument("--num-test", type=int, default=300, help="RHD evaluation frames")
+    parser.add_argument("--num_train", "--num-train",
+                        type=int, default=2000, help="RHD training frames")
+    parser.add_argument("--num_test", "--num-test",
+                        type=int, default=300, help="RHD evaluation frames")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--difficulty", choices=DIFFICULTIES, default=DEFAULT_DIFFICULTY)
     parser.add_argument("--workers", type=int, default=None,
                         help="processes (default: all cores)")
-    parser.add_argument("--stb-frames-per-sequence", type=int, default=None,
+    parser.add_argument("--stb_frames_per_sequence", "--stb-frames-per-sequence", type=int,
+                        default=None,
                         help="frames in each of the 12 STB sequences (default num_train/100)")
-    parser.add_argument("--no-stb", action="store_true", help="skip the STB part")
+    parser.add_argument("--no_stb", "--no-stb", action="store_true", help="skip the STB part")
     args = parser.parse_args(argv)
     result = generate(args.out, args.num_train, args.num_test, seed=args.seed,
                       difficulty=args.difficulty, workers=args.workers, stb=not args.no_stb,

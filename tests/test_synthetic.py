@@ -31,6 +31,7 @@ from datasets.synthetic import (
     STB_TEST_SEQUENCES,
     STB_TRAIN_SEQUENCES,
     generate,
+    main,
     render_rhd_sample,
     render_stb_sample,
 )
@@ -256,3 +257,15 @@ def test_hand_model_keeps_bone_lengths_and_mirrors_left() -> None:
         assert (flex[:, 1] <= PIP_FLEX_DEG[1] + 1e-9).all()
     with pytest.raises(ValueError, match="hand side"):
         forward_kinematics(shape, pose, "middle")
+
+
+def test_cli_takes_the_project_spelling_and_the_dashed_alias(tmp_path: Path) -> None:
+    main(["--out", str(tmp_path / "a"), "--num_train", "1", "--num-test", "1", "--no_stb",
+          "--workers", "1"])
+    main(["--out", str(tmp_path / "b"), "--num-train", "1", "--num_test", "1", "--no-stb",
+          "--workers", "1"])
+    for name in ("a", "b"):
+        rhd = tmp_path / name / "RHD" / "RHD_published_v2"
+        assert len(list((rhd / "training" / "color").iterdir())) == 1
+        assert len(list((rhd / "evaluation" / "color").iterdir())) == 1
+        assert not (tmp_path / name / "STB").exists()

@@ -74,14 +74,14 @@ def build_eval_dataset(data: EvalDataConfig, cfg: ModelConfig,
             if data.split != "test":
                 raise EvalDataError(
                     f"synthetic {data.split} frames not found in {split_dir}: generate them "
-                    f"with `python -m datasets.synthetic --out {synth_root} --num-train 2000`"
+                    f"with `python -m datasets.synthetic --out {synth_root} --num_train 2000`"
                 )
             from datasets import synthetic
 
             print(f"synthetic evaluation set not found at {split_dir}: generating "
                   f"{data.synth_num_test} frames, as `python -m datasets.synthetic --out "
-                  f"{synth_root} --num-train 0 --num-test {data.synth_num_test} --seed 0 "
-                  f"--difficulty {data.synth_difficulty} --no-stb` would", flush=True)
+                  f"{synth_root} --num_train 0 --num_test {data.synth_num_test} --seed 0 "
+                  f"--difficulty {data.synth_difficulty} --no_stb` would", flush=True)
             synthetic.generate(synth_root, num_train=0, num_test=data.synth_num_test, seed=0,
                                difficulty=data.synth_difficulty, stb=False,
                                workers=max(1, data.workers))
