@@ -29,9 +29,8 @@ from pathlib import Path
 
 import torch
 
-from bench.bench_models import fake_batch, time_call
+from bench.bench_models import fake_batch, time_call, training_step
 from models import HandFlowCriterion, ModelConfig, build_model, prepare_for_inference
-from training.engine import clip_gradients, gradient_groups
 
 REPO = Path(__file__).resolve().parents[1]
 # name -> (what it is, training flags, ModelConfig fields)
@@ -119,22 +118,13 @@ def run_cost(args: argparse.Namespace) -> None:
         torch.manual_seed(0)
         model = build_model(ModelConfig.preset(args.preset, **DESIGNS[name][2]))
         model = model.to(memory_format=torch.channels_last).train()
-        optimizer = torch.optim.Adam(model.parameters(), 1e-4)
-        groups = gradient_groups(model, optimizer)
         infer = prepare_for_inference(build_model(model.cfg))
-
-        def step(m=model, opt=optimizer, g=groups) -> None:
-            terms = criterion(m(batch["image"]), batch)
-            opt.zero_grad(set_to_none=True)
-            terms.total.backward()
-            clip_gradients(g, 1.0)
-            opt.step()
 
         def inference(m=infer) -> None:
             with torch.no_grad():
                 m(image_eval)
 
-        fns[name] = {"train": step, "eval": inference}
+        fns[name] = {"train": training_step(model, criterion, batch), "eval": inference}
     times = {n: {"train": [], "eval": []} for n in fns}
     for _ in range(args.reps):
         for name, kinds in fns.items():

@@ -21,10 +21,9 @@ from collections.abc import Callable
 
 import torch
 
-from bench.bench_models import count_macs, fake_batch, n_params
+from bench.bench_models import count_macs, fake_batch, n_params, training_step
 from models import MANO_DEFAULT_WEIGHTS, HandFlowCriterion, ModelConfig, build_model
 from models import prepare_for_inference as prepare
-from training.engine import clip_gradients, gradient_groups
 
 BATCH = {"default": (8, 8), "small": (16, 8), "real": (32, 8)}  # (train, eval) batch
 
@@ -73,18 +72,10 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model(cfg).to(memory_format=torch.channels_last).train()
         criterion = HandFlowCriterion(MANO_DEFAULT_WEIGHTS if cfg.mano_enabled else None)
-        optimizer = torch.optim.Adam(model.parameters(), 1e-4)
-        groups = gradient_groups(model, optimizer)
         infer = prepare(copy.deepcopy(model))
         kwargs = {"K": batch["K"]} if cfg.mano_enabled else {}
         eval_kwargs = {"K": K_eval} if cfg.mano_enabled else {}
-
-        def step(m=model, crit=criterion, opt=optimizer, g=groups, kw=kwargs) -> None:
-            terms = crit(m(batch["image"], **kw), batch)
-            opt.zero_grad(set_to_none=True)
-            terms.total.backward()
-            clip_gradients(g, 1.0)
-            opt.step()
+        step = training_step(model, criterion, batch, **kwargs)
 
         def inference(m=infer, kw=eval_kwargs) -> None:
             with torch.no_grad():

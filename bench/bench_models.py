@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from models import HandFlowCriterion, HandFlowNet, ModelConfig, build_model, prepare_for_inference
 from models.flow import FlowHead
+from training.engine import clip_gradients, gradient_groups
 
 MATCH_TOL = 1e-4
 
@@ -49,6 +50,25 @@ def fake_batch(cfg: ModelConfig, batch: int, generator: torch.Generator) -> dict
         "mask": (torch.rand(batch, 1, hm, hm, generator=generator) > 0.5).float(),
         "has_mask": torch.ones(batch, dtype=torch.bool),
     }
+
+
+def training_step(model: HandFlowNet, criterion: HandFlowCriterion, batch: dict, *,
+                  bf16: bool = False, **forward_kwargs: object) -> Callable[[], None]:
+    """A training step as training/engine.py runs it, as a callable: forward (under bf16
+    autocast with ``bf16``), criterion, backward, per-module gradient clipping at 1.0, Adam."""
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-4)
+    groups = gradient_groups(model, optimizer)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(batch["image"], **forward_kwargs)
+        terms = criterion(out, batch)
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        clip_gradients(groups, 1.0)
+        optimizer.step()
+
+    return step
 
 
 def report_macs(cfg: ModelConfig) -> None:

@@ -16,15 +16,13 @@ overhead around it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 from collections import defaultdict
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from bench.bench_models import fake_batch
+from bench.bench_models import fake_batch, training_step
 from models import HandFlowCriterion, ModelConfig, build_model, prepare_for_inference
-from training.engine import clip_gradients, gradient_groups
 
 # (kind, substrings of the aten operator name), first match wins.
 KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -84,21 +82,8 @@ def main() -> None:
     for precision in args.precision:
         torch.manual_seed(0)
         model = build_model(cfg).to(memory_format=torch.channels_last).train()
-        optimizer = torch.optim.Adam(model.parameters(), 1e-4)
-        groups = gradient_groups(model, optimizer)
+        step = training_step(model, criterion, batch, bf16=precision == "bf16")
         infer = prepare_for_inference(build_model(cfg), precision=precision)
-        bf16 = precision == "bf16"
-
-        def step(m=model, opt=optimizer, g=groups, low=bf16) -> None:
-            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if low else \
-                contextlib.nullcontext()
-            with ctx:
-                out = m(batch["image"])
-            terms = criterion(out, batch)
-            opt.zero_grad(set_to_none=True)
-            terms.total.backward()
-            clip_gradients(g, 1.0)
-            opt.step()
 
         def inference(m=infer) -> None:
             with torch.no_grad():
