@@ -34,14 +34,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from datasets.base import DatasetLayoutError, ImageReadError, check_image_pixels
-from models import (
-    CheckpointInfo,
-    ModelConfig,
-    compile_for_inference,
-    load_model,
-    prepare_for_inference,
-    resolve_checkpoint,
-)
+from models import CheckpointInfo
 from models.export_onnx import OnnxExportError, export_onnx
 from models.mano_head import mano_label
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -49,8 +42,8 @@ from utils import mano_eval
 from utils.confidence import Calibration
 from utils.demo import ImageInput, check_box_inside, expand_image_inputs, run_images, run_video
 from utils.errors import report_user_error
+from utils.eval_checkpoint import load_for_inference
 from utils.eval_cli import (
-    PRETRAINED_DIR,
     CliError,
     build_parser,
     check_output_folder,
@@ -95,17 +88,6 @@ def check_demo_images(args: argparse.Namespace) -> list[ImageInput]:
             check_image_pixels(item.path, *size, limit=args.max_pixels)
             check_box_inside(args.bbox, *size, item.path)
     return inputs
-
-
-# --- checkpoint -----------------------------------------------------------------------------
-
-
-def _warn_flag_mismatch(cfg: ModelConfig, args: argparse.Namespace) -> None:
-    for flag, given, stored in (("-hgs", args.hg_stacks, cfg.nstacks),
-                                ("-hgb", args.hg_blocks, cfg.nblocks)):  # fmt: skip
-        if given is not None and given != stored:
-            print(f"warning: {flag} {given} disagrees with the checkpoint's config "
-                  f"({stored}); using the checkpoint's value", file=sys.stderr)
 
 
 def negatives_loader(args: argparse.Namespace, input_size: int) -> DataLoader:
@@ -283,25 +265,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = Path(args.out) if args.out else onnx_path.parent / "demo"
             check_output_folder(out)
             return run_demo(args, predictor, inputs, out)
-        ckpt_path = resolve_checkpoint(args.checkpoint or PRETRAINED_DIR)
-        try:
-            device = torch.device("cpu" if args.export_onnx else args.device)
-        except RuntimeError as e:
-            raise CliError(f"--device {args.device!r} is not a valid torch device") from e
-        model, info = load_model(ckpt_path)
-        _warn_flag_mismatch(info.model_config, args)
-        try:
-            calibration = Calibration.from_dict(info.calibration, str(ckpt_path))
-        except ValueError as e:
-            raise CliError(f"checkpoint {ckpt_path}: bad 'calibration' entry: {e}") from e
-        prepare = compile_for_inference if args.compile and not args.export_onnx else \
-            prepare_for_inference
-        model = prepare(model.to(device), precision=args.precision)
+        model, info, calibration = load_for_inference(args)
         if args.export_onnx:
             return run_export(args, model, info)
         mode = ("demo" if demo else f"calibration_{args.fine_tune}_{args.split}"
                 if args.calibrate else f"eval_{args.fine_tune}_{args.split}")  # fmt: skip
-        out = Path(args.out) if args.out else ckpt_path.parent / mode
+        out = Path(args.out) if args.out else info.checkpoint.parent / mode
         inputs = check_demo_images(args) if args.image else []
         check_output_folder(out)
         if demo:
