@@ -49,12 +49,12 @@ import numpy as np
 import torch
 
 import datasets
-import run
 from datasets.base import choose_hand, read_image_rgb, read_label_image
 from datasets.negatives import render_background_crop
 from models import CheckpointInfo, load_model, prepare_for_inference
 from utils.confidence import Calibration
 from utils.demo import DemoOptions, run_video
+from utils.demo_run import build_predictor
 from utils.eval_cli import (
     PRETRAINED_DIR,
     build_parser,
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ckpt = info.checkpoint
     calibration = Calibration.from_dict(info.calibration, str(ckpt))
     model = prepare_for_inference(model.to(torch.device(args.device)))
-    predictor = run.build_predictor(run_args, model, info, calibration)
+    predictor = build_predictor(run_args, model, info, calibration)
     config = demo_options(run_args).detect
     results: dict[str, Any] = {"checkpoint": str(ckpt), "device": args.device,
                                "threads": args.threads, "detect_config": dataclasses.asdict(config),
@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             else:
                 cpu_model, _ = load_model(ckpt)
                 cpu_model = prepare_for_inference(cpu_model)
-                cpu_predictor = run.build_predictor(run_args, cpu_model, info, calibration)
+                cpu_predictor = build_predictor(run_args, cpu_model, info, calibration)
                 speed = onnx_speed(cpu_model, cpu_predictor, info, photo, args.threads, Path(tmp),
                                    args.onnx_iters)  # fmt: skip
                 results["onnx"] = speed
