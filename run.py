@@ -19,7 +19,10 @@ evaluate with hand-vs-no-hand crops:
         --hand_vs_nohand --nohand_coco ../shared/realdata/pseudo/ti1k
     python run.py --fine_tune synth --checkpoint checkpoints/demo --hand_vs_nohand
 
-See `python run.py --help` and the README section "Evaluating".
+See `python run.py --help` and the README section "Evaluating". This file parses the flags
+and dispatches to a mode; the modes live in `utils/eval_run.py` (evaluation, calibration fit)
+and `utils/demo_run.py` (photos and videos), the parser in `utils/eval_cli.py`, the model
+loading in `utils/eval_checkpoint.py`.
 """
 
 from __future__ import annotations
