@@ -49,12 +49,19 @@ import numpy as np
 import torch
 
 import datasets
-import run
 from datasets.base import choose_hand, read_image_rgb, read_label_image
 from datasets.negatives import render_background_crop
 from models import CheckpointInfo, load_model, prepare_for_inference
 from utils.confidence import Calibration
 from utils.demo import DemoOptions, run_video
+from utils.demo_run import build_predictor
+from utils.eval_cli import (
+    PRETRAINED_DIR,
+    build_parser,
+    demo_options,
+    parse_frame_ids,
+    validate_args,
+)
 from utils.localize import DetectConfig, Detection, box_iou, detect_hands, select_hands
 from utils.metrics import gt_bbox_size, pck_from_errors
 from utils.predictor import Predictor, choose_side, points_box_xywh
@@ -283,8 +290,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Nam
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args, rest = p.parse_known_args(argv)
     # The localisation flags are run.py's own (same names, same defaults).
-    run_args = run.build_parser().parse_args([*rest, "--image", "unused"])
-    run.validate_args(run_args)
+    run_args = build_parser().parse_args([*rest, "--image", "unused"])
+    validate_args(run_args)
     return args, run_args
 
 
@@ -299,12 +306,12 @@ def fmt(value: float, target: float | None = None, percent: bool = True) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args, run_args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    model, info = load_model(args.checkpoint or run.PRETRAINED_DIR)
+    model, info = load_model(args.checkpoint or PRETRAINED_DIR)
     ckpt = info.checkpoint
     calibration = Calibration.from_dict(info.calibration, str(ckpt))
     model = prepare_for_inference(model.to(torch.device(args.device)))
-    predictor = run.build_predictor(run_args, model, info, calibration)
-    config = run.demo_options(run_args).detect
+    predictor = build_predictor(run_args, model, info, calibration)
+    config = demo_options(run_args).detect
     results: dict[str, Any] = {"checkpoint": str(ckpt), "device": args.device,
                                "threads": args.threads, "detect_config": dataclasses.asdict(config),
                                "side_score": predictor.side_score,
@@ -312,7 +319,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"checkpoint: {ckpt}; side score {predictor.side_score}, presence score "
           f"{predictor.hand_score}, {args.threads} threads, {args.device}", flush=True)
     rhd = score_rhd(predictor, args.realdata, config, args.match_iou,
-                    run.parse_frame_ids(args.rhd_frames))  # fmt: skip
+                    parse_frame_ids(args.rhd_frames))  # fmt: skip
     results["rhd"] = rhd
     print(f"RHD evaluation frames {args.rhd_frames} as whole images ({rhd['frames']} frames, "
           f"{rhd['seconds']:.0f} s):")
@@ -335,7 +342,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"    {t:>9.2f}  {100 * row['detection_rate']:>8.1f} %  "
               f"{row['hands_per_image']:>11.2f}  {nohand['false_hands_per_image'][t]:>22.2f}")
     hg = score_hgcnn(predictor, args.realdata, config, args.match_iou,
-                     run.parse_frame_ids(args.hgcnn_frames))  # fmt: skip
+                     parse_frame_ids(args.hgcnn_frames))  # fmt: skip
     results["hgcnn_real"] = hg
     print(f"hand-graph-cnn photos, all left hands ({hg['photos']} photos, {hg['seconds']:.0f} s):")
     print(f"  detection                      {fmt(hg['detection_rate'])}")
@@ -366,7 +373,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             else:
                 cpu_model, _ = load_model(ckpt)
                 cpu_model = prepare_for_inference(cpu_model)
-                cpu_predictor = run.build_predictor(run_args, cpu_model, info, calibration)
+                cpu_predictor = build_predictor(run_args, cpu_model, info, calibration)
                 speed = onnx_speed(cpu_model, cpu_predictor, info, photo, args.threads, Path(tmp),
                                    args.onnx_iters)  # fmt: skip
                 results["onnx"] = speed

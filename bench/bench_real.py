@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 import run
+from utils.eval_cli import PRETRAINED_DIR
 
 # (PCK@0.2, AUC) of MediaPipe Hands 0.10.21 on the same frames (GT-box crop / full pipeline).
 MEDIAPIPE = {
@@ -76,7 +77,7 @@ def main() -> None:
             ("hgcnn_real", args.realdata, 1.2, None)]
     if (args.synth_root / "SYNTH" / "RHD").is_dir():
         rows.append(("synth", args.synth_root, 1.2, None))
-    print(f"checkpoint: {args.checkpoint or run.PRETRAINED_DIR}")
+    print(f"checkpoint: {args.checkpoint or PRETRAINED_DIR}")
     print(f"{'set':<12} {'box':>4} {'prec':>5} {'n':>5} {'PCK@0.2':>8} {'AUC':>6} {'dAUC':>7} "
           f"{'EPE px':>7}{'  flip PCK / AUC' if args.flip_test else ''}   MediaPipe PCK / AUC")
     for dataset, root, box, frames in rows:

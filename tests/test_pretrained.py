@@ -14,8 +14,9 @@ from models import ModelConfig, build_model, load_model
 from training.checkpoint import BEST_NAME, CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from training.export_pretrained import export
 from training.export_pretrained import main as export_main
+from utils.eval_cli import PRETRAINED_DIR
 
-PRETRAINED = run.PRETRAINED_DIR / BEST_NAME
+PRETRAINED = PRETRAINED_DIR / BEST_NAME
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 MAX_SHIPPED_BYTES = 10 * 1024 * 1024
 

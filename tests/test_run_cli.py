@@ -12,6 +12,7 @@ import datasets
 import run
 from models import ModelConfig, build_model
 from training.checkpoint import BEST_NAME, CHECKPOINT_VERSION, save_checkpoint
+from utils.eval_cli import build_parser
 from utils.eval_vis import dataset_record
 from utils.predictor import crop_affine
 
@@ -175,7 +176,7 @@ def test_corrupted_checkpoint(tmp_path, capsys):
 def test_parser_keeps_ancestor_flags():
     command = ("--batch_size 8 --fine_tune rhd --checkpoint checkpoints --data_root data --vis "
                "-j 4 -hgs 2 -hgb 1 -nj 21")  # fmt: skip
-    args = run.build_parser().parse_args(command.split())
+    args = build_parser().parse_args(command.split())
     assert (args.batch_size, args.fine_tune, args.workers, args.hg_stacks) == (8, "rhd", 4, 2)
     assert args.vis and args.split == "test" and not args.flip_test
 

@@ -19,6 +19,7 @@ from datasets.synthetic import generate
 from models import ModelConfig, build_model
 from tests.test_image_limits import png_declaring
 from training.checkpoint import BEST_NAME, CHECKPOINT_VERSION, save_checkpoint
+from utils import eval_cli
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +198,7 @@ def test_read_only_file_system_is_refused_before_evaluating(ckpt_dir: Path, tmp_
         raise OSError(errno.EROFS, "Read-only file system")
 
     root = synth_eval_root(tmp_path)
-    monkeypatch.setattr(run.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(eval_cli.tempfile, "TemporaryFile", read_only)
     assert run.main(eval_args(ckpt_dir, root, tmp_path, "-j", "0")) == 2
     err = capsys.readouterr()
     assert_one_line_error(err.err, f"output folder {tmp_path / 'eval'} is not writable "

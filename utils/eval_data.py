@@ -1,8 +1,8 @@
 """The data of an evaluation: a dataset split framed as the checkpoint's training framed its
 crops, its loader, and crops without a hand.
 
-`run.py` builds an `EvalDataConfig` from its flags; the errors are `EvalDataError`s (a
-ValueError) whose message says what is missing and how to get it.
+`utils.eval_cli.eval_data` builds an `EvalDataConfig` from run.py's flags; the errors are
+`EvalDataError`s (a ValueError) whose message says what is missing and how to get it.
 """
 
 from __future__ import annotations

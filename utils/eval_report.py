@@ -1,6 +1,6 @@
 """The evaluation report as text: metrics tables, the confidence block, the calibration fit.
 
-Pure formatting (no I/O): `run.py` prints what these return.
+Pure formatting (no I/O): run.py and its modes (`utils/eval_run.py`) print what these return.
 """
 
 from __future__ import annotations
