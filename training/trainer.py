@@ -1,7 +1,11 @@
 """A whole training run from a TrainConfig: data, model, optimiser, resume, epochs, files.
 
-`run_training(cfg)` is what `training/train_seednet_fastflow.py` calls. Files written to
-`cfg.checkpoint` (rank 0 only):
+`run_training(cfg)` is what `training/train_seednet_fastflow.py` calls. A training run reads
+top to bottom in `Trainer`: `setup` builds data, model, loss, optimiser and schedule;
+`restore` resumes a checkpoint, copies --init_weights or applies -se; `fit` runs the epochs
+(`train_epoch`, `validate`, `save_epoch`, `save`) within the time budget.
+`evaluate_checkpoint` is --evaluate_seednet_pth. Files written to `cfg.checkpoint` (rank 0
+only):
 
     config.yaml              resolved {'model': ModelConfig, 'train': TrainConfig}
     last.pth.tar             the latest resumable state (epoch ends, time-budget stop, and
@@ -75,6 +79,7 @@ from training.distributed import (
 )
 from training.engine import (
     EpochProgress,
+    EpochResult,
     TrainingDivergedError,
     evaluate,
     train_one_epoch,
@@ -596,87 +601,242 @@ def lock_checkpoint_folder(cfg: TrainConfig, info: DistInfo) -> RunLock | None:
 def _run(
     cfg: TrainConfig, info: DistInfo, device: torch.device, hooks: RunHooks, start: float
 ) -> TrainResult:
+    """This process's part of the run: seed, then evaluate a file or set up, restore, fit."""
     cfg = dataclasses.replace(cfg, device=str(device))
     warn_compat_flags(cfg, device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    out_dir = Path(cfg.checkpoint)
+    if cfg.evaluate_seednet_pth:
+        return evaluate_checkpoint(cfg, info, device)
+    trainer = Trainer.setup(cfg, info, device, hooks, start)
+    trainer.restore()
+    return trainer.fit()
 
-    resume_path = resolve_resume_path(cfg)
-    eval_only = bool(cfg.evaluate_seednet_pth)
-    ckpt = None
-    if eval_only:
-        ckpt = load_checkpoint(cfg.evaluate_seednet_pth)
-    elif resume_path is not None:
-        ckpt = load_checkpoint(resume_path)
-        check_resumable(ckpt, resume_path)
-        warn_config_drift(ckpt["config"].get("train", {}), cfg, resume_path)
-    elif info.is_main and (out_dir / LAST_NAME).is_file():
+
+def evaluate_checkpoint(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResult:
+    """--evaluate_seednet_pth: validate the file's weights once (engine.evaluate, i.e.
+    utils.evaluator) and log the row; nothing is written to -ckp."""
+    ckpt = load_checkpoint(cfg.evaluate_seednet_pth)
+    path = Path(cfg.evaluate_seednet_pth)
+    mcfg = model_config_of(ckpt, path)
+    ensure_synthetic(cfg, info)
+    val_loader = build_val_loader(cfg, build_split(cfg, mcfg, "val"), device)
+    model = new_model(mcfg, device)
+    load_weights(model, ckpt["model"], path)
+    val = evaluate(model, val_loader, is_main=info.is_main, max_batches=cfg.max_val_batches)
+    if info.is_main:
+        logger.info("validation of %s: %s", cfg.evaluate_seednet_pth,
+                    json.dumps(val.validation_row()))  # fmt: skip
+    return TrainResult(model, [val.validation_row()], val.metrics.auc, Path(cfg.checkpoint),
+                       False)  # fmt: skip
+
+
+def new_model(mcfg: ModelConfig, device: torch.device) -> HandFlowNet:
+    """A randomly initialised model (it draws from the seeded torch RNG) on `device`."""
+    # The config's memory format (channels_last by default) made training steps ~1.35x faster
+    # on CPU with identical results (bench/bench_models.py).
+    return set_memory_format(build_model(mcfg).to(device))
+
+
+def read_resume_checkpoint(
+    cfg: TrainConfig, info: DistInfo, path: Path | None
+) -> dict[str, Any] | None:
+    """The checkpoint to resume, checked to be resumable (warns when this run's options
+    change the optimisation path); None for a new run, which warns (rank 0) when -ckp already
+    holds a run that it will overwrite."""
+    if path is not None:
+        ckpt = load_checkpoint(path)
+        check_resumable(ckpt, path)
+        warn_config_drift(ckpt["config"].get("train", {}), cfg, path)
+        return ckpt
+    out_dir = Path(cfg.checkpoint)
+    if info.is_main and (out_dir / LAST_NAME).is_file():
         warnings.warn(
             f"{out_dir} already holds a run ({LAST_NAME}); starting a fresh one that "
             f"overwrites it (to continue it, pass --resume_seednet_pth {out_dir})",
             UserWarning,
             stacklevel=2,
         )
-    # A checkpoint carries its architecture; command-line model flags only shape new runs.
-    ckpt_path = Path(cfg.evaluate_seednet_pth) if eval_only else resume_path
-    source = None
-    if ckpt:
-        mcfg = model_config_of(ckpt, ckpt_path)
+    return None
+
+
+def run_model_config(
+    cfg: TrainConfig, ckpt: dict[str, Any] | None, resume_path: Path | None
+) -> tuple[ModelConfig, HandFlowNet | None]:
+    """The run's architecture, and the --init_weights model to copy weights from (or None).
+
+    A checkpoint carries its architecture; command-line model flags only shape new runs.
+    """
+    if ckpt is not None:
+        mcfg = model_config_of(ckpt, resume_path)
         if cfg.init_weights:
             logger.info("--init_weights %s ignored: resuming %s", cfg.init_weights, resume_path)
-    elif cfg.init_weights:
+        return mcfg, None
+    if cfg.init_weights:
         source, mcfg = init_source(cfg)
-    else:
-        mcfg = model_config_from(cfg)
+        return mcfg, source
+    return model_config_from(cfg), None
 
-    ensure_synthetic(cfg, info)
-    val_loader = build_val_loader(cfg, build_split(cfg, mcfg, "val"), device)
-    # The config's memory format (channels_last by default) made training steps ~1.35x faster
-    # on CPU with identical results (bench/bench_models.py).
-    model = set_memory_format(build_model(mcfg).to(device))
-    if eval_only:
-        load_weights(model, ckpt["model"], ckpt_path)
-        val = evaluate(model, val_loader, is_main=info.is_main, max_batches=cfg.max_val_batches)
-        if info.is_main:
-            logger.info("validation of %s: %s", cfg.evaluate_seednet_pth,
-                        json.dumps(val.validation_row()))  # fmt: skip
-        return TrainResult(model, [val.validation_row()], val.metrics.auc, out_dir, False)
 
-    train_loader, sampler = build_train_loader(
-        cfg, build_split(cfg, mcfg, "train"), info, device
-    )
-    if source is not None:
-        report = init_from(model, source.to(device), cfg.init_weights)
-        logger.info("initialised from %s: copied %s; new (as initialised) %s; not used %s",
-                    cfg.init_weights, report.copied, report.fresh or "none",
-                    report.dropped or "none")  # fmt: skip
-    criterion = HandFlowCriterion(loss_weights(cfg, mcfg))
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-    )
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Adam with --learning-rate and --weight_decay."""
+    return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate,
+                            weight_decay=cfg.weight_decay)  # fmt: skip
+
+
+def build_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """--lr_schedule: cosine over --epochs down to 1 % of the rate, or StepLR (the
+    ancestor's: x --gamma every --lr_decay_step epochs)."""
     if cfg.lr_schedule == "cosine":
-        scheduler: torch.optim.lr_scheduler.LRScheduler = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs,
-                                                       eta_min=0.01 * cfg.learning_rate))
-    else:
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_decay_step, cfg.gamma)
-    scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs,
+                                                          eta_min=0.01 * cfg.learning_rate)
+    return torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_decay_step, cfg.gamma)
 
-    state = RunState(epoch=cfg.start_epoch)
-    if ckpt is not None:
-        load_weights(model, ckpt["model"], ckpt_path)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        for name, (loaded, applied) in apply_optimiser_options(optimizer, scheduler, cfg).items():
+
+def epoch_row(state: RunState, result: EpochResult, steps_per_epoch: int) -> dict[str, Any]:
+    """The training columns of the metrics.jsonl row of the epoch just trained (a partial
+    one when the time budget stopped it); call before `state` counts the epoch as done."""
+    stopped = result.stopped
+    return {
+        "epoch": state.epoch + (0 if stopped else 1),
+        "epoch_float": round(state.epoch + result.progress.step / steps_per_epoch, 3),
+        "step": result.progress.step if stopped else 0,
+        "partial": stopped,
+        "global_step": state.global_step,
+        "skipped_steps": result.progress.skipped_steps,
+        **{f"train_{k}": v for k, v in result.losses.items()},
+    }
+
+
+@dataclass
+class Trainer:
+    """One training run on this process: `setup` builds its parts, `restore` sets where it
+    starts, `fit` trains epoch by epoch (`train_epoch`, `validate`, `save_epoch`).
+
+    Every process builds the same Trainer and makes the same collective calls in the same
+    order (any_process, barrier, sync_buffers, the broadcast inside engine.evaluate); only
+    rank 0 writes files.
+
+    Attributes:
+        cfg: the run's options (the device resolved).
+        info: this process's rank and the world size.
+        device: where the model trains.
+        hooks: the test callbacks.
+        start: time.monotonic() when run_training began (the time budget counts from it).
+        mcfg: the architecture (the resumed checkpoint's, --init_weights', or the flags').
+        resume_path: the checkpoint file to resume (None: a new run).
+        ckpt: its contents, checked to be resumable (None: a new run).
+        source: the --init_weights model whose weights `restore` copies (None: none).
+        model: the bare model.
+        ddp_model: the model that trains: `model`, DDP-wrapped by `fit` under torchrun.
+        train_loader: the training batches (seeded order, sharded, resumable).
+        sampler: its sampler (epoch and resume position).
+        val_loader: the whole validation split in order.
+        criterion: the weighted loss terms.
+        optimizer: Adam.
+        scheduler: the learning-rate schedule (one step per completed epoch).
+        scaler: the AMP gradient scaler (None without --amp on CUDA).
+        state: the counters and history saved in every checkpoint.
+        saved_at_step: global step of the latest last.pth.tar (same on every process).
+        last_val_s: seconds of the latest validation (the time budget keeps room for one
+            more).
+    """
+
+    cfg: TrainConfig
+    info: DistInfo
+    device: torch.device
+    hooks: RunHooks
+    start: float
+    mcfg: ModelConfig
+    resume_path: Path | None
+    ckpt: dict[str, Any] | None
+    source: HandFlowNet | None
+    model: HandFlowNet
+    ddp_model: torch.nn.Module
+    train_loader: DataLoader
+    sampler: ResumableSampler
+    val_loader: DataLoader
+    criterion: HandFlowCriterion
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    state: RunState
+    saved_at_step: int = -1
+    last_val_s: float = 0.0
+
+    @property
+    def out_dir(self) -> Path:
+        """The checkpoint folder (-ckp)."""
+        return Path(self.cfg.checkpoint)
+
+    @classmethod
+    def setup(
+        cls, cfg: TrainConfig, info: DistInfo, device: torch.device, hooks: RunHooks,
+        start: float,
+    ) -> Trainer:  # fmt: skip
+        """Build the run's parts, in this order (the model's initialisation draws from the
+        seeded torch RNG): the checkpoint to resume and the architecture, the data (the
+        synthetic set generated when missing), the model, loss, optimiser, learning-rate
+        schedule and AMP scaler. Nothing is restored yet."""
+        resume_path = resolve_resume_path(cfg)
+        ckpt = read_resume_checkpoint(cfg, info, resume_path)
+        mcfg, source = run_model_config(cfg, ckpt, resume_path)
+        ensure_synthetic(cfg, info)
+        val_loader = build_val_loader(cfg, build_split(cfg, mcfg, "val"), device)
+        model = new_model(mcfg, device)
+        train_loader, sampler = build_train_loader(
+            cfg, build_split(cfg, mcfg, "train"), info, device
+        )
+        criterion = HandFlowCriterion(loss_weights(cfg, mcfg))
+        optimizer = build_optimizer(cfg, model)
+        return cls(
+            cfg=cfg, info=info, device=device, hooks=hooks, start=start, mcfg=mcfg,
+            resume_path=resume_path, ckpt=ckpt, source=source, model=model, ddp_model=model,
+            train_loader=train_loader, sampler=sampler, val_loader=val_loader,
+            criterion=criterion, optimizer=optimizer,
+            scheduler=build_scheduler(cfg, optimizer),
+            scaler=torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None,
+            state=RunState(epoch=cfg.start_epoch),
+        )  # fmt: skip
+
+    def restore(self) -> None:
+        """Set where training starts: a resumed run everything from its checkpoint (`resume`);
+        a new run the --init_weights model's weights and, with the ancestor's -se, a later
+        point in the learning-rate schedule."""
+        cfg = self.cfg
+        if self.ckpt is not None:
+            self.resume(self.ckpt)
+            return
+        if self.source is not None:
+            report = init_from(self.model, self.source.to(self.device), cfg.init_weights)
+            logger.info("initialised from %s: copied %s; new (as initialised) %s; not used %s",
+                        cfg.init_weights, report.copied, report.fresh or "none",
+                        report.dropped or "none")  # fmt: skip
+        if cfg.start_epoch:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                for _ in range(cfg.start_epoch):
+                    self.scheduler.step()
+
+    def resume(self, ckpt: dict[str, Any]) -> None:
+        """Load weights, optimiser, scheduler (this run's optimiser options applied over
+        them), AMP scaler, counters, history and RNG states from a resumable checkpoint."""
+        path = self.resume_path
+        load_weights(self.model, ckpt["model"], path)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        changes = apply_optimiser_options(self.optimizer, self.scheduler, self.cfg)
+        for name, (loaded, applied) in changes.items():
             logger.info("resume: %s %s in %s -> %s from this run's options (learning rate now "
-                        "%g)", name, loaded, resume_path, applied,
-                        optimizer.param_groups[0]["lr"])  # fmt: skip
-        if scaler is not None and ckpt.get("scaler") is not None:
-            scaler.load_state_dict(ckpt["scaler"])
+                        "%g)", name, loaded, path, applied,
+                        self.optimizer.param_groups[0]["lr"])  # fmt: skip
+        if self.scaler is not None and ckpt.get("scaler") is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
         metrics = ckpt["metrics"]
-        state = RunState(
+        self.state = RunState(
             epoch=int(ckpt["epoch"]),
             progress=EpochProgress.from_dict(ckpt["progress"]),
             global_step=int(metrics["global_step"]),
@@ -684,66 +844,109 @@ def _run(
             best_val_auc=float(metrics["best_val_auc"]),
         )
         restore_rng_state(ckpt["rng"])
-        logger.info(
-            "resumed %s at epoch %d step %d", resume_path, state.epoch, state.progress.step
-        )
-    elif cfg.start_epoch:
-        # The ancestor's -se: start later in the learning-rate schedule.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-            for _ in range(cfg.start_epoch):
-                scheduler.step()
+        logger.info("resumed %s at epoch %d step %d", path, self.state.epoch,
+                    self.state.progress.step)  # fmt: skip
 
-    ddp_model: torch.nn.Module = model
-    if info.is_distributed:
-        ddp_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_config(out_dir, cfg, mcfg)
+    def fit(self) -> TrainResult:
+        """Train until --epochs or the time budget.
 
-    saved_at_step = -1  # global step of the latest last.pth.tar (same on every process)
-
-    def save(name: str) -> None:
-        nonlocal saved_at_step
-        if name == LAST_NAME:
-            saved_at_step = state.global_step
-        check_finite_training_state(ddp_model, optimizer, out_dir / name, device)
-        if info.is_main:
-            save_checkpoint(
-                checkpoint_state(state, ddp_model, optimizer, scheduler, scaler, cfg, mcfg),
-                out_dir / name,
+        DDP-wraps the model, writes config.yaml, validates the untrained model (a new run
+        with --val_before_training), then per epoch: train, count the epoch as done (unless
+        the budget cut it short), validate, save, rewrite metrics.jsonl.
+        """
+        cfg, info, state = self.cfg, self.info, self.state
+        if info.is_distributed:
+            self.ddp_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
+        if info.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_config(self.out_dir, cfg, self.mcfg)
+        # Reserve for the final validation: the last measured one (a resumed run knows it too).
+        self.last_val_s = float(state.history[-1].get("val_seconds", 0.0)) if state.history else 0.0
+        if self.ckpt is None and cfg.val_before_training:
+            self.validate({"epoch": state.epoch, "epoch_float": float(state.epoch), "step": 0})
+            if info.is_main:
+                write_metrics(self.out_dir, state.history)
 
-    # Time budget: stop early enough to validate and save once more.
-    budget_s = cfg.time_budget_min * 60.0 if cfg.time_budget_min is not None else None
-    # Reserve for the final validation: the last measured one (a resumed run knows it too).
-    last_val_s = float(state.history[-1].get("val_seconds", 0.0)) if state.history else 0.0
+        steps_per_epoch = len(self.train_loader)
+        if cfg.max_steps_per_epoch is not None:
+            steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+        stopped = False
+        while state.epoch < cfg.epochs and not stopped:
+            steps_before = state.progress.step
+            result = self.train_epoch()
+            stopped = result.stopped
+            if (stopped and result.progress.step == steps_before
+                    and self.saved_at_step == state.global_step):  # fmt: skip
+                break  # out of time before any step: the last validation and checkpoint stand
+            row = epoch_row(state, result, steps_per_epoch)
+            if not stopped:
+                self.scheduler.step()
+                state.epoch += 1
+                state.progress = EpochProgress()
+            val = self.validate(row)
+            self.save_epoch(val.metrics.auc, epoch_done=not stopped)
+            if info.is_main:
+                write_metrics(self.out_dir, state.history)
+        if stopped and info.is_main:
+            logger.info(
+                "time budget of %.1f min used after %.1f min: stopped at epoch %d step %d "
+                "(resume with --resume_seednet_pth %s)",
+                cfg.time_budget_min, self.elapsed() / 60, state.epoch, state.progress.step,
+                self.out_dir,
+            )  # fmt: skip
+        barrier()
+        return TrainResult(self.model, state.history, state.best_val_auc, self.out_dir, stopped)
 
-    def elapsed() -> float:
-        return time.monotonic() - start
+    def train_epoch(self) -> EpochResult:
+        """Train the current epoch from its saved position to its end, or until the time
+        budget stops it; then sync the buffers (BatchNorm statistics) across processes."""
+        cfg, state = self.cfg, self.state
+        self.sampler.set_epoch(state.epoch, skip=state.progress.step * cfg.train_batch)
+        result = train_one_epoch(
+            self.ddp_model, self.criterion, self.train_loader, self.optimizer,
+            device=self.device, epoch=state.epoch, progress=state.progress,
+            max_steps=cfg.max_steps_per_epoch, grad_clip=cfg.grad_clip, scaler=self.scaler,
+            max_nonfinite_steps=cfg.max_nonfinite_steps, should_stop=self.out_of_time,
+            bf16=cfg.precision == "bf16",
+            after_step=self.after_step, show_progress=self.info.is_main,
+        )  # fmt: skip
+        sync_buffers(self.ddp_model)
+        return result
 
-    def out_of_time() -> bool:
-        over = budget_s is not None and elapsed() + 1.5 * last_val_s + 5.0 >= budget_s
-        return any_process(over, device)
+    def after_step(self, progress: EpochProgress) -> None:
+        """Count an optimisation step (`progress` is `state.progress`, already advanced);
+        every --save_every_steps steps save last.pth.tar; then call the test hook."""
+        self.state.global_step += 1
+        if self.cfg.save_every_steps and self.state.global_step % self.cfg.save_every_steps == 0:
+            self.save(LAST_NAME)
+        if self.hooks.after_step is not None:
+            self.hooks.after_step(self.state.epoch, self.state.global_step)
 
-    def after_step(progress: EpochProgress) -> None:
-        state.global_step += 1
-        if cfg.save_every_steps and state.global_step % cfg.save_every_steps == 0:
-            save(LAST_NAME)
-        if hooks.after_step is not None:
-            hooks.after_step(state.epoch, state.global_step)
+    def elapsed(self) -> float:
+        """Seconds since run_training began."""
+        return time.monotonic() - self.start
 
-    def validate_and_log(row: dict[str, Any]) -> EvalResult:
-        nonlocal last_val_s
-        val = evaluate(ddp_model, val_loader, is_main=info.is_main,
-                       max_batches=cfg.max_val_batches, show_progress=info.is_main)
-        last_val_s = val.seconds
+    def out_of_time(self) -> bool:
+        """The time budget says stop (on any process, so all stop at the same step): early
+        enough to validate and save once more."""
+        budget_min = self.cfg.time_budget_min
+        over = (budget_min is not None
+                and self.elapsed() + 1.5 * self.last_val_s + 5.0 >= budget_min * 60.0)  # fmt: skip
+        return any_process(over, self.device)
+
+    def validate(self, row: dict[str, Any]) -> EvalResult:
+        """Validate the model, complete `row` (validation columns, learning rate, elapsed
+        time), append it to the history and log it."""
+        info = self.info
+        val = evaluate(self.ddp_model, self.val_loader, is_main=info.is_main,
+                       max_batches=self.cfg.max_val_batches, show_progress=info.is_main)
+        self.last_val_s = val.seconds
         row.update(val.validation_row())
-        row["lr"] = optimizer.param_groups[0]["lr"]
-        row["elapsed_s"] = round(elapsed(), 2)
-        state.history.append(row)
+        row["lr"] = self.optimizer.param_groups[0]["lr"]
+        row["elapsed_s"] = round(self.elapsed(), 2)
+        self.state.history.append(row)
         if info.is_main:
             logger.info(
                 "epoch %s: val AUC %.4f PCK@0.2 %.4f EPE %.2f px%s", row["epoch_float"],
@@ -752,58 +955,28 @@ def _run(
             )  # fmt: skip
         return val
 
-    if ckpt is None and cfg.val_before_training:
-        validate_and_log({"epoch": state.epoch, "epoch_float": float(state.epoch), "step": 0})
-        if info.is_main:
-            write_metrics(out_dir, state.history)
-
-    steps_per_epoch = len(train_loader)
-    if cfg.max_steps_per_epoch is not None:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    stopped = False
-    while state.epoch < cfg.epochs and not stopped:
-        sampler.set_epoch(state.epoch, skip=state.progress.step * cfg.train_batch)
-        steps_before = state.progress.step
-        result = train_one_epoch(
-            ddp_model, criterion, train_loader, optimizer,
-            device=device, epoch=state.epoch, progress=state.progress,
-            max_steps=cfg.max_steps_per_epoch, grad_clip=cfg.grad_clip, scaler=scaler,
-            max_nonfinite_steps=cfg.max_nonfinite_steps, should_stop=out_of_time,
-            bf16=cfg.precision == "bf16",
-            after_step=after_step, show_progress=info.is_main,
-        )  # fmt: skip
-        sync_buffers(ddp_model)
-        stopped = result.stopped
-        if stopped and result.progress.step == steps_before and saved_at_step == state.global_step:
-            break  # out of time before any step: the last validation and checkpoint stand
-        row: dict[str, Any] = {
-            "epoch": state.epoch + (0 if stopped else 1),
-            "epoch_float": round(state.epoch + result.progress.step / steps_per_epoch, 3),
-            "step": result.progress.step if stopped else 0,
-            "partial": stopped,
-            "global_step": state.global_step,
-            "skipped_steps": result.progress.skipped_steps,
-            **{f"train_{k}": v for k, v in result.losses.items()},
-        }
-        if not stopped:
-            scheduler.step()
-            state.epoch += 1
-            state.progress = EpochProgress()
-        val = validate_and_log(row)
-        is_best = val.metrics.auc > state.best_val_auc
-        state.best_val_auc = max(state.best_val_auc, val.metrics.auc)
-        save(LAST_NAME)
+    def save_epoch(self, auc: float, *, epoch_done: bool) -> None:
+        """After a validation with this AUC: last.pth.tar, the best model when the AUC beats
+        the best so far, and a snapshot every --snapshot completed epochs."""
+        cfg, state = self.cfg, self.state
+        is_best = auc > state.best_val_auc
+        state.best_val_auc = max(state.best_val_auc, auc)
+        self.save(LAST_NAME)
         if is_best:
-            save(BEST_NAME)
-        if not stopped and cfg.snapshot and state.epoch % cfg.snapshot == 0:
-            save(snapshot_name(cfg.saved_prefix, state.epoch))
-        if info.is_main:
-            write_metrics(out_dir, state.history)
-    if stopped and info.is_main:
-        logger.info(
-            "time budget of %.1f min used after %.1f min: stopped at epoch %d step %d "
-            "(resume with --resume_seednet_pth %s)",
-            cfg.time_budget_min, elapsed() / 60, state.epoch, state.progress.step, out_dir,
-        )  # fmt: skip
-    barrier()
-    return TrainResult(model, state.history, state.best_val_auc, out_dir, stopped)
+            self.save(BEST_NAME)
+        if epoch_done and cfg.snapshot and state.epoch % cfg.snapshot == 0:
+            self.save(snapshot_name(cfg.saved_prefix, state.epoch))
+
+    def save(self, name: str) -> None:
+        """Write the training state to -ckp/`name` (rank 0), after every process checked
+        that weights and optimiser values are finite (TrainingDivergedError otherwise)."""
+        if name == LAST_NAME:
+            self.saved_at_step = self.state.global_step
+        check_finite_training_state(self.ddp_model, self.optimizer, self.out_dir / name,
+                                    self.device)  # fmt: skip
+        if self.info.is_main:
+            save_checkpoint(
+                checkpoint_state(self.state, self.ddp_model, self.optimizer, self.scheduler,
+                                 self.scaler, self.cfg, self.mcfg),
+                self.out_dir / name,
+            )  # fmt: skip
