@@ -35,41 +35,21 @@ from pathlib import Path
 
 import torch
 
-from datasets.base import DatasetLayoutError, ImageReadError
 from models import CheckpointInfo
 from models.export_onnx import OnnxExportError, export_onnx
-from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from utils.checkpoint_io import CheckpointError
 from utils.demo_run import build_predictor, check_demo_images, run_demo
 from utils.errors import report_user_error
 from utils.eval_checkpoint import load_for_inference
 from utils.eval_cli import CliError, build_parser, check_output_folder, validate_args
-from utils.eval_report import format_calibration_fit
-from utils.eval_run import calibrate_on_split, run_eval
-from utils.jsonio import write_json
+from utils.eval_run import run_calibrate, run_eval
+from utils.image_io import DatasetLayoutError, ImageReadError
 
 # Errors whose message names the file and the problem: printed as one `error:` line, exit
 # code 2 (`--debug` adds the traceback). ValueError covers malformed annotations and refused
 # values, OSError missing, undecodable or unwritable files, UnpicklingError bad pickles.
 USER_ERRORS = (CliError, CheckpointError, DatasetLayoutError, ImageReadError, ValueError,
                OSError, pickle.UnpicklingError, OnnxExportError)  # fmt: skip
-
-
-def run_calibrate(args: argparse.Namespace, model: torch.nn.Module, info: CheckpointInfo,
-                  out: Path) -> int:  # fmt: skip
-    """--calibrate: fit the calibration on --split and store it in the checkpoint file.
-
-    The store is here, not in `utils.eval_run`, because the checkpoint writer is
-    `training.checkpoint`'s and the library in `utils/` does not import `training`.
-    """
-    fit = calibrate_on_split(args, model, info)
-    path = info.checkpoint
-    ckpt = load_checkpoint(path)
-    ckpt["calibration"] = fit.calibration.to_dict()
-    save_checkpoint(ckpt, path)
-    write_json(out / "calibration.json", fit.to_dict())
-    print(format_calibration_fit(fit))
-    print(f"stored the calibration in {path} and wrote {out / 'calibration.json'}")
-    return 0
 
 
 def run_export(args: argparse.Namespace, model: torch.nn.Module, info: CheckpointInfo) -> int:

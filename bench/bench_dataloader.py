@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets import build_dataset  # noqa: E402
 from datasets.rhd import RHDReader  # noqa: E402
-from datasets.transforms import crop_to_original  # noqa: E402
+from utils.crop import crop_to_original  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_FRAMES = range(136)

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 import datasets
-from datasets.base import choose_hand, read_image_rgb, read_label_image
+from datasets.base import choose_hand
 from datasets.negatives import render_background_crop
 from models import CheckpointInfo, load_model, prepare_for_inference
 from utils.confidence import Calibration
@@ -62,6 +62,7 @@ from utils.eval_cli import (
     parse_frame_ids,
     validate_args,
 )
+from utils.image_io import read_image_rgb, read_label_image
 from utils.localize import DetectConfig, Detection, box_iou, detect_hands, select_hands
 from utils.metrics import gt_bbox_size, pck_from_errors
 from utils.predictor import Predictor, choose_side, points_box_xywh

@@ -21,7 +21,11 @@ import numpy as np
 import scipy.io as sio
 from PIL import Image
 
-from datasets.joints import (
+from datasets.render import decode_depth_rhd
+from datasets.stb_calibration import SK_COLOR_K, sk_depth_to_color
+from datasets.synthetic import generate
+from utils.geometry import project_points, rescale_px
+from utils.joints import (
     BONES,
     NUM_JOINTS,
     RHD_LEFT_ROWS,
@@ -31,10 +35,6 @@ from datasets.joints import (
     joint_color_rgb,
     stb_palm_to_wrist,
 )
-from datasets.render import decode_depth_rhd
-from datasets.stb_calibration import SK_COLOR_K, sk_depth_to_color
-from datasets.synthetic import generate
-from utils.geometry import project_points, rescale_px
 from utils.safe_pickle import restricted_load
 
 TILE = 240

@@ -28,7 +28,7 @@ import numpy as np
 
 import run
 from bench.bench_detect import write_panning_clip
-from datasets.base import read_image_rgb
+from utils.image_io import read_image_rgb
 
 PHOTO = Path("assets/examples/two_hands.jpg")
 EXAMPLES = Path("assets/examples")

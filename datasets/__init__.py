@@ -5,7 +5,7 @@ Entry points:
 * `build_dataset(name, data_root, split, *, train_aug, ...)` -> `HandDataset` (a torch
   Dataset of sample dicts; keys documented in `datasets.base`).
 * `build_datasets(names, data_root, split, *, train_aug, ...)` -> `MixedDataset` of several.
-* `datasets.transforms.crop_to_original(kp2d_px, affine)` maps crop-pixel predictions back
+* `utils.crop.crop_to_original(kp2d_px, affine)` maps crop-pixel predictions back
   into the original image with a sample's ``affine``.
 
 Names and where they are read from (``data_root`` is the folder holding them):
@@ -33,12 +33,9 @@ import numpy as np
 
 from datasets.base import (
     SAMPLE_KEYS,
-    AnnotationFormatError,
-    DatasetLayoutError,
     FrameRecord,
     HandAnnotation,
     HandDataset,
-    ImageReadError,
     MixedDataset,
     WeightedMixture,
     train_val_indices,
@@ -48,8 +45,10 @@ from datasets.coco import COCOReader, source_name
 from datasets.hgcnn import HGCNNRealReader
 from datasets.rhd import RHD_PIXEL_OFFSET, SPLIT_FOLDERS, RHDReader
 from datasets.stb import TEST_SEQUENCES, TRAIN_SEQUENCES, STBReader
-from datasets.transforms import AugmentConfig, CropConfig, crop_to_original
+from datasets.transforms import AugmentConfig, CropConfig
+from utils.crop import crop_to_original
 from utils.heatmap import HEATMAP_STRIDE, HeatmapCodec
+from utils.image_io import AnnotationFormatError, DatasetLayoutError, ImageReadError
 
 __all__ = [
     "SAMPLE_KEYS", "AnnotationFormatError", "AugmentConfig", "CropConfig", "DatasetLayoutError",

@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from datasets.base import AnnotationFormatError, DatasetLayoutError, FrameRecord, HandAnnotation
-from datasets.joints import NUM_JOINTS, RHD_TO_CANONICAL
+from datasets.base import FrameRecord, HandAnnotation
+from utils.image_io import AnnotationFormatError, DatasetLayoutError
+from utils.joints import NUM_JOINTS, RHD_TO_CANONICAL
 
 KEYPOINT_ORDERS: dict[str, tuple[int, ...]] = {
     "canonical": tuple(range(NUM_JOINTS)),

@@ -8,7 +8,7 @@ the middle finger, +x towards the thumb (radial side), +z out of the palm (palm 
 ``x cross y``). Fingers flex towards +z. A LEFT hand is the mirror image (x -> -x), so
 both hands share one pose model.
 
-Joints are in the canonical order of `datasets.joints` (0 wrist, thumb, index, middle,
+Joints are in the canonical order of `utils.joints` (0 wrist, thumb, index, middle,
 ring, pinky, each from the palm outwards).
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datasets.joints import FINGER_JOINTS, FINGERS, NUM_JOINTS
+from utils.joints import FINGER_JOINTS, FINGERS, NUM_JOINTS
 
 HAND_SIDES = ("left", "right")
 

@@ -26,15 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.base import (
-    AnnotationFormatError,
-    DatasetLayoutError,
-    FrameRecord,
-    HandAnnotation,
-    read_mat,
-)
-from datasets.joints import NUM_JOINTS
+from datasets.base import FrameRecord, HandAnnotation
 from utils.geometry import project_points
+from utils.image_io import AnnotationFormatError, DatasetLayoutError, read_mat
+from utils.joints import NUM_JOINTS
 
 CROP_SIZE = 256
 LAYOUT = (

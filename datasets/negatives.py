@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datasets.base import DatasetLayoutError, read_image_rgb
 from datasets.coco import COCOReader, resolve_annotation_file, source_name
 from datasets.render import make_background
 from datasets.synthetic import RHD_SIZE, camera_finish
+from utils.image_io import DatasetLayoutError, read_image_rgb
 
 BOX_FACTOR = 1.2  # hand boxes are enlarged like MMPose's PCK box before excluding them
 MAX_BLACK_FRACTION = 0.01

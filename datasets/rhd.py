@@ -40,15 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.base import (
-    AnnotationFormatError,
-    DatasetLayoutError,
-    FrameRecord,
-    HandAnnotation,
-    read_mat,
-)
+from datasets.base import FrameRecord, HandAnnotation
 from datasets.cache import CacheDir, cached_arrays
-from datasets.joints import RHD_LEFT_ROWS, RHD_RIGHT_ROWS, RHD_TO_CANONICAL
+from utils.image_io import AnnotationFormatError, DatasetLayoutError, read_mat
+from utils.joints import RHD_LEFT_ROWS, RHD_RIGHT_ROWS, RHD_TO_CANONICAL
 from utils.safe_pickle import restricted_load
 
 # Added to RHD's (u, v) labels and principal point to reach OpenCV's pixel convention

@@ -4,7 +4,7 @@ Cameras: 'SK' (Intel SR300 colour images; labels in the depth camera's frame, co
 the colour camera with `datasets.stb_calibration.sk_depth_to_color`; BiHand's protocol) or
 the Bumblebee stereo pair 'BB' (both views), 'BB_left', 'BB_right' (labels in the left
 camera's frame; Zimmermann & Brox's protocol). STB's palm centre is replaced by a wrist
-estimate (`datasets.joints.stb_palm_to_wrist`, or another ``wrist_fn``). All hands are left
+estimate (`utils.joints.stb_palm_to_wrist`, or another ``wrist_fn``). All hands are left
 hands, so every sample is mirrored. 2D labels are the projections of the 3D labels with the
 calibrated intrinsics. ``pixel_offset`` defaults to 0, i.e. we assume the calibration used
 OpenCV's convention (as the common MATLAB calibration toolbox does: pixel centres at integer
@@ -28,17 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.base import (
-    AnnotationFormatError,
-    DatasetLayoutError,
-    FrameRecord,
-    HandAnnotation,
-    read_mat,
-)
+from datasets.base import FrameRecord, HandAnnotation
 from datasets.cache import CacheDir, cached_arrays
-from datasets.joints import NUM_JOINTS, STB_TO_CANONICAL, stb_palm_to_wrist
 from datasets.stb_calibration import BB_K, SK_COLOR_K, bb_left_to_right, sk_depth_to_color
 from utils.geometry import project_points
+from utils.image_io import AnnotationFormatError, DatasetLayoutError, read_mat
+from utils.joints import NUM_JOINTS, STB_TO_CANONICAL, stb_palm_to_wrist
 
 SEQUENCES: tuple[str, ...] = tuple(f"B{i}{kind}" for i in range(1, 7)
                                    for kind in ("Counting", "Random"))

@@ -41,7 +41,7 @@ Random. Each sequence is one person (shape, skin, sleeve, scene) in a fixed room
 hand per frame. Images are rendered with the SK colour intrinsics; labels are the joints in
 the SK *depth* camera frame (`datasets.stb_calibration.sk_color_to_depth`) in STB order
 (0 palm centre, then pinky, ring, middle, index, thumb, each MCP -> tip); the palm centre
-is ``mcp + (wrist - mcp) / 2.2`` (middle MCP), so `datasets.joints.stb_palm_to_wrist`
+is ``mcp + (wrist - mcp) / 2.2`` (middle MCP), so `utils.joints.stb_palm_to_wrist`
 recovers the rendered wrist.
 
 Determinism: every sample draws from ``numpy.random.default_rng([seed, stream, index])``
@@ -73,14 +73,6 @@ from datasets.hand_model import (
     sample_pose,
     sample_shape,
 )
-from datasets.joints import (
-    FINGER_JOINTS,
-    FINGERS,
-    NUM_JOINTS,
-    RHD_TO_CANONICAL,
-    STB_TO_CANONICAL,
-    invert_order,
-)
 from datasets.render import (
     Buffers,
     Light,
@@ -98,6 +90,14 @@ from datasets.stb_calibration import IMAGE_SIZE_WH as STB_SIZE_WH
 from datasets.stb_calibration import SK_COLOR_K, sk_color_to_depth
 from utils.atomic import write_bytes_atomic
 from utils.geometry import intrinsics, project_points
+from utils.joints import (
+    FINGER_JOINTS,
+    FINGERS,
+    NUM_JOINTS,
+    RHD_TO_CANONICAL,
+    STB_TO_CANONICAL,
+    invert_order,
+)
 from utils.progress import progress_bar
 
 DIFFICULTIES = ("easy", "hard")
@@ -607,7 +607,7 @@ def stb_hand_para_mm(joints_color_m: np.ndarray) -> np.ndarray:
     """Canonical colour-camera joints (21, 3) m -> STB label rows (21, 3) mm, depth frame.
 
     Row 0 becomes the palm centre ``mcp + (wrist - mcp) / 2.2`` (middle MCP), the inverse
-    of `datasets.joints.stb_palm_to_wrist`.
+    of `utils.joints.stb_palm_to_wrist`.
     """
     joints = joints_color_m * 1000.0
     out = joints.copy()

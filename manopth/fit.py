@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from datasets.joints import BONES
 from manopth import lbs
 from manopth.manolayer import ManoLayer, ManoOutput
 from manopth.projection import (
@@ -39,6 +38,7 @@ from manopth.projection import (
     perspective_project,
     reprojection_error_px,
 )
+from utils.joints import BONES
 
 # Translation variables are in centimetres: in metres the problem is badly conditioned
 # (1 m moves keypoints by ~1000 px, 1 rad of finger pose by ~50 px).

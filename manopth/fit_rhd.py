@@ -26,13 +26,13 @@ import numpy as np
 import scipy.io
 import torch
 
-from datasets.base import read_image_rgb
-from datasets.joints import RHD_LEFT_ROWS, RHD_RIGHT_ROWS, RHD_TO_CANONICAL
 from manopth.fit import FitConfig, FitResult, fit_mano_to_keypoints
 from manopth.loader import ManoFileError
 from manopth.manolayer import ManoLayer
 from manopth.synthetic_model import synthetic_mano_model
 from utils.geometry import rescale_px
+from utils.image_io import read_image_rgb
+from utils.joints import RHD_LEFT_ROWS, RHD_RIGHT_ROWS, RHD_TO_CANONICAL
 from utils.vis import draw_skeleton
 
 

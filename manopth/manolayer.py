@@ -5,7 +5,7 @@ The module only holds the model arrays as buffers and calls the pure functions o
 they differ, a no-op when they already match, e.g. after ``layer.to(device, dtype)``).
 
 Outputs are in metres; joints come in the project's canonical 21-joint order
-(`datasets.joints`): MANO's 16 skeleton joints reordered, plus five fingertip vertices.
+(`utils.joints`): MANO's 16 skeleton joints reordered, plus five fingertip vertices.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from datasets.joints import MANO_TO_CANONICAL
 from manopth import lbs
 from manopth.loader import (
     NUM_BETAS,
@@ -30,6 +29,7 @@ from manopth.loader import (
     load_mano,
     mano_model_path,
 )
+from utils.joints import MANO_TO_CANONICAL
 
 # Fingertip vertex ids of the MANO mesh (manopth's choice), thumb, index, middle, ring, pinky.
 DEFAULT_TIP_VERTEX_IDS: tuple[int, int, int, int, int] = (745, 317, 444, 556, 673)

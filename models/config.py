@@ -44,7 +44,7 @@ class ModelConfig:
     # --- SeedNet (BiHand's bisected stacked hourglass) ---
     nstacks: int = 2  # hourglass stacks; every stack is supervised
     nblocks: int = 1  # bottleneck blocks per residual
-    njoints: int = 21  # heatmap channels (canonical 21-joint order, datasets/joints.py)
+    njoints: int = 21  # heatmap channels (canonical 21-joint order, utils/joints.py)
     channels: int = 256  # hourglass feature channels; the stem uses channels/4 and channels/2
     hg_depth: int = 4  # hourglass levels (each halves the resolution once)
     input_size: int = 256  # square input side in pixels (must be divisible by 4 * 2**hg_depth)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.predictor import (
+from models.runtime import (
     ONNX_INPUT,
     ONNX_META_CALIBRATION,
     ONNX_META_DATA,

@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 
 from models import ModelConfig
+from models.runtime import RawOutput
 from utils.heatmap import HeatmapCodec
-from utils.predictor import Predictor, RawOutput
+from utils.predictor import Predictor
 
 # 21 keypoints as fractions of the red box: its four corners first, the rest inside.
 _FRACTIONS = np.concatenate([

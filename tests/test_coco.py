@@ -20,9 +20,9 @@ from datasets import (
     WeightedMixture,
     build_dataset,
 )
-from datasets.joints import FINGER_JOINTS
 from training.config import config_from_args
 from training.trainer import run_training
+from utils.joints import FINGER_JOINTS
 
 
 def write_coco(folder: Path, n: int = 3, *, size: int = 96, seed: int = 0,

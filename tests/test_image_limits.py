@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from datasets import base
-from datasets.base import ImageTooLargeError, read_image_rgb, read_label_image
+from utils import image_io
 from utils.image_header import image_size_from_header
+from utils.image_io import ImageTooLargeError, read_image_rgb, read_label_image
 
 
 def png_declaring(path: Path, width: int, height: int) -> Path:
@@ -57,7 +57,7 @@ def test_huge_declared_png_is_refused_before_decoding(tmp_path: Path, monkeypatc
     def no_decoding(*args, **kwargs):
         raise AssertionError("cv2.imread was called")
 
-    monkeypatch.setattr(base.cv2, "imread", no_decoding)
+    monkeypatch.setattr(image_io.cv2, "imread", no_decoding)
     with pytest.raises(ImageTooLargeError, match=r"bomb\.png: 20000 x 20000 pixels \(400\.0 "
                                                  r"megapixels\) exceed the limit of 50 "
                                                  r"megapixels"):  # fmt: skip
@@ -73,11 +73,11 @@ def test_pixel_limit_from_the_environment_and_the_argument(tmp_path: Path,
     assert read_image_rgb(path).shape == (40, 50, 3)
     with pytest.raises(ImageTooLargeError, match="limit of 0.001 megapixels"):
         read_image_rgb(path, max_pixels=1000)
-    monkeypatch.setenv(base.MAX_PIXELS_ENV, "1999")
+    monkeypatch.setenv(image_io.MAX_PIXELS_ENV, "1999")
     with pytest.raises(ImageTooLargeError, match="50 x 40 pixels"):
         read_image_rgb(path)
     assert read_image_rgb(path, max_pixels=2000).shape == (40, 50, 3)
-    monkeypatch.setenv(base.MAX_PIXELS_ENV, "lots")
+    monkeypatch.setenv(image_io.MAX_PIXELS_ENV, "lots")
     with pytest.raises(ValueError, match="HANDFLOW_MAX_IMAGE_PIXELS must be a positive"):
         read_image_rgb(path)
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import scipy.io as sio
 
-from datasets import joints as J
+from utils import joints as J
 
 
 def test_tables_are_permutations():

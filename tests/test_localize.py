@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datasets.transforms import crop_to_original, warp_mask
 from tests.fake_backends import image_with_squares, red_square_predictor
 from utils.confidence import Calibration, PlattMap
+from utils.crop import crop_to_original, warp_mask
 from utils.localize import (
     DetectConfig,
     box_iou,

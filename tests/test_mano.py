@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.joints import MANO_TO_CANONICAL, invert_order
 from manopth import lbs
 from manopth.loader import ManoFileError, fix_left_shapedirs, load_mano, mano_model_path
 from manopth.manolayer import ManoLayer
@@ -20,6 +19,7 @@ from manopth.synthetic_model import (
     synthetic_mano_model,
     write_synthetic_mano,
 )
+from utils.joints import MANO_TO_CANONICAL, invert_order
 from utils.safe_pickle import restricted_load
 
 MANO_SKELETON = [invert_order(MANO_TO_CANONICAL)[j] for j in range(16)]  # canonical rows

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.base import read_image_rgb
 from datasets.negatives import (
     NoHandDataset,
     black_fraction,
@@ -21,6 +20,7 @@ from datasets.negatives import (
     photo_box,
     render_background_crop,
 )
+from utils.image_io import read_image_rgb
 
 PSEUDO = "pseudo"
 

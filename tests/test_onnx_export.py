@@ -21,10 +21,11 @@ import run  # noqa: E402
 from models import ModelConfig, build_model, prepare_for_inference  # noqa: E402
 from models import export_onnx as export_module  # noqa: E402
 from models.export_onnx import ABS_TOLERANCE, REL_TOLERANCE, export_onnx  # noqa: E402
+from models.runtime import BackendError, OnnxBackend, TorchBackend  # noqa: E402
 from tests.fake_backends import image_with_squares  # noqa: E402
 from training.checkpoint import BEST_NAME, CHECKPOINT_VERSION, save_checkpoint  # noqa: E402
 from utils.confidence import Calibration, PlattMap  # noqa: E402
-from utils.predictor import OnnxBackend, Predictor, PredictorError, TorchBackend  # noqa: E402
+from utils.predictor import Predictor  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +135,9 @@ def test_a_flow_that_does_not_trace_falls_back_and_says_why(small_model, tmp_pat
 def test_bad_onnx_files_name_the_file(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"garbage")
-    with pytest.raises(PredictorError, match="onnxruntime cannot load it"):
+    with pytest.raises(BackendError, match="onnxruntime cannot load it"):
         Predictor.from_onnx(bad)
-    with pytest.raises(PredictorError, match="ONNX model not found"):
+    with pytest.raises(BackendError, match="ONNX model not found"):
         Predictor.from_onnx(tmp_path / "missing.onnx")
     assert run.main(["--onnx", str(bad), "--image", str(bad)]) == 2
     assert str(bad) in capsys.readouterr().err

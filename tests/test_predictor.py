@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.transforms import CropConfig, apply_affine, compute_crop, crop_to_original, warp_image
+from datasets.transforms import CropConfig, compute_crop
 from models import build_model, prepare_for_inference
 from tests.fake_backends import image_with_squares, red_square_predictor
 from utils.confidence import Calibration, PlattMap
+from utils.crop import apply_affine, crop_to_original, warp_image
 from utils.heatmap import HeatmapCodec
 from utils.predictor import (
     Predictor,

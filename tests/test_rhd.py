@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from datasets import SAMPLE_KEYS, DatasetLayoutError, build_dataset
-from datasets.base import choose_hand, hand_mask, read_label_image
-from datasets.joints import FINGER_JOINTS
+from datasets.base import choose_hand, hand_mask
 from datasets.rhd import RHD_PIXEL_OFFSET, RHDReader
-from datasets.transforms import apply_affine, crop_to_original, flip_matrix, warp_image
+from utils.crop import apply_affine, crop_to_original, flip_matrix, warp_image
 from utils.geometry import project_points
+from utils.image_io import read_label_image
+from utils.joints import FINGER_JOINTS
 
 pytestmark = pytest.mark.realdata
 

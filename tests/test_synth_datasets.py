@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from datasets import SAMPLE_KEYS, build_dataset
-from datasets.base import choose_hand, hand_mask, read_label_image
+from datasets.base import choose_hand, hand_mask
 from datasets.synthetic import generate
 from utils.geometry import project_points
+from utils.image_io import read_label_image
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,6 @@ from datasets.hand_model import (
     sample_pose,
     sample_shape,
 )
-from datasets.joints import (
-    FINGER_JOINTS,
-    FINGERS,
-    RHD_LEFT_ROWS,
-    RHD_RIGHT_ROWS,
-    RHD_TO_CANONICAL,
-    STB_TO_CANONICAL,
-    stb_palm_to_wrist,
-)
 from datasets.render import Buffers, decode_depth_rhd, draw_capsule, encode_depth_rhd
 from datasets.stb_calibration import SK_COLOR_K, sk_depth_to_color
 from datasets.synthetic import (
@@ -36,6 +27,15 @@ from datasets.synthetic import (
     render_stb_sample,
 )
 from utils.geometry import intrinsics, project_points
+from utils.joints import (
+    FINGER_JOINTS,
+    FINGERS,
+    RHD_LEFT_ROWS,
+    RHD_RIGHT_ROWS,
+    RHD_TO_CANONICAL,
+    STB_TO_CANONICAL,
+    stb_palm_to_wrist,
+)
 from utils.safe_pickle import restricted_load
 
 SIDES = {"left": RHD_LEFT_ROWS, "right": RHD_RIGHT_ROWS}

@@ -16,7 +16,6 @@ import yaml
 
 import run
 from datasets import ImageReadError, build_dataset
-from datasets.transforms import crop_to_original
 from models import HandFlowCriterion, ModelConfig, build_model, init_from
 from tests.tiny_runs import tiny_synth_root, tiny_train_flags
 from training.checkpoint import (
@@ -30,6 +29,7 @@ from training.config import TrainConfig, config_from_args, validate_config
 from training.engine import EpochProgress, TrainingDivergedError, train_one_epoch
 from training.train_seednet_fastflow import main
 from training.trainer import model_config_from, warn_compat_flags
+from utils.crop import crop_to_original
 from utils.heatmap import HeatmapCodec
 from utils.metrics import gt_bbox_size, pck_mmpose
 

@@ -9,17 +9,19 @@ from datasets.transforms import (
     AugmentConfig,
     CropConfig,
     GeometricParams,
-    apply_affine,
     compute_crop,
+    photometric,
+    sample_geometric,
+)
+from utils.crop import (
+    apply_affine,
     crop_matrix,
     crop_to_original,
     flip_intrinsics,
     flip_joints,
     flip_matrix,
     image_rotation_matrix,
-    photometric,
     rotation_z,
-    sample_geometric,
     warp_image,
     warp_mask,
 )

@@ -1,4 +1,5 @@
-"""Checkpoint files: atomic save, safe load, RNG state capture.
+"""Checkpoint files of training runs: the format, snapshot names, stale temporary files, RNG
+state capture (atomic save and safe load: `utils.checkpoint_io`).
 
 A checkpoint is a dict of plain types (tensors, numbers, strings, lists, dicts, None), so it
 loads with `torch.load(weights_only=True)`:
@@ -32,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-# The reading side lives on the ground floor (utils/checkpoint_io.py) so that `models` can
-# load checkpoints without importing `training`; re-exported here for the training code.
-from utils.atomic import atomic_open
+# Reading and writing live on the ground floor (utils/checkpoint_io.py) so that `models` and
+# run.py's calibration can use them without importing `training`; re-exported here for the
+# training code.
 from utils.checkpoint_io import (
     BEST_NAME,
     CHECKPOINT_VERSION,
@@ -44,9 +45,9 @@ from utils.checkpoint_io import (
     CheckpointError,
     NonFiniteStateError,
     check_finite_weights,
-    describe_names,
     load_checkpoint,
     nonfinite_entries,
+    save_checkpoint,
     state_dict_sha256,
     strip_module_prefix,
     verify_checkpoint_content,
@@ -84,45 +85,6 @@ TEMP_PATTERNS = (".*.tmp", ".*.tmp.png")
 def snapshot_name(prefix: str, epoch: int) -> str:
     """File name of the per-epoch snapshot, e.g. 'ckp_seednet_5.pth.tar'."""
     return f"{prefix}_{epoch}.pth.tar"
-
-
-def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
-    """Write `state` to `path` atomically, with the model's SHA-256.
-
-    The bytes go to a temporary file in the same folder, are flushed to disk, and the file is
-    renamed over `path` (os.replace is atomic on POSIX and Windows), so a run killed while
-    saving leaves either the previous file or the new one, never a truncated one.
-
-    Args:
-        state: checkpoint dict of plain types (see the module docstring).
-        path: destination file; its folder is created if missing.
-
-    Returns:
-        The destination path.
-
-    Raises:
-        NonFiniteStateError: 'model' or 'optimizer' holds NaN or inf; nothing is written, so
-            an existing file at `path` keeps its (good) content.
-        OSError: the file cannot be written (disk full, read-only folder); names `path`.
-    """
-    path = Path(path)
-    bad = nonfinite_entries({k: state[k] for k in ("model", "optimizer") if k in state})
-    if bad:
-        raise NonFiniteStateError(
-            f"not writing checkpoint {path}: non-finite values (NaN/inf) in {describe_names(bad)}"
-        )
-    state = dict(state)
-    if isinstance(state.get("model"), Mapping):
-        state[HASH_KEY] = state_dict_sha256(state["model"])
-    try:
-        with atomic_open(path, "wb") as f:
-            torch.save(state, f)
-    # torch's zip writer reports a failed write (e.g. a full disk) as a RuntimeError.
-    except (OSError, RuntimeError) as e:
-        message = f"cannot write checkpoint {path}: {getattr(e, 'strerror', None) or e}"
-        errno = getattr(e, "errno", None)
-        raise (OSError(errno, message) if errno else OSError(message)) from e
-    return path
 
 
 def remove_stale_temp_files(folder: str | Path) -> list[Path]:

@@ -33,10 +33,12 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import datasets  # noqa: E402
-from datasets.base import DatasetLayoutError, choose_hand, read_image_rgb, read_label_image  # noqa: E402
+from datasets.base import choose_hand  # noqa: E402
 from models import load_model, prepare_for_inference, resolve_checkpoint  # noqa: E402
+from models.runtime import TorchBackend  # noqa: E402
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
-from utils.predictor import Predictor, TorchBackend, choose_side, points_box_xywh  # noqa: E402
+from utils.image_io import DatasetLayoutError, read_image_rgb, read_label_image  # noqa: E402
+from utils.predictor import Predictor, choose_side, points_box_xywh  # noqa: E402
 from utils.progress import progress_bar  # noqa: E402
 from utils.side_probe import (  # noqa: E402
     DEFAULT_C_GRID,

@@ -24,7 +24,6 @@ import pickle  # noqa: E402
 
 import yaml  # noqa: E402
 
-from datasets.base import AnnotationFormatError, DatasetLayoutError, ImageReadError  # noqa: E402
 from training.checkpoint import CheckpointError  # noqa: E402
 from training.config import config_from_args  # noqa: E402
 from training.distributed import dist_info_from_env  # noqa: E402
@@ -32,6 +31,7 @@ from training.engine import TrainingDivergedError  # noqa: E402
 from training.lock import CheckpointFolderLockedError  # noqa: E402
 from training.trainer import TrainResult, run_training  # noqa: E402
 from utils.errors import report_user_error  # noqa: E402
+from utils.image_io import AnnotationFormatError, DatasetLayoutError, ImageReadError  # noqa: E402
 from utils.safe_pickle import UnsafePickleError  # noqa: E402
 
 # Errors that describe a problem with the user's files or run, with a message naming it: the

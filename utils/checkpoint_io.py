@@ -1,8 +1,10 @@
-"""Reading checkpoint files: the one `torch.load(weights_only=True)`, format checks, hashes.
+"""Checkpoint files: the one `torch.load(weights_only=True)`, format checks, hashes, and the
+one atomic `save_checkpoint`.
 
-Ground floor: imports nothing else of the project, so `models` (which rebuilds networks from
-these files, `models.load_model`) and `training` (which writes them, `training/checkpoint.py`)
-both build on it. The file format is described in `training/checkpoint.py`.
+Ground floor: imports nothing else of the project but `utils.atomic`, so `models` (which
+rebuilds networks from these files, `models.load_model`), `training` (which writes them) and
+run.py's calibration (which stores a calibration in one) all build on it. The file format
+is described in `training/checkpoint.py`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from utils.atomic import atomic_open
 
 CHECKPOINT_VERSION = 1
 BEST_NAME = "ckp_seednet_all.pth.tar"  # the ancestor's file name; `run.py --checkpoint DIR`
@@ -199,3 +203,42 @@ def verify_checkpoint_content(state: Mapping[str, Any], path: str | Path) -> Non
                 f"use another copy or an earlier checkpoint"
             )
     check_finite_weights(state["model"], path)
+
+
+def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
+    """Write `state` to `path` atomically, with the model's SHA-256.
+
+    The bytes go to a temporary file in the same folder, are flushed to disk, and the file is
+    renamed over `path` (os.replace is atomic on POSIX and Windows), so a run killed while
+    saving leaves either the previous file or the new one, never a truncated one.
+
+    Args:
+        state: checkpoint dict of plain types (see the module docstring).
+        path: destination file; its folder is created if missing.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        NonFiniteStateError: 'model' or 'optimizer' holds NaN or inf; nothing is written, so
+            an existing file at `path` keeps its (good) content.
+        OSError: the file cannot be written (disk full, read-only folder); names `path`.
+    """
+    path = Path(path)
+    bad = nonfinite_entries({k: state[k] for k in ("model", "optimizer") if k in state})
+    if bad:
+        raise NonFiniteStateError(
+            f"not writing checkpoint {path}: non-finite values (NaN/inf) in {describe_names(bad)}"
+        )
+    state = dict(state)
+    if isinstance(state.get("model"), Mapping):
+        state[HASH_KEY] = state_dict_sha256(state["model"])
+    try:
+        with atomic_open(path, "wb") as f:
+            torch.save(state, f)
+    # torch's zip writer reports a failed write (e.g. a full disk) as a RuntimeError.
+    except (OSError, RuntimeError) as e:
+        message = f"cannot write checkpoint {path}: {getattr(e, 'strerror', None) or e}"
+        errno = getattr(e, "errno", None)
+        raise (OSError(errno, message) if errno else OSError(message)) from e
+    return path

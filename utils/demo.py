@@ -33,10 +33,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from datasets.base import ImageReadError, ImageTooLargeError, check_image_pixels, read_image_rgb
 from models.mano_head import mano_label
 from utils import vis
 from utils.image_header import image_size_from_header
+from utils.image_io import ImageReadError, ImageTooLargeError, check_image_pixels, read_image_rgb
 from utils.jsonio import JsonLinesWriter, write_json
 from utils.localize import DetectConfig, Detection, detect_hands, resolve_hand_score
 from utils.mano_eval import demo_mano_outputs

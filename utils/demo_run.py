@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from datasets.base import check_image_pixels
 from models import CheckpointInfo
 from utils.confidence import Calibration
 from utils.demo import ImageInput, check_box_inside, expand_image_inputs, run_images, run_video
 from utils.eval_cli import CliError, demo_options
 from utils.eval_vis import show_files
 from utils.image_header import image_size_from_header
+from utils.image_io import check_image_pixels
 from utils.localize import resolve_hand_score
 from utils.predictor import Predictor
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 
 import datasets
-from datasets.base import MAX_IMAGE_PIXELS, MAX_PIXELS_ENV
-from datasets.joints import NUM_JOINTS
 from datasets.synthetic import DEFAULT_DIFFICULTY, DIFFICULTIES
 from utils.checkpoint_io import BEST_NAME
 from utils.demo import DemoOptions
 from utils.eval_data import EvalDataConfig
+from utils.image_io import MAX_IMAGE_PIXELS, MAX_PIXELS_ENV
+from utils.joints import NUM_JOINTS
 from utils.localize import DetectConfig
 from utils.predictor import PER_IMAGE_SCORES
 from utils.track import TrackConfig

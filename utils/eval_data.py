@@ -15,10 +15,10 @@ from typing import Any
 from torch.utils.data import DataLoader, Dataset
 
 import datasets
-from datasets.base import AnnotationFormatError, DatasetLayoutError
 from datasets.negatives import build_nohand_dataset
 from datasets.synthetic import DEFAULT_DIFFICULTY
 from models.config import ModelConfig
+from utils.image_io import AnnotationFormatError, DatasetLayoutError
 
 DOWNLOAD_HINT = (
     "How to get the data: RHD from https://lmb.informatik.uni-freiburg.de/projects/hand3d/ "

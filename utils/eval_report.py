@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasets.joints import JOINT_NAMES, NUM_JOINTS
 from utils.confidence import Calibration, ConfidenceSummary
 from utils.evaluator import CalibrationFit, HandVsNoHandResult
+from utils.joints import JOINT_NAMES, NUM_JOINTS
 from utils.metrics import MetricsSummary
 
 

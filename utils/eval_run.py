@@ -3,8 +3,8 @@
 `run_eval` evaluates the model on the split the flags name (`utils.eval_cli.eval_data`),
 optionally against crops without a hand (`negatives_loader`) and above a per-image
 confidence (`threshold_of`), prints the report (`utils.eval_report`), writes the outputs
-(`utils.eval_outputs`) and the --vis grids (`utils.eval_vis`). `calibrate_on_split` fits the
-calibration; run.py stores it in the checkpoint file.
+(`utils.eval_outputs`) and the --vis grids (`utils.eval_vis`). `run_calibrate` fits the
+calibration on the split (`calibrate_on_split`) and stores it in the checkpoint file.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from torch.utils.data import DataLoader
 from models import CheckpointInfo
 from models.mano_head import mano_label
 from utils import mano_eval
+from utils.checkpoint_io import load_checkpoint, save_checkpoint
 from utils.confidence import Calibration
 from utils.eval_cli import CliError, eval_data
 from utils.eval_data import eval_loader, nohand_loader
 from utils.eval_outputs import write_outputs
-from utils.eval_report import format_confidence, format_table
+from utils.eval_report import format_calibration_fit, format_confidence, format_table
 from utils.eval_vis import GridWriter, show_files
 from utils.evaluator import (
     CalibrationFit,
@@ -33,6 +34,7 @@ from utils.evaluator import (
     fit_calibration,
     hand_vs_nohand,
 )
+from utils.jsonio import write_json
 from utils.progress import progress_bar
 
 
@@ -138,3 +140,17 @@ def calibrate_on_split(args: argparse.Namespace, model: torch.nn.Module,
     except ValueError as e:
         raise CliError(f"cannot calibrate on {args.fine_tune}/{args.split}: {e}") from e
     return fit
+
+
+def run_calibrate(args: argparse.Namespace, model: torch.nn.Module, info: CheckpointInfo,
+                  out: Path) -> int:  # fmt: skip
+    """--calibrate: fit the calibration on --split and store it in the checkpoint file."""
+    fit = calibrate_on_split(args, model, info)
+    path = info.checkpoint
+    ckpt = load_checkpoint(path)
+    ckpt["calibration"] = fit.calibration.to_dict()
+    save_checkpoint(ckpt, path)
+    write_json(out / "calibration.json", fit.to_dict())
+    print(format_calibration_fit(fit))
+    print(f"stored the calibration in {path} and wrote {out / 'calibration.json'}")
+    return 0

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from datasets.base import FrameRecord, read_image_rgb
+from datasets.base import FrameRecord
 from models.mano_head import mano_label
 from utils import vis
 from utils.evaluator import BatchOutput
+from utils.image_io import read_image_rgb
 from utils.mesh_render import mesh_panels
 
 

@@ -41,7 +41,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datasets.transforms import crop_to_original
 from utils.confidence import (
     JOINT_CALIBRATION_SCORE,
     Calibration,
@@ -52,6 +51,7 @@ from utils.confidence import (
     fit_platt,
     joint_correct,
 )
+from utils.crop import crop_to_original
 from utils.geometry import rescale_px
 from utils.heatmap import HeatmapCodec
 from utils.mano_eval import ManoBatch, ManoScorer, model_intrinsics

@@ -1,7 +1,7 @@
 """An image's width and height from its file header, without decoding it.
 
 A 1 MB PNG can declare 20000 x 20000 pixels and cost gigabytes once decoded, so readers check
-the declared size first (datasets.base.check_image_pixels). Parsed: PNG (IHDR), JPEG (the
+the declared size first (utils.image_io.check_image_pixels). Parsed: PNG (IHDR), JPEG (the
 first SOF segment), BMP, GIF and WebP (VP8, VP8L, VP8X). Other formats return None.
 """
 

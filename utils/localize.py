@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from datasets.transforms import crop_matrix, crop_to_original
+from utils.crop import crop_matrix, crop_to_original
 from utils.geometry import rescale_px
 from utils.predictor import HandPrediction, Predictor, PredictorError, points_box_xywh
 

@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 import torch
 
-from datasets.transforms import crop_to_original
 from models.mano_head import ManoHeadOutput, scale_intrinsics
+from utils.crop import crop_to_original
 from utils.geometry import rescale_px
 from utils.metrics import MMPOSE_BBOX_FACTOR, MetricAccumulator, MetricsSummary
 from utils.metrics3d import Metric3DAccumulator, Metrics3DSummary, mpjpe_errors_mm
@@ -148,7 +148,7 @@ def format_mano_report(heatmap: MetricsSummary, projection: MetricsSummary,
                        m3: Metrics3DSummary | None, model_note: str) -> str:  # fmt: skip
     """The printed MANO block: the projection's 2D metrics beside the heatmap decode's, and
     the 3D metrics with their per-joint table."""
-    from datasets.joints import JOINT_NAMES
+    from utils.joints import JOINT_NAMES
 
     rows = (("MMPose PCK@0.2", "pck", ".4f"), ("MMPose AUC (0-30 px)", "auc", ".4f"),
             ("MMPose EPE mean (px)", "epe_mean_px", ".2f"), ("Z&B AUC (0-30 px)", "zb_auc", ".4f"),

@@ -16,9 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from datasets.joints import NUM_JOINTS
 from utils.atomic import write_text_atomic
 from utils.geometry import rescale_px
+from utils.joints import NUM_JOINTS
 from utils.vis import draw_skeleton, put_label
 
 MESH_RGB = (120, 170, 255)

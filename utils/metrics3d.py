@@ -1,6 +1,6 @@
 """3D joint metrics as pure numpy functions, plus a small accumulator.
 
-Joints are (N, 21, 3) arrays in metres in the canonical order (datasets/joints.py); errors
+Joints are (N, 21, 3) arrays in metres in the canonical order (utils/joints.py); errors
 are reported in millimetres. Every joint with a 3D label is scored (3D labels have no
 visibility), as in BiHand and hand3d.
 

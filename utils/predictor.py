@@ -34,182 +34,44 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
-from datasets.joints import JOINT_NAMES
-from datasets.transforms import crop_matrix, crop_to_original, flip_matrix, warp_image
 from models.config import ModelConfig
 from models.mano_head import ManoHeadOutput
+from models.runtime import (
+    ONNX_META_CALIBRATION,
+    ONNX_META_DATA,
+    ONNX_META_MODEL,
+    Backend,
+    BackendError,
+    OnnxBackend,
+    RawOutput,
+    TorchBackend,
+)
 from utils.confidence import Calibration
+from utils.crop import crop_matrix, crop_to_original, flip_matrix, warp_image
 from utils.evaluator import confidence_note, image_scores
 from utils.heatmap import HeatmapCodec
-from utils.side_probe import FeatureTap, SideProbe
+from utils.joints import JOINT_NAMES
+from utils.side_probe import SideProbe
 
 SIDES = ("left", "right")
 DEFAULT_CROP_FACTOR = 2.0
 # Crops per backend call: bounds the memory of an image with many proposals.
 DEFAULT_MAX_BATCH = 16
-# The keys under which `models.export_onnx` stores what the Predictor needs in the ONNX file.
-ONNX_META_MODEL = "handflow.model_config"
-ONNX_META_DATA = "handflow.data_config"
-ONNX_META_CALIBRATION = "handflow.calibration"
-ONNX_META_SOURCE = "handflow.source_checkpoint"
-ONNX_INPUT = "image"
-ONNX_OUTPUTS = ("heatmaps", "mask_logits", "log_likelihood", "loglik_map")
-ONNX_INSTALL_HINT = ("onnxruntime is not installed: pip install -r requirements-onnx.txt "
-                     "(README: Photos, folders and videos)")
 PER_IMAGE_SCORES = ("flow_loglik", "heatmap_peak_mean", "hand_mask_mean",
                     "joint_confidence_mean", "hand_present", "side_probe")  # fmt: skip
 # Side scores that are log-odds or log-densities: their difference gives P(side).
 LOG_SCORES = ("flow_loglik", "side_probe")
 
 
-class PredictorError(ValueError):
+class PredictorError(BackendError):
     """A request the predictor cannot serve (bad image, box, side or backend file)."""
-
-
-# --- backends ---------------------------------------------------------------------------------
-
-
-@dataclass
-class RawOutput:
-    """What a backend returns for a batch of model inputs (numpy, float32).
-
-    Attributes:
-        heatmaps: (B, J, h, w) last-stack heatmaps.
-        mask_logits: (B, 1, h, w) last-stack hand-mask logits.
-        log_likelihood: (B,) flow log-likelihood (nats), or None without a flow head.
-        loglik_map: (B, h', w') per-pixel log-likelihood, or None.
-        mano: the MANO head's output (torch, CPU), or None (no head; the ONNX backend).
-        probe_features: (B, D) pooled features of the side probe's layer, or None (no probe
-            asked for; the ONNX backend).
-    """
-
-    heatmaps: np.ndarray
-    mask_logits: np.ndarray
-    log_likelihood: np.ndarray | None
-    loglik_map: np.ndarray | None
-    mano: ManoHeadOutput | None = None
-    probe_features: np.ndarray | None = None
-
-    @staticmethod
-    def concat(parts: Sequence[RawOutput]) -> RawOutput:
-        """The outputs of consecutive chunks as one."""
-        def cat(name: str) -> np.ndarray | None:
-            values = [getattr(p, name) for p in parts]
-            return None if values[0] is None else np.concatenate(values, axis=0)
-
-        mano = None if parts[0].mano is None else ManoHeadOutput.concat([p.mano for p in parts])
-        return RawOutput(heatmaps=cat("heatmaps"), mask_logits=cat("mask_logits"),
-                         log_likelihood=cat("log_likelihood"), loglik_map=cat("loglik_map"),
-                         mano=mano, probe_features=cat("probe_features"))  # fmt: skip
-
-
-class Backend(Protocol):
-    """Runs the network on (B, 3, S, S) float32 RGB in [0, 1]."""
-
-    name: str
-    has_flow: bool
-    mano_faces: np.ndarray | None  # (F, 3) mesh faces of the MANO head, None without one
-
-    def __call__(self, images: np.ndarray) -> RawOutput: ...
-
-
-class TorchBackend:
-    """The torch model (e.g. after `models.prepare_for_inference`) on its own device.
-
-    Args:
-        model: the HandFlowNet.
-        probe_layer: with ``probe_grid``, also return the pooled features of this
-            `utils.side_probe.FEATURE_LAYERS` layer (``RawOutput.probe_features``).
-        probe_grid: their pooling grid.
-    """
-
-    name = "torch"
-
-    def __init__(self, model: torch.nn.Module, probe_layer: str | None = None,
-                 probe_grid: int | None = None) -> None:  # fmt: skip
-        self.model = model
-        self.has_flow = getattr(model, "flow", None) is not None
-        head = getattr(model, "mano", None)
-        self.mano_faces = None if head is None else head.layer.faces.cpu().numpy()
-        self.device = next(model.parameters()).device
-        self.probe_layer, self.probe_grid = probe_layer, probe_grid
-        self._tap = None if probe_layer is None else FeatureTap(model, probe_layer,
-                                                                probe_grid or 1)
-
-    @torch.no_grad()
-    def __call__(self, images: np.ndarray) -> RawOutput:
-        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
-        out = self.model(x)
-
-        def np_(t: torch.Tensor) -> np.ndarray:
-            return t.detach().float().cpu().numpy()
-
-        flow = out.flow
-        mano = None
-        if out.mano is not None:
-            mano = ManoHeadOutput(**{f.name: getattr(out.mano, f.name).detach().float().cpu()
-                                     for f in fields(out.mano)})  # fmt: skip
-        return RawOutput(heatmaps=np_(out.heatmaps[-1]), mask_logits=np_(out.masks[-1]),
-                         log_likelihood=None if flow is None else np_(flow.log_likelihood),
-                         loglik_map=None if flow is None else np_(flow.loglik_map),
-                         mano=mano,
-                         probe_features=None if self._tap is None else np_(self._tap.take())
-                         )  # fmt: skip
-
-
-class OnnxBackend:
-    """An onnxruntime session of a model written by `models.export_onnx` (CPU).
-
-    Args:
-        path: the .onnx file.
-        threads: intra-op threads (None: onnxruntime's default).
-    """
-
-    name = "onnx"
-    mano_faces = None  # the export holds the 2D outputs only
-    probe_layer = probe_grid = None  # nor the backbone features a side probe reads
-
-    def __init__(self, path: Path | str, threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-            from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
-        except ImportError as e:
-            raise PredictorError(ONNX_INSTALL_HINT) from e
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise PredictorError(f"ONNX model not found: {self.path} (write one with "
-                                 f"`python run.py --export_onnx {self.path} --checkpoint ...`)")
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
-        try:
-            self.session = ort.InferenceSession(str(self.path), options,
-                                                providers=["CPUExecutionProvider"])
-        except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail,
-                ort_errors.InvalidArgument, ort_errors.NoSuchFile) as e:
-            raise PredictorError(f"{self.path}: onnxruntime cannot load it ({e})") from e
-        names = [o.name for o in self.session.get_outputs()]
-        if names[:2] != list(ONNX_OUTPUTS[:2]):
-            raise PredictorError(f"{self.path}: outputs {names}, expected {list(ONNX_OUTPUTS)} "
-                                 "(a file not written by models.export_onnx)")
-        self.output_names = names
-        self.has_flow = "log_likelihood" in names
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-
-    def __call__(self, images: np.ndarray) -> RawOutput:
-        outputs = self.session.run(self.output_names,
-                                   {ONNX_INPUT: np.ascontiguousarray(images, dtype=np.float32)})
-        by_name = dict(zip(self.output_names, outputs, strict=True))
-        return RawOutput(heatmaps=by_name["heatmaps"], mask_logits=by_name["mask_logits"],
-                         log_likelihood=by_name.get("log_likelihood"),
-                         loglik_map=by_name.get("loglik_map"))  # fmt: skip
 
 
 # --- geometry ---------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from datasets.joints import BONES, NUM_JOINTS, joint_color_rgb
 from utils.geometry import rescale_px
+from utils.joints import BONES, NUM_JOINTS, joint_color_rgb
 
 PANEL_PX = 256
 PANEL_TITLES = (
