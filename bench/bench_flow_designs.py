@@ -10,8 +10,9 @@ evaluates each with `run.py --hand_vs_nohand` on the 300-frame test split (synth
 backgrounds as the no-hand crops). A design whose evaluation exists in DIR is not rerun, so
 a killed ablation continues. `table` prints, per design: the heatmap PCK@0.2 / AUC, the
 failure-detection AUROC and the hand-vs-no-hand AUROC of the flow score beside the
-heatmap-peak baseline, the per-joint AUROC of the flow map at the joint, the training
-steps/s (the machine's load moves it: compare costs with `cost`).
+heatmap-peak baseline (for the residual flow head its -log sigma, per joint and averaged
+per image), the per-joint AUROC of the flow map at the joint, the training steps/s (the
+machine's load moves it: compare costs with `cost`).
 
 `cost` times a training step (forward, criterion, backward, per-module clipping, Adam) and
 batch-8 inference of each design in one process, alternating, medians, against no flow.
@@ -44,7 +45,11 @@ DESIGNS: dict[str, tuple[str, list[str], dict]] = {
     "hm_raw": ("heatmaps + mask, pool 4, no layer norm, detached",
                ["--flow_input", "heatmaps", "--no-flow_normalize"],
                {"flow_input": "heatmaps", "flow_normalize": False}),
+    "residual": ("feature flow + residual flow head (per joint, RLE-style)",
+                 ["--residual_flow"], {"residual_flow": True}),
 }
+# Per design, the flow's (per-image, per-joint) score; the others use the feature/heatmap flow's.
+FLOW_SCORES = {"residual": ("residual_confidence_mean", "residual_confidence")}
 TRAIN_BATCH = {"small": 16, "real": 32, "default": 8}
 
 
@@ -93,14 +98,15 @@ def print_table(out_root: Path) -> None:
         def pair(flow: float | None, peak: float | None) -> str:
             return " / ".join("-" if v is None else f"{v:.3f}" for v in (flow, peak))
 
+        image_score, joint_score = FLOW_SCORES.get(name, ("flow_loglik", "flow_loglik_at_joint"))
         auroc = hvn.get("auroc", {})
         rate = steps_per_s(out_root / name / "train.log") if (
             out_root / name / "train.log").is_file() else None
         print(f"| {name}: {what} | {met['pck']:.3f} | {met['auc']:.3f} | "
               f"{met['epe_mean_px']:.1f} | "
-              f"{pair(img.get('flow_loglik', {}).get('failure_auroc'), img['heatmap_peak_mean']['failure_auroc'])} | "  # noqa: E501
-              f"{pair(auroc.get('flow_loglik'), auroc.get('heatmap_peak_mean'))} | "
-              f"{pair(joint.get('flow_loglik_at_joint', {}).get('auroc'), joint['heatmap_peak']['auroc'])} | "  # noqa: E501
+              f"{pair(img.get(image_score, {}).get('failure_auroc'), img['heatmap_peak_mean']['failure_auroc'])} | "  # noqa: E501
+              f"{pair(auroc.get(image_score), auroc.get('heatmap_peak_mean'))} | "
+              f"{pair(joint.get(joint_score, {}).get('auroc'), joint['heatmap_peak']['auroc'])} | "  # noqa: E501
               f"{'-' if rate is None else f'{rate:.2f}'} |")
 
 

@@ -71,6 +71,9 @@ class ModelConfig:
     # Layer-normalise the flow's pooled input per sample (scale-free, as FastFlow); False
     # models raw values (for heatmaps: the peak heights, which the layer norm would remove).
     flow_normalize: bool = True
+    # Residual flow head (models/residual_flow.py, RLE-style): a per-joint error scale and a
+    # 2D flow over the decode's normalised residuals; off by default.
+    residual_flow: bool = False
     # Memory format the CLIs should put the model and inputs in (see prepare_for_inference).
     memory_format: str = "channels_last"
     # --- MANO head (models/mano_head.py) on the backbone's final features; off by default, so

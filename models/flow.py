@@ -96,18 +96,22 @@ def build_flow_inn(
     """
     if channels < 2:
         raise ValueError(f"a coupling flow needs at least 2 channels, got {channels}")
-    inn = Ff.SequenceINN(channels, *size_hw)
+    subnets = [_subnet_constructor(hidden_ratio, 1 if conv_alternate and step % 2 == 1 else 3)
+               for step in range(steps)]
+    return add_coupling_steps(Ff.SequenceINN(channels, *size_hw), channels, subnets, clamp, seed)
+
+
+def add_coupling_steps(inn: Ff.SequenceINN, channels: int, subnets: list, clamp: float,
+                       seed: int) -> Ff.SequenceINN:  # fmt: skip
+    """Append one AllInOneBlock per subnet constructor (hard permutations), with permutations
+    drawn from ``seed`` rather than numpy's global RNG (left untouched), so the same arguments
+    always build the same flow. Returns ``inn``."""
     # FrEIA draws permutations from numpy's legacy global RNG: restore it afterwards.
     np_state = np.random.get_state()  # noqa: NPY002
     try:
-        for step in range(steps):
-            kernel = 1 if conv_alternate and step % 2 == 1 else 3
-            inn.append(
-                Fm.AllInOneBlock,
-                subnet_constructor=_subnet_constructor(hidden_ratio, kernel),
-                affine_clamping=clamp,
-                permute_soft=False,
-            )
+        for subnet in subnets:
+            inn.append(Fm.AllInOneBlock, subnet_constructor=subnet, affine_clamping=clamp,
+                       permute_soft=False)  # fmt: skip
     finally:
         np.random.set_state(np_state)  # noqa: NPY002
     generator = torch.Generator().manual_seed(seed)

@@ -15,6 +15,7 @@ from models.flow import FlowHead, FlowOutput
 from models.fuse import fold_batchnorm
 from models.mano_head import ManoHead, ManoHeadOutput
 from models.outputs import BackboneOutput
+from models.residual_flow import ResidualFlowHead, ResidualFlowOutput
 
 _MEMORY_FORMATS = {
     "contiguous": torch.contiguous_format,
@@ -34,6 +35,7 @@ class HandFlowOutput:
         flow: flow head outputs on the final features, or None when the model has no flow.
         mano: MANO head outputs (mesh, 3D joints, their projection, pose, shape, camera), or
             None when the model has no MANO head.
+        residual: residual flow head outputs (per-joint error scales), or None without it.
     """
 
     heatmaps: list[torch.Tensor]
@@ -41,6 +43,7 @@ class HandFlowOutput:
     features: torch.Tensor
     flow: FlowOutput | None
     mano: ManoHeadOutput | None = None
+    residual: ResidualFlowOutput | None = None
 
     @property
     def confidence(self) -> torch.Tensor | None:
@@ -58,7 +61,8 @@ class HandFlowNet(nn.Module):
     source of truth). The flow sees the backbone's final features (or, with
     cfg.flow_input 'heatmaps', its final heatmaps and mask probability), detached unless
     cfg.flow_detach is False. The MANO head (cfg.mano_enabled) reads the final features
-    (detached if cfg.mano_detach) and heatmaps.
+    (detached if cfg.mano_detach) and heatmaps; the residual flow head (cfg.residual_flow)
+    reads both detached.
 
     Args:
         cfg: the model config.
@@ -76,6 +80,8 @@ class HandFlowNet(nn.Module):
         self.add_module(cfg.backbone, build_backbone(cfg))
         self.flow = FlowHead.from_config(cfg) if cfg.flow_enabled else None
         self.mano = ManoHead.from_config(cfg) if cfg.mano_enabled else None
+        self.residual = (ResidualFlowHead(cfg.channels, cfg.njoints, cfg.input_size)
+                         if cfg.residual_flow else None)  # fmt: skip
         self.bn_folded = False  # set by prepare_for_inference
         # Set by prepare_for_inference(precision='bf16'): the backbone's forward under bf16
         # autocast in eval mode (the flow and the returned heatmaps stay float32).
@@ -156,8 +162,12 @@ class HandFlowNet(nn.Module):
             # MANO (skinning, projection) runs in float32, also under bf16 autocast.
             with torch.autocast(device_type=features.device.type, enabled=False):
                 mano = self.mano(features.float(), base.heatmaps[-1].float(), K)
+        residual = None
+        if self.residual is not None:
+            with torch.autocast(device_type=base.features.device.type, enabled=False):
+                residual = self.residual(base.features, base.heatmaps[-1])
         return HandFlowOutput(heatmaps=base.heatmaps, masks=base.masks, features=base.features,
-                              flow=flow, mano=mano)
+                              flow=flow, mano=mano, residual=residual)
 
 
 def build_model(cfg: ModelConfig | dict[str, Any] | str) -> HandFlowNet:

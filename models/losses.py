@@ -26,6 +26,10 @@ With a MANO head (models/mano_head.py) four more terms, present only then:
                    R_mean = MANO's mean pose), or the mean squared PCA coefficient.
   mano_shape_prior mean squared shape coefficient.
 Their weights are 0 unless given (MANO_DEFAULT_WEIGHTS is what training uses with the head).
+With the residual flow head (models/residual_flow.py) one more, present only then:
+  residual  mean over visible joints of -log p(kp2d_px) under the head (the label's residual
+            to the heatmap decode, in units of the crop side, scaled by the joint's
+            predicted sigma); 0 unless given (training uses RESIDUAL_DEFAULT_WEIGHT).
 total = sum_k weights[k] * term_k. Any non-finite term raises FloatingPointError naming it.
 """
 
@@ -53,6 +57,8 @@ DEFAULT_WEIGHTS = {"heatmap": 100.0, "mask": 1.0, "flow": 0.1}
 # Training's weights when the MANO head is on (--loss_mano_* override them).
 MANO_DEFAULT_WEIGHTS = {"mano_2d": 10.0, "mano_3d": 1.0, "mano_pose_prior": 0.01,
                         "mano_shape_prior": 0.01}
+# Training's weight of the residual flow head's term when the head is on (--loss_residual).
+RESIDUAL_DEFAULT_WEIGHT = 1.0
 
 
 @dataclass(eq=False)
@@ -250,6 +256,16 @@ def _flow_term(output: HandFlowOutput, batch: Mapping[str, Any]) -> torch.Tensor
     return output.flow.nll_bpd.mean()
 
 
+def _residual_term(output: HandFlowOutput, batch: Mapping[str, Any]) -> torch.Tensor | None:
+    """Mean over visible joints of -log p(label) under the residual flow head; None without
+    the head."""
+    if output.residual is None:
+        return None
+    head_nll = -output.residual.log_prob(_require(batch, "kp2d_px"))
+    visible = _require(batch, "visible").to(head_nll.device)
+    return head_nll[visible].mean() if bool(visible.any()) else head_nll.sum() * 0.0
+
+
 def _on_mano(fn: Callable[[ManoHeadOutput, Mapping[str, Any]], torch.Tensor]) -> LossTerm:
     """A MANO term as a LOSS_TERMS entry: None without a MANO head."""
 
@@ -265,6 +281,7 @@ LOSS_TERMS: dict[str, LossTerm] = {
     "mask": _mask_term,
     "flow": _flow_term,
     **{name: _on_mano(fn) for name, fn in MANO_TERMS.items()},
+    "residual": _residual_term,
 }
 
 
@@ -295,11 +312,11 @@ class HandFlowCriterion(nn.Module):
             value = term(output, batch)
             if value is not None:
                 terms[name] = value
-        # Only the MANO terms can be missing (they return None without the head).
+        # Only the head terms can be missing (they return None without their head).
         weighted = [k for k, w in self.weights.items() if w > 0 and k not in terms]
         if weighted:
-            raise ValueError(f"loss weights {weighted} > 0 but the model has no MANO head "
-                             f"(ModelConfig.mano_enabled)")
+            raise ValueError(f"loss weights {weighted} > 0 but the model lacks their head "
+                             f"(ModelConfig.mano_enabled, ModelConfig.residual_flow)")
         for name, value in terms.items():
             if not torch.isfinite(value):
                 raise FloatingPointError(f"non-finite {name} loss: {float(value.detach())}")

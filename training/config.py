@@ -153,6 +153,9 @@ class TrainConfig:
         default=None, metadata=_opt("average-pool stride before the flow (divides H/4)"))
     flow_normalize: bool | None = field(
         default=None, metadata=_opt("layer-normalise the flow input per sample"))
+    # A per-joint error scale with a 2D flow over the decode's residuals (RLE-style).
+    residual_flow: bool | None = field(
+        default=None, metadata=_opt("add the residual flow head (per-joint confidence)"))
     # Ancestor flags kept for compatibility: 'seed' is the only module this round, and the
     # up-sampled losses are always on.
     net_modules: list[str] = field(
@@ -186,6 +189,9 @@ class TrainConfig:
         "MANO: pose prior weight (default 0.01)"))
     loss_mano_shape_prior: float | None = field(default=None, metadata=_opt(
         "MANO: shape prior weight (default 0.01)"))
+    # Residual flow head term (with the head only); None: models.losses.RESIDUAL_DEFAULT_WEIGHT.
+    loss_residual: float | None = field(default=None, metadata=_opt(
+        "residual flow head: -log p of the labels, weight (default 1)"))
 
     # --- optimisation ---
     epochs: int = field(default=100, metadata=_opt("total epochs"))
@@ -473,6 +479,7 @@ OPTION_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "loss_mano_3d": (0, None, True),
     "loss_mano_pose_prior": (0, None, True),
     "loss_mano_shape_prior": (0, None, True),
+    "loss_residual": (0, None, True),
     "flow_hidden_ratio": (0, None, False),
     "flow_clamp": (0, None, False),
     "hg_stacks": (1, None, True),

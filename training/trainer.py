@@ -47,7 +47,12 @@ from datasets.synthetic import generate
 from datasets.transforms import AugmentConfig
 from models import HandFlowCriterion, HandFlowNet, ModelConfig, build_model, set_memory_format
 from models.loader import init_from, load_model, load_weights, model_config_of
-from models.losses import DEFAULT_WEIGHTS, MANO_DEFAULT_WEIGHTS, MANO_TERM_NAMES
+from models.losses import (
+    DEFAULT_WEIGHTS,
+    MANO_DEFAULT_WEIGHTS,
+    MANO_TERM_NAMES,
+    RESIDUAL_DEFAULT_WEIGHT,
+)
 from models.mano_head import default_mano_path, real_mano_available
 from training.checkpoint import (
     BEST_NAME,
@@ -187,7 +192,7 @@ def head_overrides(cfg: TrainConfig) -> dict[str, Any]:
         if cfg.flow_steps > 0:
             overrides["flow_steps"] = cfg.flow_steps
     for name in ("flow_hidden_ratio", "flow_clamp", "flow_detach", "flow_input", "flow_pool",
-                 "flow_normalize"):
+                 "flow_normalize", "residual_flow"):
         if getattr(cfg, name) is not None:
             overrides[name] = getattr(cfg, name)
     overrides.update(mano_overrides(cfg))
@@ -234,6 +239,12 @@ def loss_weights(cfg: TrainConfig, mcfg: ModelConfig) -> dict[str, float]:
     """The criterion's weights: --loss_* and, with a MANO head, the MANO terms (their
     defaults where not given). MANO weights without a head are refused."""
     weights = {name: getattr(cfg, f"loss_{name}") for name in DEFAULT_WEIGHTS}
+    if mcfg.residual_flow:
+        weights["residual"] = (RESIDUAL_DEFAULT_WEIGHT if cfg.loss_residual is None
+                               else float(cfg.loss_residual))  # fmt: skip
+    elif cfg.loss_residual:
+        raise ValueError("--loss_residual needs a model with the residual flow head "
+                         "(--residual_flow)")
     given = {name: getattr(cfg, f"loss_{name}") for name in MANO_TERM_NAMES}
     if not mcfg.mano_enabled:
         positive = [f"--loss_{k}" for k, v in given.items() if v]

@@ -142,6 +142,8 @@ class BatchOutput:
             the flip-test output).
         hand_present: (B,) calibrated P(hand present), or None.
         mano: the MANO head's outputs of the plain pass, or None (no head, or flip output).
+        residual_confidence: (B, 21) -log sigma of the residual flow head, or None (no head,
+            or the flip-test output).
     """
 
     kp2d_crop_px: np.ndarray
@@ -156,6 +158,7 @@ class BatchOutput:
     joint_confidence: np.ndarray | None = None
     hand_present: np.ndarray | None = None
     mano: ManoBatch | None = None
+    residual_confidence: np.ndarray | None = None
 
 
 @dataclass
@@ -293,7 +296,9 @@ def sample_map_at(maps: np.ndarray, kp_px: np.ndarray, image_size: int) -> np.nd
 
 
 def image_scores(peaks: np.ndarray, mask_prob: np.ndarray, log_likelihood: np.ndarray | None,
-                 joint_confidence: np.ndarray | None) -> dict[str, np.ndarray]:  # fmt: skip
+                 joint_confidence: np.ndarray | None,
+                 residual_confidence: np.ndarray | None = None
+                 ) -> dict[str, np.ndarray]:  # fmt: skip
     """The per-image confidence scores the model offers (higher = more trusted).
 
     Args:
@@ -301,10 +306,12 @@ def image_scores(peaks: np.ndarray, mask_prob: np.ndarray, log_likelihood: np.nd
         mask_prob: (B, h, w) hand-mask probability.
         log_likelihood: (B,) flow log-likelihood, or None without a flow head.
         joint_confidence: (B, K) calibrated joint confidence, or None.
+        residual_confidence: (B, K) -log sigma of the residual flow head, or None.
 
     Returns:
         name -> (B,): 'flow_loglik' (with a flow), 'heatmap_peak_mean', 'hand_mask_mean',
-        'joint_confidence_mean' (with a calibration).
+        'joint_confidence_mean' (with a calibration), 'residual_confidence_mean' (with the
+        residual flow head).
     """
     out = {}
     if log_likelihood is not None:
@@ -313,17 +320,21 @@ def image_scores(peaks: np.ndarray, mask_prob: np.ndarray, log_likelihood: np.nd
     out["hand_mask_mean"] = np.asarray(mask_prob, np.float64).reshape(len(peaks), -1).mean(axis=1)
     if joint_confidence is not None:
         out["joint_confidence_mean"] = np.asarray(joint_confidence, np.float64).mean(axis=1)
+    if residual_confidence is not None:
+        out["residual_confidence_mean"] = np.asarray(residual_confidence, np.float64).mean(axis=1)
     return out
 
 
 def joint_scores(peaks: np.ndarray, kp_crop_px: np.ndarray, crop_size: int,
-                 loglik_map: np.ndarray | None, joint_confidence: np.ndarray | None
+                 loglik_map: np.ndarray | None, joint_confidence: np.ndarray | None,
+                 residual_confidence: np.ndarray | None = None
                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
     """The per-joint scores and the stated probabilities among them.
 
     Returns:
         (name -> (B, K) score: 'heatmap_peak', 'flow_loglik_at_joint' (with a flow),
-        'joint_confidence' (with a calibration); name -> (B, K) stated probability of 'joint
+        'joint_confidence' (with a calibration), 'residual_confidence' (-log sigma, with the
+        residual flow head); name -> (B, K) stated probability of 'joint
         correct': 'heatmap_peak' clipped to [0, 1], 'joint_confidence').
     """
     scores = {"heatmap_peak": np.asarray(peaks, np.float64)}
@@ -333,6 +344,8 @@ def joint_scores(peaks: np.ndarray, kp_crop_px: np.ndarray, crop_size: int,
     if joint_confidence is not None:
         scores["joint_confidence"] = np.asarray(joint_confidence, np.float64)
         probs["joint_confidence"] = scores["joint_confidence"]
+    if residual_confidence is not None:
+        scores["residual_confidence"] = np.asarray(residual_confidence, np.float64)
     return scores, probs
 
 
@@ -478,11 +491,12 @@ def evaluate(
             if out.flow is not None:
                 loglik = _np(out.flow.log_likelihood)
                 loglik_map = _np(out.flow.loglik_map)
+            residual = None if out.residual is None else _np(out.residual.confidence)
             kp_crop, kp_orig, scores, errors = score_heatmaps(heatmaps, batch, codec, acc, loglik)
             n += kp_orig.shape[0]
             joint_conf, hand_present = _score_confidence(
                 conf_acc, batch, kp_crop, scores, errors, _np(mask_prob), loglik, loglik_map,
-                calibration, bbox_factor,
+                calibration, bbox_factor, residual,
             )  # fmt: skip
             mano = mano_mpjpe = None
             if mano_scorer is not None and out.mano is not None:
@@ -501,7 +515,8 @@ def evaluate(
                 on_batch(b, batch, BatchOutput(kp_crop, kp_orig, scores, _np(heatmaps),
                                                _np(mask_prob), loglik_map, loglik, errors,
                                                joint_confidence=joint_conf,
-                                               hand_present=hand_present, mano=mano))  # fmt: skip
+                                               hand_present=hand_present, mano=mano,
+                                               residual_confidence=residual))  # fmt: skip
             if acc_flip is not None:
                 out_m = forward_images(model, torch.flip(image, dims=[-1]), batch)
                 hm_avg = 0.5 * (heatmaps + flip_heatmaps(out_m.heatmaps[-1].float()))
@@ -544,13 +559,14 @@ def _score_confidence(
     conf_acc: ConfidenceAccumulator, batch: dict, kp_crop: np.ndarray, peaks: np.ndarray,
     errors: np.ndarray, mask_prob: np.ndarray, loglik: np.ndarray | None,
     loglik_map: np.ndarray | None, calibration: Calibration | None, bbox_factor: float,
+    residual: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:  # fmt: skip
     """Add one batch's confidence scores; returns (joint confidence, hand_present) or Nones."""
     joint_conf = None if calibration is None else calibration.joint_confidence(peaks)
-    per_image = image_scores(peaks, mask_prob, loglik, joint_conf)
+    per_image = image_scores(peaks, mask_prob, loglik, joint_conf, residual)
     hand_present = None if calibration is None else calibration.hand_probability(per_image)
     per_joint, probs = joint_scores(peaks, kp_crop, int(batch["image"].shape[-1]), loglik_map,
-                                    joint_conf)  # fmt: skip
+                                    joint_conf, residual)  # fmt: skip
     norms = gt_bbox_size(_np(batch["kp2d_orig_px"]), batch["orig_size_wh"].cpu().numpy(),
                          bbox_factor)  # fmt: skip
     conf_acc.update(errors, norms, image_scores=per_image, joint_scores=per_joint,
@@ -624,8 +640,10 @@ def score_images(
             peaks = _np(out.heatmaps[-1].float().amax(dim=(-2, -1)))
             mask_prob = _np(torch.sigmoid(out.masks[-1][:, 0].float()))
             loglik = None if out.flow is None else _np(out.flow.log_likelihood)
+            residual = None if out.residual is None else _np(out.residual.confidence)
             joint_conf = None if calibration is None else calibration.joint_confidence(peaks)
-            for name, values in image_scores(peaks, mask_prob, loglik, joint_conf).items():
+            for name, values in image_scores(peaks, mask_prob, loglik, joint_conf,
+                                             residual).items():  # fmt: skip
                 parts.setdefault(name, []).append(values)
             kinds.extend(str(k) for k in batch.get("kind", ["hand"] * len(peaks)))
     finally:
@@ -646,7 +664,8 @@ class ImageScoreCollector:
         if out.flip:
             return
         for name, values in image_scores(out.scores, out.mask_prob, out.log_likelihood,
-                                         out.joint_confidence).items():  # fmt: skip
+                                         out.joint_confidence,
+                                         out.residual_confidence).items():  # fmt: skip
             self._parts.setdefault(name, []).append(values)
 
     def scores(self) -> dict[str, np.ndarray]:
