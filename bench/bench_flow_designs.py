@@ -32,6 +32,7 @@ import torch
 
 from bench.bench_models import fake_batch, time_call, training_step
 from models import HandFlowCriterion, ModelConfig, build_model, prepare_for_inference
+from models.losses import RESIDUAL_DEFAULT_WEIGHT
 
 REPO = Path(__file__).resolve().parents[1]
 # name -> (what it is, training flags, ModelConfig fields)
@@ -118,11 +119,12 @@ def run_cost(args: argparse.Namespace) -> None:
     base_cfg = ModelConfig.preset(args.preset)
     batch = fake_batch(base_cfg, batch_n, generator)
     image_eval = batch["image"][:8]
-    criterion = HandFlowCriterion()
     fns = {}
     for name in args.designs:
         torch.manual_seed(0)
         model = build_model(ModelConfig.preset(args.preset, **DESIGNS[name][2]))
+        criterion = HandFlowCriterion({"residual": RESIDUAL_DEFAULT_WEIGHT}
+                                      if model.cfg.residual_flow else None)
         model = model.to(memory_format=torch.channels_last).train()
         infer = prepare_for_inference(build_model(model.cfg))
 

@@ -49,6 +49,8 @@ def fake_batch(cfg: ModelConfig, batch: int, generator: torch.Generator) -> dict
         "heatmap_weights": torch.ones(batch, cfg.njoints),
         "mask": (torch.rand(batch, 1, hm, hm, generator=generator) > 0.5).float(),
         "has_mask": torch.ones(batch, dtype=torch.bool),
+        "kp2d_px": torch.rand(batch, cfg.njoints, 2, generator=generator) * cfg.input_size,
+        "visible": torch.ones(batch, cfg.njoints, dtype=torch.bool),
     }
 
 
