@@ -315,8 +315,9 @@ class HandFlowCriterion(nn.Module):
         # Only the head terms can be missing (they return None without their head).
         weighted = [k for k, w in self.weights.items() if w > 0 and k not in terms]
         if weighted:
-            raise ValueError(f"loss weights {weighted} > 0 but the model lacks their head "
-                             f"(ModelConfig.mano_enabled, ModelConfig.residual_flow)")
+            heads = sorted({"no residual flow head (ModelConfig.residual_flow)" if k == "residual"
+                            else "no MANO head (ModelConfig.mano_enabled)" for k in weighted})
+            raise ValueError(f"loss weights {weighted} > 0 but the model has {', '.join(heads)}")
         for name, value in terms.items():
             if not torch.isfinite(value):
                 raise FloatingPointError(f"non-finite {name} loss: {float(value.detach())}")

@@ -56,7 +56,7 @@ def test_only_the_head_is_trained_by_its_term() -> None:
     assert model.residual.scale_mlp[-1].weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.seednet.parameters())
     plain = build_model(ModelConfig.preset("small", input_size=64)).eval()
-    with pytest.raises(ValueError, match="lacks their head"):
+    with pytest.raises(ValueError, match="no residual flow head"):
         HandFlowCriterion({"residual": 1.0})(plain(torch.rand(2, 3, 64, 64)), batch)
 
 

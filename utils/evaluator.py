@@ -476,6 +476,7 @@ def evaluate(
     preds: list[SamplePrediction] = []
     preds_flip: list[SamplePrediction] = []
     has_flow = getattr(model, "flow", None) is not None
+    has_residual = getattr(model, "residual", None) is not None
     mano_scorer = ManoScorer(bbox_factor) if getattr(model, "mano", None) is not None else None
     start = time.perf_counter()
     n = 0
@@ -491,7 +492,7 @@ def evaluate(
             if out.flow is not None:
                 loglik = _np(out.flow.log_likelihood)
                 loglik_map = _np(out.flow.loglik_map)
-            residual = None if out.residual is None else _np(out.residual.confidence)
+            residual = _np(out.residual.confidence) if has_residual else None
             kp_crop, kp_orig, scores, errors = score_heatmaps(heatmaps, batch, codec, acc, loglik)
             n += kp_orig.shape[0]
             joint_conf, hand_present = _score_confidence(
@@ -640,7 +641,8 @@ def score_images(
             peaks = _np(out.heatmaps[-1].float().amax(dim=(-2, -1)))
             mask_prob = _np(torch.sigmoid(out.masks[-1][:, 0].float()))
             loglik = None if out.flow is None else _np(out.flow.log_likelihood)
-            residual = None if out.residual is None else _np(out.residual.confidence)
+            residual = (_np(out.residual.confidence)
+                        if getattr(model, "residual", None) is not None else None)
             joint_conf = None if calibration is None else calibration.joint_confidence(peaks)
             for name, values in image_scores(peaks, mask_prob, loglik, joint_conf,
                                              residual).items():  # fmt: skip
