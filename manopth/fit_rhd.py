@@ -5,12 +5,17 @@ Example (without the licensed MANO files, using the synthetic model)::
     python -m manopth.fit_rhd --frame 0 \\
         --data_root ../shared/realdata/RHD/RHD_published_v2 --synthetic_mano --out fit.png
 
-``--data_root`` is the RHD folder holding ``evaluation/anno_evaluation.mat`` and
-``evaluation/color/%05d.png`` (the official release layout). With the real MANO files,
-drop ``--synthetic_mano`` and put MANO_RIGHT.pkl / MANO_LEFT.pkl in manopth/mano/models
-or pass ``--mano_root``. The fitted hand is the one with more visible keypoints unless
-``--hand`` says otherwise; RHD's 2D labels are exact projections, so occluded joints are
-used too (``--visible_only`` to drop them).
+``--data_root`` is the RHD folder holding ``evaluation/anno_evaluation.mat`` (or .pickle)
+and ``evaluation/color/%05d.png`` (the official release layout), read by the project's RHD
+reader (`datasets.rhd`: OpenCV's pixel convention and its hand choice), so the overlay lines
+up with the image as training's crops do. With the real MANO files, drop
+``--synthetic_mano`` and put MANO_RIGHT.pkl / MANO_LEFT.pkl in manopth/mano/models or pass
+``--mano_root``. The fitted hand is the one with more mask pixels (the datasets' rule)
+unless ``--hand`` says otherwise; RHD's 2D labels are exact projections, so occluded joints
+are used too (``--visible_only`` to drop them).
+
+An application of the MANO layer on a dataset: it sits above `datasets`
+(`tests/test_layering.py`), unlike the rest of `manopth`.
 """
 
 from __future__ import annotations
@@ -23,53 +28,46 @@ from typing import Any
 
 import cv2
 import numpy as np
-import scipy.io
 import torch
 
+from datasets.base import FrameRecord, HandAnnotation, choose_hand
+from datasets.rhd import RHDReader
 from manopth.fit import FitConfig, FitResult, fit_mano_to_keypoints
 from manopth.loader import ManoFileError
 from manopth.manolayer import ManoLayer
 from manopth.synthetic_model import synthetic_mano_model
 from utils.geometry import rescale_px
-from utils.image_io import read_image_rgb
-from utils.joints import RHD_LEFT_ROWS, RHD_RIGHT_ROWS, RHD_TO_CANONICAL
+from utils.image_io import read_image_rgb, read_label_image
 from utils.vis import draw_skeleton
 
 
 def read_rhd_frame(data_root: Path, frame: int, split: str = "evaluation"
-                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """One RHD frame: its RGB image and its annotation (``K``, ``xyz``, ``uv_vis``)."""
-    mat_path = data_root / split / f"anno_{split}.mat"
-    image_path = data_root / split / "color" / f"{frame:05d}.png"
-    for path, what in ((mat_path, "the RHD annotation file"), (image_path, "the RHD image")):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: {what} is missing; --data_root must be the "
-                                    f"RHD_published_v2 folder (with {split}/color/)")
-    key = f"frame{frame}"
-    mat = scipy.io.loadmat(mat_path, variable_names=[key])
-    if key not in mat:
-        raise KeyError(f"{mat_path}: no annotation '{key}'")
-    record = mat[key][0, 0]
-    anno = {name: np.asarray(record[name], dtype=np.float64) for name in ("K", "xyz", "uv_vis")}
-    return read_image_rgb(image_path), anno
+                   ) -> tuple[np.ndarray, FrameRecord]:
+    """One RHD frame through the project's RHD reader: its RGB image and its record (both
+    hands, labels and K in OpenCV's pixel convention, as training and evaluation see them)."""
+    record = RHDReader(data_root, split, frame_ids=[frame]).record(0)
+    return read_image_rgb(record.image_path), record
 
 
-def hand_keypoints(anno: dict[str, np.ndarray], hand: str, image_wh: tuple[int, int],
-                   visible_only: bool) -> tuple[str, np.ndarray, np.ndarray]:
-    """(side, kp2d_px (21, 2) canonical order, weights (21,)) of the chosen hand."""
-    uv_vis = anno["uv_vis"]
-    rows = {"left": RHD_LEFT_ROWS, "right": RHD_RIGHT_ROWS}
+def choose_fit_hand(record: FrameRecord, hand: str) -> HandAnnotation:
+    """The hand to fit: 'auto' is the datasets' rule (more mask pixels), else by side."""
     if hand == "auto":
-        hand = max(rows, key=lambda side: uv_vis[rows[side], 2].sum())
-    sel = uv_vis[rows[hand]][list(RHD_TO_CANONICAL)]
-    kp = sel[:, :2]
+        mask = read_label_image(record.mask_path) if record.mask_path is not None else None
+        return choose_hand(record, mask)
+    return next(h for h in record.hands if h.side == hand)
+
+
+def hand_keypoints(hand: HandAnnotation, image_wh: tuple[int, int], visible_only: bool
+                   ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(kp2d_px (21, 2) canonical order, weights (21,)) of a hand."""
+    kp = hand.kp2d_px
     w, h = image_wh
     # RHD puts joints behind or far beside the camera at huge coordinates: ignore those.
     inside = (kp[:, 0] > -w) & (kp[:, 0] < 2 * w) & (kp[:, 1] > -h) & (kp[:, 1] < 2 * h)
     weights = inside.astype(np.float64)
     if visible_only:
-        weights *= sel[:, 2] > 0.5
-    return hand, kp, weights
+        weights *= hand.visible
+    return kp, weights
 
 
 def render_overlay(image_rgb: np.ndarray, result: FitResult, faces: np.ndarray, K: np.ndarray,
@@ -154,9 +152,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    image, anno = read_rhd_frame(args.data_root, args.frame, args.split)
+    image, record = read_rhd_frame(args.data_root, args.frame, args.split)
     h, w = image.shape[:2]
-    side, kp, weights = hand_keypoints(anno, args.hand, (w, h), args.visible_only)
+    hand = choose_fit_hand(record, args.hand)
+    side = hand.side
+    kp, weights = hand_keypoints(hand, (w, h), args.visible_only)
     try:
         model = synthetic_mano_model(side) if args.synthetic_mano else None
         ncomps = args.ncomps or (45 if args.synthetic_mano else 12)
@@ -166,13 +166,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"error: {e}") from e
     device = torch.device(args.device)
     kp_t = torch.tensor(kp, dtype=torch.float32, device=device)[None]
-    K_t = torch.tensor(anno["K"], dtype=torch.float32, device=device)[None]
+    K_t = torch.tensor(record.K, dtype=torch.float32, device=device)[None]
     w_t = torch.tensor(weights, dtype=torch.float32, device=device)[None]
     cfg = FitConfig(iters_full=args.iters_full, iters_lbfgs=args.iters_lbfgs)
     start = time.perf_counter()
     result = fit_mano_to_keypoints(layer, kp_t, K_t, w_t, cfg)
     seconds = time.perf_counter() - start
-    overlay = render_overlay(image, result, layer.faces.cpu().numpy(), anno["K"], kp, weights)
+    overlay = render_overlay(image, result, layer.faces.cpu().numpy(), record.K, kp, weights)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(args.out), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
         raise OSError(f"{args.out}: cannot write the overlay image")
