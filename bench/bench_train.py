@@ -34,15 +34,18 @@ from training.distributed import EpochDataset, ResumableSampler
 from training.engine import move_batch, train_one_epoch
 
 
-def bench_fixed_batch(cfg: ModelConfig, batch: dict, steps: int) -> float:
-    """Images/s of full training steps on one batch (no data loading)."""
+def bench_fixed_batch(cfg: ModelConfig, batch: dict, steps: int, bf16: bool = False) -> float:
+    """Images/s of full training steps on one batch (no data loading; the forward under bf16
+    autocast with ``bf16``, as --precision bf16 trains)."""
     model = build_model(cfg).train()
     criterion = HandFlowCriterion()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     times = []
     for _ in range(steps + 1):
         start = time.perf_counter()
-        terms = criterion(model(batch["image"]), batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(batch["image"])
+        terms = criterion(out, batch)
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -52,7 +55,7 @@ def bench_fixed_batch(cfg: ModelConfig, batch: dict, steps: int) -> float:
 
 
 def bench_with_loader(cfg: ModelConfig, data_root: Path, batch_size: int, steps: int,
-                      workers: int) -> float:  # fmt: skip
+                      workers: int, bf16: bool = False) -> float:  # fmt: skip
     """Images/s of `train_one_epoch` with the real loader (warm-up step excluded)."""
     ds = build_dataset("synth", data_root, "train", train_aug=True, input_size=cfg.input_size,
                        heatmap_size=cfg.heatmap_size, cache_dir=False)  # fmt: skip
@@ -64,7 +67,7 @@ def bench_with_loader(cfg: ModelConfig, data_root: Path, batch_size: int, steps:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     criterion = HandFlowCriterion()
     device = torch.device("cpu")
-    kwargs = {"device": device, "grad_clip": 1.0, "show_progress": False}
+    kwargs = {"device": device, "grad_clip": 1.0, "show_progress": False, "bf16": bf16}
     sampler.set_epoch(0)
     train_one_epoch(model, criterion, loader, optimizer, epoch=0, max_steps=1, **kwargs)
     sampler.set_epoch(1)
@@ -90,10 +93,12 @@ def report_throughput(args: argparse.Namespace) -> None:
             torch.utils.data.default_collate([ds[i] for i in range(args.batch)]),
             torch.device("cpu"),
         )
-        fixed = bench_fixed_batch(cfg, batch, args.steps)
-        loader = bench_with_loader(cfg, data_root, args.batch, args.steps, args.workers)
+        bf16 = args.precision == "bf16"
+        fixed = bench_fixed_batch(cfg, batch, args.steps, bf16)
+        loader = bench_with_loader(cfg, data_root, args.batch, args.steps, args.workers, bf16)
     print(f"\n## Training throughput ({args.preset} preset, {cfg.input_size}x{cfg.input_size}, "
-          f"batch {args.batch}, CPU, {torch.get_num_threads()} threads)")  # fmt: skip
+          f"batch {args.batch}, {args.precision}, CPU, "
+          f"{torch.get_num_threads()} threads)")  # fmt: skip
     print("| measurement | images/s |\n|---|---|")
     print(f"| model only (fixed batch, best of {args.steps} steps) | {fixed:.2f} |")
     print(f"| train_one_epoch + DataLoader ({args.workers} workers) | {loader:.2f} |")
@@ -125,7 +130,9 @@ def report_demo(demo_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="default", choices=("default", "small"))
+    parser.add_argument("--preset", default="default", choices=("default", "small", "real"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                        help="the forward pass of a training step (real preset: bf16)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per measurement")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers")
