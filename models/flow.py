@@ -16,6 +16,7 @@ returns normalised features.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import FrEIA.framework as Ff
@@ -101,7 +102,8 @@ def build_flow_inn(
     return add_coupling_steps(Ff.SequenceINN(channels, *size_hw), channels, subnets, clamp, seed)
 
 
-def add_coupling_steps(inn: Ff.SequenceINN, channels: int, subnets: list, clamp: float,
+def add_coupling_steps(inn: Ff.SequenceINN, channels: int,
+                       subnets: Sequence[Callable[[int, int], nn.Module]], clamp: float,
                        seed: int) -> Ff.SequenceINN:  # fmt: skip
     """Append one AllInOneBlock per subnet constructor (hard permutations), with permutations
     drawn from ``seed`` rather than numpy's global RNG (left untouched), so the same arguments

@@ -627,6 +627,7 @@ def score_images(
         (name -> (N,) scores, (N,) kind of each image; 'hand' where the batch has no 'kind').
     """
     device = next(model.parameters()).device
+    has_residual = getattr(model, "residual", None) is not None
     was_training = model.training
     model.eval()
     parts: dict[str, list[np.ndarray]] = {}
@@ -641,8 +642,7 @@ def score_images(
             peaks = _np(out.heatmaps[-1].float().amax(dim=(-2, -1)))
             mask_prob = _np(torch.sigmoid(out.masks[-1][:, 0].float()))
             loglik = None if out.flow is None else _np(out.flow.log_likelihood)
-            residual = (_np(out.residual.confidence)
-                        if getattr(model, "residual", None) is not None else None)
+            residual = _np(out.residual.confidence) if has_residual else None
             joint_conf = None if calibration is None else calibration.joint_confidence(peaks)
             for name, values in image_scores(peaks, mask_prob, loglik, joint_conf,
                                              residual).items():  # fmt: skip
