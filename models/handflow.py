@@ -16,6 +16,7 @@ from models.fuse import fold_batchnorm
 from models.mano_head import ManoHead, ManoHeadOutput
 from models.outputs import BackboneOutput
 from models.residual_flow import ResidualFlowHead, ResidualFlowOutput
+from utils.heatmap import HeatmapCodec
 
 _MEMORY_FORMATS = {
     "contiguous": torch.contiguous_format,
@@ -82,6 +83,7 @@ class HandFlowNet(nn.Module):
         self.mano = ManoHead.from_config(cfg) if cfg.mano_enabled else None
         self.residual = (ResidualFlowHead(cfg.channels, cfg.njoints, cfg.input_size)
                          if cfg.residual_flow else None)  # fmt: skip
+        self.codec = HeatmapCodec.for_input_size(cfg.input_size)
         self.bn_folded = False  # set by prepare_for_inference
         # Set by prepare_for_inference(precision='bf16'): the backbone's forward under bf16
         # autocast in eval mode (the flow and the returned heatmaps stay float32).
@@ -156,16 +158,18 @@ class HandFlowNet(nn.Module):
             # The likelihood and its log-determinant need float32, also under bf16 autocast.
             with torch.autocast(device_type=flow_x.device.type, enabled=False):
                 flow = self.flow(flow_x.float())
-        mano = None
-        if self.mano is not None and with_mano:
-            features = base.features.detach() if self.cfg.mano_detach else base.features
-            # MANO (skinning, projection) runs in float32, also under bf16 autocast.
-            with torch.autocast(device_type=features.device.type, enabled=False):
-                mano = self.mano(features.float(), base.heatmaps[-1].float(), K)
-        residual = None
-        if self.residual is not None:
+        run_mano = self.mano is not None and with_mano
+        mano = residual = None
+        if run_mano or self.residual is not None:
+            # Both heads read the final heatmaps' keypoints: decoded once, in float32 (also
+            # under bf16 autocast, like MANO's skinning and projection).
             with torch.autocast(device_type=base.features.device.type, enabled=False):
-                residual = self.residual(base.features, base.heatmaps[-1])
+                kp_px, peaks = self.codec.decode_torch(base.heatmaps[-1].float())
+                if run_mano:
+                    features = base.features.detach() if self.cfg.mano_detach else base.features
+                    mano = self.mano(features.float(), kp_px, peaks, K)
+                if self.residual is not None:
+                    residual = self.residual(base.features, kp_px, peaks)
         return HandFlowOutput(heatmaps=base.heatmaps, masks=base.masks, features=base.features,
                               flow=flow, mano=mano, residual=residual)
 

@@ -51,7 +51,6 @@ from manopth.manolayer import ManoLayer
 from manopth.projection import perspective_project, weak_perspective_project
 from manopth.synthetic_model import synthetic_mano_model
 from models.config import ModelConfig
-from utils.heatmap import HeatmapCodec
 
 STANDIN = "synthetic"
 STANDIN_NOTE = (
@@ -254,7 +253,6 @@ class ManoHead(nn.Module):
         self.is_standin = is_standin
         self.layer = ManoLayer("right", model=model, use_pca=False, rot_mode="rot6d",
                                flat_hand_mean=False, persistent=False)
-        self.codec = HeatmapCodec.for_input_size(input_size)
 
         def conv_bn(cin: int, cout: int, kernel: int, stride: int) -> list[nn.Module]:
             return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
@@ -319,13 +317,15 @@ class ManoHead(nn.Module):
         fingers = lbs.batch_rodrigues(hand.reshape(-1, NUM_MANO_JOINTS - 1, 3))
         return torch.cat([root, fingers], dim=1)
 
-    def forward(self, features: Tensor, heatmaps: Tensor, K: Tensor | None = None
-                ) -> ManoHeadOutput:  # fmt: skip
+    def forward(self, features: Tensor, kp2d_px: Tensor, peaks: Tensor,
+                K: Tensor | None = None) -> ManoHeadOutput:  # fmt: skip
         """MANO outputs of a batch.
 
         Args:
             features: (B, C, h, w) SeedNet's final features.
-            heatmaps: (B, 21, h, w) final heatmaps (only decoded, never differentiated).
+            kp2d_px: (B, 21, 2) keypoints decoded from the final heatmaps (crop pixels; read
+                detached: the head never differentiates the decode).
+            peaks: (B, 21) their heatmap peak values.
             K: (B, 3, 3) crop intrinsics in model-input pixels (NaN rows: no camera), or
                 None (no sample has one).
 
@@ -336,8 +336,7 @@ class ManoHead(nn.Module):
         """
         batch = features.shape[0]
         x = self.encoder(features)
-        kp_px, peaks = self.codec.decode_torch(heatmaps)
-        kp_px, peaks = kp_px.to(x.dtype), peaks.to(x.dtype)
+        kp_px, peaks = kp2d_px.detach().to(x.dtype), peaks.detach().to(x.dtype)
         if self.num_keypoint_inputs:
             x = torch.cat([x, self.keypoint_inputs(kp_px, peaks)], dim=1)
         raw = self.mlp(x)  # (B, pose + 10 + 3)

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.flow import add_coupling_steps
-from utils.heatmap import HeatmapCodec
 
 LOG_2PI = math.log(2.0 * math.pi)
 # log sigma is bounded to a sane range of crop fractions (e^-7 ~ 0.001, e^1 ~ 2.7).
@@ -86,7 +85,6 @@ class ResidualFlowHead(nn.Module):
         super().__init__()
         self.njoints = njoints
         self.input_size = input_size
-        self.codec = HeatmapCodec.for_input_size(input_size)
         self.joint_embedding = nn.Embedding(njoints, 16)
         # Input: the features at the joint, its heatmap peak, the joint's embedding.
         self.scale_mlp = nn.Sequential(nn.Linear(channels + 1 + 16, hidden), nn.ReLU(),
@@ -96,15 +94,17 @@ class ResidualFlowHead(nn.Module):
         self.flow = add_coupling_steps(Ff.SequenceINN(2), 2, [_subnet] * steps, clamp=2.0,
                                        seed=seed)
 
-    def forward(self, features: Tensor, heatmaps: Tensor) -> ResidualFlowOutput:
+    def forward(self, features: Tensor, kp2d_px: Tensor, peaks: Tensor) -> ResidualFlowOutput:
         """Scales of the decoded joints of a batch.
 
         Args:
             features: (B, C, h, w) final features (read detached).
-            heatmaps: (B, J, h, w) final heatmaps (decoded, never differentiated).
+            kp2d_px: (B, J, 2) keypoints decoded from the final heatmaps (crop pixels, read
+                detached).
+            peaks: (B, J) their heatmap peak values.
         """
         features = features.detach().float()
-        kp_px, peaks = self.codec.decode_torch(heatmaps)
+        kp_px, peaks = kp2d_px.detach(), peaks.detach()
         b, j = kp_px.shape[:2]
         # Crop pixels -> grid_sample's [-1, 1] (align_corners=False: pixel areas).
         grid = ((kp_px + 0.5) / self.input_size * 2.0 - 1.0).to(features.dtype)

@@ -23,6 +23,7 @@ from models.mano_head import (
     resolve_mano_model,
     scale_intrinsics,
 )
+from utils.heatmap import HeatmapCodec
 
 SIZE = 64  # input side of the tiny test configs
 
@@ -47,6 +48,12 @@ def peaked_heatmaps(kp_hm: torch.Tensor, size: int = SIZE // 4) -> torch.Tensor:
     return gy[..., :, None] * gx[..., None, :]
 
 
+def decoded_keypoints(kp_hm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kp2d_px, peaks) as HandFlowNet hands them to its heads: the decode of
+    `peaked_heatmaps(kp_hm)`."""
+    return HeatmapCodec.for_input_size(SIZE).decode_torch(peaked_heatmaps(kp_hm))
+
+
 @pytest.fixture(scope="module")
 def head() -> ManoHead:
     torch.manual_seed(0)
@@ -63,7 +70,7 @@ def test_perspective_and_weak_cameras(head: ManoHead) -> None:
     K = crop_K(3)
     K[2] = float("nan")  # a COCO-format sample: no camera
     with torch.no_grad():
-        out = head(feats, peaked_heatmaps(kp_hm), K)
+        out = head(feats, *decoded_keypoints(kp_hm), K)
     assert out.perspective.tolist() == [True, True, False]
     assert out.verts_m.shape == (3, 778, 3) and out.joints_m.shape == (3, 21, 3)
     assert out.kp2d_px.shape == (3, 21, 2) and out.verts2d_px.shape == (3, 778, 2)
@@ -94,7 +101,7 @@ def test_initial_head_is_the_mean_hand_on_the_heatmap_wrist() -> None:
     kp_hm = torch.full((1, 21, 2), 8.0)
     kp_hm[0, 0] = torch.tensor([5.0, 9.0])  # the wrist at heatmap pixel (5, 9)
     with torch.no_grad():
-        out = head(torch.randn(1, 8, 16, 16), peaked_heatmaps(kp_hm), crop_K(1))
+        out = head(torch.randn(1, 8, 16, 16), *decoded_keypoints(kp_hm), crop_K(1))
     wrist_crop = (torch.tensor([5.0, 9.0]) + 0.5) * 4 - 0.5
     torch.testing.assert_close(out.camera[0, :2], wrist_crop, atol=0.5, rtol=0)  # px
     assert out.betas.abs().max() < 0.05
@@ -107,21 +114,21 @@ def test_pca_pose_and_camera_modes() -> None:
     torch.manual_seed(2)
     head = ManoHead.from_config(tiny_cfg(mano_pose="pca", mano_ncomps=6),
                                 synthetic_mano_model()).eval()
-    heat = peaked_heatmaps(torch.rand(2, 21, 2) * 12)
+    kp, peaks = decoded_keypoints(torch.rand(2, 21, 2) * 12)
     with torch.no_grad():
-        out = head(torch.randn(2, 8, 16, 16), heat, crop_K(2))
+        out = head(torch.randn(2, 8, 16, 16), kp, peaks, crop_K(2))
     assert out.pose.shape == (2, 12) and out.perspective.all()
     weak = ManoHead.from_config(tiny_cfg(mano_camera="weak"), synthetic_mano_model()).eval()
     with torch.no_grad():
-        assert not weak(torch.randn(2, 8, 16, 16), heat, crop_K(2)).perspective.any()
+        assert not weak(torch.randn(2, 8, 16, 16), kp, peaks, crop_K(2)).perspective.any()
     persp = ManoHead.from_config(tiny_cfg(mano_camera="perspective"), synthetic_mano_model()).eval()
     K = crop_K(2)
     K[1, 0, 0] = float("nan")
     with pytest.raises(MissingCameraError, match=r"batch rows \[1\]") as info:
-        persp(torch.randn(2, 8, 16, 16), heat, K)
+        persp(torch.randn(2, 8, 16, 16), kp, peaks, K)
     assert info.value.sample_indices == [1]
     with pytest.raises(MissingCameraError, match="no K was given"):
-        persp(torch.randn(2, 8, 16, 16), heat, None)
+        persp(torch.randn(2, 8, 16, 16), kp, peaks, None)
 
 
 def test_non_finite_rotations_are_named(head: ManoHead) -> None:
@@ -129,12 +136,12 @@ def test_non_finite_rotations_are_named(head: ManoHead) -> None:
     feats[1, 0, 0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match=r"non-finite predicted rotations \(rot6d\) in "
                        r"batch rows \[1\]"):
-        head(feats, peaked_heatmaps(torch.rand(2, 21, 2) * 12), crop_K(2))
+        head(feats, *decoded_keypoints(torch.rand(2, 21, 2) * 12), crop_K(2))
 
 
 def test_mano_loss_terms_by_hand(head: ManoHead) -> None:
     with torch.no_grad():
-        out = head(torch.randn(2, 8, 16, 16), peaked_heatmaps(torch.rand(2, 21, 2) * 12),
+        out = head(torch.randn(2, 8, 16, 16), *decoded_keypoints(torch.rand(2, 21, 2) * 12),
                    crop_K(2))
     target = out.kp2d_px.clone()
     target[0, 3] += torch.tensor([SIZE * 0.1, 0.0])  # 0.1 of the input side off on joint 3
@@ -188,7 +195,7 @@ def test_gradcheck_head_mano_projection_loss_float64() -> None:
     with torch.no_grad():
         head.mlp[-1].weight.normal_(0.0, 0.05)
     feats = torch.randn(2, 8, 2, 2, dtype=torch.float64, requires_grad=True)
-    heat = peaked_heatmaps(torch.rand(2, 21, 2) * 12).double()
+    kp, peaks = (t.double() for t in decoded_keypoints(torch.rand(2, 21, 2) * 12))
     K = crop_K(2, dtype=torch.float64)
     K[1] = float("nan")  # one perspective and one weak-perspective sample
     batch = {"image": torch.zeros(2, 3, SIZE, SIZE),
@@ -198,7 +205,7 @@ def test_gradcheck_head_mano_projection_loss_float64() -> None:
              "has_3d": torch.tensor([True, False])}
 
     def loss(x: torch.Tensor) -> torch.Tensor:
-        return sum(mano_loss_terms(head(x, heat, K), batch).values())
+        return sum(mano_loss_terms(head(x, kp, peaks, K), batch).values())
 
     assert torch.autograd.gradcheck(loss, (feats,), eps=1e-6, atol=1e-6, rtol=1e-4)
 

@@ -14,6 +14,7 @@ from models import HandFlowCriterion, ModelConfig, build_model
 from models.residual_flow import ResidualFlowHead
 from tests.tiny_runs import tiny_synth_root, tiny_train_flags
 from training.train_seednet_fastflow import main as train_main
+from utils.heatmap import HeatmapCodec
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_log_prob_is_a_density_over_the_residual() -> None:
     torch.manual_seed(0)
     head = ResidualFlowHead(8, 3, input_size=64)
-    out = head(torch.randn(1, 8, 16, 16), torch.rand(1, 3, 16, 16))
+    out = head(torch.randn(1, 8, 16, 16), torch.rand(1, 3, 2) * 64, torch.rand(1, 3))
     # Integrate p over a grid of label positions around joint 0: about 1 (a density in px).
     step = 0.25
     offsets = torch.arange(-40.0, 40.0, step)
@@ -65,16 +66,16 @@ def test_the_head_learns_which_joints_are_far_off() -> None:
     torch.manual_seed(0)
     head = ResidualFlowHead(4, 2, input_size=64)
     optimizer = torch.optim.Adam(head.parameters(), 1e-2)
-    features, heatmaps = torch.randn(8, 4, 16, 16), torch.rand(8, 2, 16, 16)
+    features, kp, peaks = torch.randn(8, 4, 16, 16), torch.rand(8, 2, 2) * 64, torch.rand(8, 2)
     for _ in range(150):
-        out = head(features, heatmaps)
+        out = head(features, kp, peaks)
         noise = torch.randn(8, 2, 2) * torch.tensor([12.0, 1.0])[None, :, None]
         loss = -out.log_prob(out.kp2d_px.detach() + noise).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        sigma_px = head(features, heatmaps).log_sigma.exp().mean(dim=0) * 64
+        sigma_px = head(features, kp, peaks).log_sigma.exp().mean(dim=0) * 64
     assert sigma_px[0] > 4 * sigma_px[1]
 
 
@@ -92,3 +93,18 @@ def test_training_and_run_py_report_the_residual_scores(data_root: Path, tmp_pat
     assert "residual_confidence" in metrics["confidence"]["joint_scores"]
     assert "residual_confidence_mean" in metrics["confidence"]["image_scores"]
     assert "residual_confidence_mean" in metrics["hand_vs_nohand"]["auroc"]
+
+
+def test_the_heads_share_one_decode_of_the_heatmaps(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = ModelConfig.preset("small", input_size=64, channels=8, residual_flow=True,
+                             mano_enabled=True, mano_model="synthetic")  # fmt: skip
+    model = build_model(cfg).eval()
+    calls = []
+    decode = HeatmapCodec.decode_torch
+    monkeypatch.setattr(HeatmapCodec, "decode_torch",
+                        lambda self, hm: calls.append(hm.shape) or decode(self, hm))
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 64, 64))
+    assert calls == [(2, cfg.njoints, 16, 16)]
+    assert out.mano is not None and out.residual is not None
+    assert torch.equal(out.residual.kp2d_px, decode(model.codec, out.heatmaps[-1])[0])
