@@ -1,12 +1,14 @@
-"""Export a HandFlowNet (SeedNet + the flow head) to ONNX, checked against PyTorch.
+"""Export a HandFlowNet (SeedNet, the flow and residual flow heads) to ONNX, checked against
+PyTorch.
 
 The file takes ``image`` (B, 3, S, S) RGB in [0, 1] (normalisation inside, as in torch) with
 a dynamic batch axis and returns ``heatmaps`` (B, J, S/4, S/4) and ``mask_logits``
 (B, 1, S/4, S/4) of the last stack, plus, for a model with a flow head, ``log_likelihood``
-(B,) and ``loglik_map`` (B, h, w). FrEIA's AllInOneBlock traces with the TorchScript-based
-exporter (``torch.onnx.export(dynamo=False)``; the dynamo exporter needs onnxscript, which
-is not a dependency). Should the flow ever fail to trace, the export falls back to SeedNet's
-outputs alone and says why (`ExportReport.note`).
+(B,) and ``loglik_map`` (B, h, w), and for a model with the residual flow head
+``residual_log_sigma`` (B, J). The MANO head is not exported. FrEIA's AllInOneBlock traces
+with the TorchScript-based exporter (``torch.onnx.export(dynamo=False)``; the dynamo exporter
+needs onnxscript, which is not a dependency). Should a head ever fail to trace, the export
+leaves it out, keeps the rest and says why (`ExportReport.note`).
 
 The file's metadata holds what `utils.predictor.Predictor.from_onnx` needs: the model
 config, the checkpoint's data config (crop framing) and its calibration, as JSON.
@@ -38,6 +40,7 @@ from models.runtime import (
     ONNX_META_MODEL,
     ONNX_META_SOURCE,
     ONNX_OUTPUTS,
+    ONNX_RESIDUAL_OUTPUT,
     OnnxBackend,
     TorchBackend,
 )
@@ -45,7 +48,8 @@ from models.runtime import (
 DEFAULT_OPSET = 17
 # Tolerances of the check against PyTorch: heatmaps and mask logits absolute; the
 # log-likelihood relative (a float32 sum over C x h x w terms, e.g. 65,536 for the default
-# model, is only good to ~1e-7 of its magnitude per term).
+# model, is only good to ~1e-7 of its magnitude per term); the residual head's log sigma is
+# absolute.
 ABS_TOLERANCE = 1e-4
 REL_TOLERANCE = 1e-4
 ONNX_INSTALL_HINT = "onnx is not installed: pip install -r requirements-onnx.txt"
@@ -56,12 +60,14 @@ class OnnxExportError(RuntimeError):
 
 
 class _ExportWrapper(nn.Module):
-    """HandFlowNet -> a tuple of plain tensors (ONNX outputs cannot be dataclasses)."""
+    """HandFlowNet -> a tuple of plain tensors (ONNX outputs cannot be dataclasses), in the
+    order of `output_names`."""
 
-    def __init__(self, model: nn.Module, with_flow: bool) -> None:
+    def __init__(self, model: nn.Module, with_flow: bool, with_residual: bool = False) -> None:
         super().__init__()
         self.model = model
         self.with_flow = with_flow
+        self.with_residual = with_residual
         # The exporter restores the wrapper's mode afterwards: a new module is in training
         # mode, and train() is refused by a model whose BatchNorms were folded.
         self.train(False)
@@ -71,13 +77,22 @@ class _ExportWrapper(nn.Module):
         self.training = mode
         return self
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return (ONNX_OUTPUTS if self.with_flow else ONNX_OUTPUTS[:2]) + (
+            (ONNX_RESIDUAL_OUTPUT,) if self.with_residual else ())
+
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not (self.with_flow or self.with_residual):
+            base = self.model.backbone(self.model.normalize(image))
+            return base.heatmaps[-1], base.masks[-1]
+        out = self.model(image, with_mano=False)
+        outputs = [out.heatmaps[-1], out.masks[-1]]
         if self.with_flow:
-            out = self.model(image)
-            return (out.heatmaps[-1], out.masks[-1], out.flow.log_likelihood,
-                    out.flow.loglik_map)  # fmt: skip
-        base = self.model.backbone(self.model.normalize(image))
-        return base.heatmaps[-1], base.masks[-1]
+            outputs += [out.flow.log_likelihood, out.flow.loglik_map]
+        if self.with_residual:
+            outputs.append(out.residual.log_sigma)
+        return tuple(outputs)
 
 
 @dataclass
@@ -88,16 +103,18 @@ class ExportReport:
         path: the .onnx file.
         outputs: its output names.
         flow_exported: the flow head's outputs are in the file.
+        residual_exported: the residual flow head's output is in the file.
         max_abs_diff: output -> largest |onnxruntime - torch| over the check batches.
         max_rel_diff: output -> largest |difference| / max(|torch|, 1).
         checked_batches: the batch sizes checked.
         seconds: export time.
-        note: why the flow is missing, when it is.
+        note: why a head of the model is missing, when one is.
     """
 
     path: Path
     outputs: tuple[str, ...]
     flow_exported: bool
+    residual_exported: bool = False
     max_abs_diff: dict[str, float] = field(default_factory=dict)
     max_rel_diff: dict[str, float] = field(default_factory=dict)
     checked_batches: tuple[int, ...] = ()
@@ -128,8 +145,8 @@ class ExportReport:
         return "\n".join(lines)
 
 
-def _trace(wrapper: nn.Module, example: torch.Tensor, path: Path, outputs: tuple[str, ...],
-           opset: int) -> None:  # fmt: skip
+def _trace(wrapper: _ExportWrapper, example: torch.Tensor, path: Path, opset: int) -> None:
+    outputs = wrapper.output_names
     dynamic = {name: {0: "batch"} for name in (ONNX_INPUT, *outputs)}
     with warnings.catch_warnings():
         # The shape checks in forward trace to constants (true for every batch size).
@@ -180,7 +197,7 @@ def compare_backends(model: nn.Module, path: Path, batch_sizes: tuple[int, ...] 
 
 def export_onnx(model: nn.Module, path: Path | str, *, data_config: Mapping[str, Any] | None = None,
                 calibration: Mapping[str, Any] | None = None, source: str | None = None,
-                opset: int = DEFAULT_OPSET, with_flow: bool = True,
+                opset: int = DEFAULT_OPSET, with_flow: bool = True, with_residual: bool = True,
                 check_batches: tuple[int, ...] = (1, 3)) -> ExportReport:  # fmt: skip
     """Write ``model`` as ONNX and check it against PyTorch with onnxruntime.
 
@@ -192,6 +209,7 @@ def export_onnx(model: nn.Module, path: Path | str, *, data_config: Mapping[str,
         source: the checkpoint file, stored as metadata.
         opset: ONNX opset.
         with_flow: include the flow head's outputs when the model has one.
+        with_residual: include the residual flow head's output when the model has one.
         check_batches: batch sizes of the onnxruntime check (empty: no check).
 
     Returns:
@@ -204,22 +222,33 @@ def export_onnx(model: nn.Module, path: Path | str, *, data_config: Mapping[str,
         raise OnnxExportError("export_onnx needs a model in eval mode (BatchNorm statistics)")
     if next(model.parameters()).device.type != "cpu":
         raise OnnxExportError("export_onnx exports from the CPU: call model.cpu() first")
-    flow = with_flow and getattr(model, "flow", None) is not None
+    has_flow = getattr(model, "flow", None) is not None
+    has_residual = getattr(model, "residual", None) is not None
+    wrapper = _ExportWrapper(model, with_flow and has_flow, with_residual and has_residual)
+    left_out = [name for name, has, asked in (("flow", has_flow, with_flow),
+                                              ("residual flow", has_residual, with_residual))
+                if has and not asked]  # fmt: skip
+    notes = [f"{' and '.join(left_out)} head left out on request"] if left_out else []
     example = torch.rand(2, 3, model.cfg.input_size, model.cfg.input_size)
-    note = None if flow or getattr(model, "flow", None) is None else "flow head left out on request"
     start = time.perf_counter()
     with torch.no_grad():
-        try:
-            _trace(_ExportWrapper(model, flow), example, path, ONNX_OUTPUTS if flow
-                   else ONNX_OUTPUTS[:2], opset)  # fmt: skip
-        except torch.onnx.errors.OnnxExporterError as e:
-            if not flow:
-                raise OnnxExportError(f"ONNX export of SeedNet failed: {e}") from e
-            note = (f"the flow head did not export ({type(e).__name__}: "
-                    f"{str(e).splitlines()[0][:200]}); the file has heatmaps and mask logits "
-                    "only, so it gives no log-likelihood")
-            flow = False
-            _trace(_ExportWrapper(model, False), example, path, ONNX_OUTPUTS[:2], opset)
+        while True:
+            try:
+                _trace(wrapper, example, path, opset)
+                break
+            except torch.onnx.errors.OnnxExporterError as e:
+                # Leave out the residual head first, then the flow; SeedNet must export.
+                reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                if wrapper.with_residual:
+                    notes.append(f"the residual flow head did not export ({reason}); the file "
+                                 "gives no per-joint error scale")
+                    wrapper = _ExportWrapper(model, wrapper.with_flow, False)
+                elif wrapper.with_flow:
+                    notes.append(f"the flow head did not export ({reason}); the file has "
+                                 "heatmaps and mask logits only, so it gives no log-likelihood")
+                    wrapper = _ExportWrapper(model, False, False)
+                else:
+                    raise OnnxExportError(f"ONNX export of SeedNet failed: {e}") from e
     seconds = time.perf_counter() - start
     _write_metadata(path, {
         ONNX_META_MODEL: json.dumps(model.cfg.to_dict()),
@@ -227,9 +256,11 @@ def export_onnx(model: nn.Module, path: Path | str, *, data_config: Mapping[str,
         ONNX_META_CALIBRATION: json.dumps(calibration),
         ONNX_META_SOURCE: source or "",
     })  # fmt: skip
-    outputs = ONNX_OUTPUTS if flow else ONNX_OUTPUTS[:2]
-    report = ExportReport(path=path, outputs=outputs, flow_exported=flow, seconds=seconds,
-                          note=note, checked_batches=tuple(check_batches))  # fmt: skip
+    report = ExportReport(path=path, outputs=wrapper.output_names,
+                          flow_exported=wrapper.with_flow,
+                          residual_exported=wrapper.with_residual, seconds=seconds,
+                          note="; ".join(notes) or None,
+                          checked_batches=tuple(check_batches))  # fmt: skip
     if check_batches:
         report.max_abs_diff, report.max_rel_diff = compare_backends(model, path,
                                                                     tuple(check_batches))

@@ -1,8 +1,9 @@
 """How a model runs: the torch model or an onnxruntime session of its export, same contract.
 
 A backend takes (B, 3, S, S) float32 RGB in [0, 1] and returns a `RawOutput` (numpy): the
-last stack's heatmaps and mask logits, the flow's log-likelihood and map, the MANO head's
-outputs and the side probe's pooled features when the model has them. `utils.predictor`
+last stack's heatmaps and mask logits, the flow's log-likelihood and map, the residual flow
+head's per-joint error scales, the MANO head's outputs and the side probe's pooled features
+when the model has them. `utils.predictor`
 runs hands through either; `models.export_onnx` writes the file `OnnxBackend` reads (the
 names below are the file's contract) and checks it against `TorchBackend`.
 """
@@ -27,6 +28,8 @@ ONNX_META_CALIBRATION = "handflow.calibration"
 ONNX_META_SOURCE = "handflow.source_checkpoint"
 ONNX_INPUT = "image"
 ONNX_OUTPUTS = ("heatmaps", "mask_logits", "log_likelihood", "loglik_map")
+# The residual flow head's output, after the others when the model has the head.
+ONNX_RESIDUAL_OUTPUT = "residual_log_sigma"
 ONNX_INSTALL_HINT = ("onnxruntime is not installed: pip install -r requirements-onnx.txt "
                      "(README: Photos, folders and videos)")
 
@@ -44,6 +47,8 @@ class RawOutput:
         mask_logits: (B, 1, h, w) last-stack hand-mask logits.
         log_likelihood: (B,) flow log-likelihood (nats), or None without a flow head.
         loglik_map: (B, h', w') per-pixel log-likelihood, or None.
+        residual_log_sigma: (B, J) log of the residual flow head's error scale per joint (a
+            fraction of the crop side, `models.residual_flow`), or None without that head.
         mano: the MANO head's output (torch, CPU), or None (no head; the ONNX backend).
         probe_features: (B, D) pooled features of the side probe's layer, or None (no probe
             asked for; the ONNX backend).
@@ -53,6 +58,7 @@ class RawOutput:
     mask_logits: np.ndarray
     log_likelihood: np.ndarray | None
     loglik_map: np.ndarray | None
+    residual_log_sigma: np.ndarray | None = None
     mano: ManoHeadOutput | None = None
     probe_features: np.ndarray | None = None
 
@@ -66,7 +72,8 @@ class RawOutput:
         mano = None if parts[0].mano is None else ManoHeadOutput.concat([p.mano for p in parts])
         return RawOutput(heatmaps=cat("heatmaps"), mask_logits=cat("mask_logits"),
                          log_likelihood=cat("log_likelihood"), loglik_map=cat("loglik_map"),
-                         mano=mano, probe_features=cat("probe_features"))  # fmt: skip
+                         residual_log_sigma=cat("residual_log_sigma"), mano=mano,
+                         probe_features=cat("probe_features"))  # fmt: skip
 
 
 class Backend(Protocol):
@@ -74,6 +81,7 @@ class Backend(Protocol):
 
     name: str
     has_flow: bool
+    has_residual: bool  # returns residual_log_sigma
     mano_faces: np.ndarray | None  # (F, 3) mesh faces of the MANO head, None without one
 
     def __call__(self, images: np.ndarray) -> RawOutput: ...
@@ -95,6 +103,7 @@ class TorchBackend:
                  probe_grid: int | None = None) -> None:  # fmt: skip
         self.model = model
         self.has_flow = getattr(model, "flow", None) is not None
+        self.has_residual = getattr(model, "residual", None) is not None
         head = getattr(model, "mano", None)
         self.mano_faces = None if head is None else head.layer.faces.cpu().numpy()
         self.device = next(model.parameters()).device
@@ -118,6 +127,8 @@ class TorchBackend:
         return RawOutput(heatmaps=np_(out.heatmaps[-1]), mask_logits=np_(out.masks[-1]),
                          log_likelihood=None if flow is None else np_(flow.log_likelihood),
                          loglik_map=None if flow is None else np_(flow.loglik_map),
+                         residual_log_sigma=(None if out.residual is None
+                                             else np_(out.residual.log_sigma)),
                          mano=mano,
                          probe_features=None if self._tap is None else np_(self._tap.take())
                          )  # fmt: skip
@@ -160,6 +171,7 @@ class OnnxBackend:
                                  "(a file not written by models.export_onnx)")
         self.output_names = names
         self.has_flow = "log_likelihood" in names
+        self.has_residual = ONNX_RESIDUAL_OUTPUT in names
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def __call__(self, images: np.ndarray) -> RawOutput:
@@ -168,4 +180,5 @@ class OnnxBackend:
         by_name = dict(zip(self.output_names, outputs, strict=True))
         return RawOutput(heatmaps=by_name["heatmaps"], mask_logits=by_name["mask_logits"],
                          log_likelihood=by_name.get("log_likelihood"),
-                         loglik_map=by_name.get("loglik_map"))  # fmt: skip
+                         loglik_map=by_name.get("loglik_map"),
+                         residual_log_sigma=by_name.get(ONNX_RESIDUAL_OUTPUT))  # fmt: skip

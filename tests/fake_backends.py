@@ -37,6 +37,7 @@ class RedSquareBackend:
     def __init__(self, cfg: ModelConfig, has_flow: bool = False) -> None:
         self.cfg = cfg
         self.has_flow = has_flow
+        self.has_residual = False
         self.codec = HeatmapCodec(cfg.input_size, cfg.heatmap_size)
         self.calls: list[int] = []  # batch size of each call
 

@@ -120,16 +120,55 @@ def test_a_flow_that_does_not_trace_falls_back_and_says_why(small_model, tmp_pat
                                                              monkeypatch) -> None:  # fmt: skip
     real_trace = export_module._trace
 
-    def trace(wrapper, example, path, outputs, opset):
+    def trace(wrapper, example, path, opset):
         if wrapper.with_flow:
             raise torch.onnx.errors.OnnxExporterError("unsupported op in the flow")
-        return real_trace(wrapper, example, path, outputs, opset)
+        return real_trace(wrapper, example, path, opset)
 
     monkeypatch.setattr(export_module, "_trace", trace)
     report = export_onnx(small_model, tmp_path / "m.onnx", check_batches=(1,))
     assert report.outputs == ("heatmaps", "mask_logits") and not report.flow_exported
     assert "flow head did not export" in report.note and "no log-likelihood" in report.note
     assert "note: the flow head" in report.summary()
+
+
+def test_the_residual_head_exports_and_gives_the_same_error_scales(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.preset("small", residual_flow=True))
+    with torch.no_grad():
+        model.residual.scale_mlp[-1].weight.normal_(std=0.5)  # scales that vary with the crop
+    model = prepare_for_inference(model)
+    report = export_onnx(model, tmp_path / "residual.onnx")
+    assert report.outputs[-1] == "residual_log_sigma" and report.residual_exported
+    assert report.max_abs_diff["residual_log_sigma"] < ABS_TOLERANCE
+    image = image_with_squares([(40, 50, 60, 60)])
+    by_torch = Predictor.from_model(model).predict(image, [(40, 50, 60, 60)], "right")[0]
+    by_onnx = Predictor.from_onnx(tmp_path / "residual.onnx").predict(image, [(40, 50, 60, 60)],
+                                                                    "right")[0]  # fmt: skip
+    assert np.ptp(by_torch.error_scale_px) > 0.1
+    np.testing.assert_allclose(by_onnx.error_scale_px, by_torch.error_scale_px, rtol=1e-3)
+    without = export_onnx(model, tmp_path / "plain.onnx", with_residual=False, check_batches=())
+    assert "residual_log_sigma" not in without.outputs
+    assert without.note == "residual flow head left out on request"
+    assert Predictor.from_onnx(tmp_path / "plain.onnx").predict(
+        image, [(40, 50, 60, 60)], "right")[0].error_scale_px is None
+
+
+def test_a_residual_head_that_does_not_trace_leaves_the_flow_in(tmp_path: Path,
+                                                                monkeypatch) -> None:  # fmt: skip
+    real_trace = export_module._trace
+
+    def trace(wrapper, example, path, opset):
+        if wrapper.with_residual:
+            raise torch.onnx.errors.OnnxExporterError("unsupported op in the residual head")
+        return real_trace(wrapper, example, path, opset)
+
+    monkeypatch.setattr(export_module, "_trace", trace)
+    model = prepare_for_inference(build_model(ModelConfig.preset("small", residual_flow=True)))
+    report = export_onnx(model, tmp_path / "m.onnx", check_batches=(1,))
+    assert report.outputs == ("heatmaps", "mask_logits", "log_likelihood", "loglik_map")
+    assert report.flow_exported and not report.residual_exported
+    assert "residual flow head did not export" in report.note
 
 
 def test_bad_onnx_files_name_the_file(tmp_path: Path, capsys) -> None:

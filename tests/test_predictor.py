@@ -4,6 +4,7 @@ otherwise)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -12,11 +13,13 @@ import pytest
 import torch
 
 from datasets.transforms import CropConfig, compute_crop
-from models import build_model, prepare_for_inference
+from models import ModelConfig, build_model, prepare_for_inference
 from tests.fake_backends import image_with_squares, red_square_predictor
 from utils.confidence import Calibration, PlattMap
 from utils.crop import apply_affine, crop_to_original, warp_image
+from utils.demo import draw_hands
 from utils.heatmap import HeatmapCodec
+from utils.localize import Detection
 from utils.predictor import (
     Predictor,
     PredictorError,
@@ -120,6 +123,56 @@ def test_torch_path_matches_a_hand_written_forward() -> None:
     record = json.loads(json.dumps(pred.to_dict()))
     assert record["side"] == "left" and len(record["keypoints"]) == 21
     assert "no calibration" in record["confidence_note"]
+
+
+def residual_model() -> torch.nn.Module:
+    """A tiny model with the residual flow head, its scales varying from joint to joint."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.preset("small", residual_flow=True))
+    with torch.no_grad():
+        model.residual.scale_mlp[-1].weight.normal_(std=0.5)
+    return prepare_for_inference(model)
+
+
+def test_the_residual_head_gives_each_joint_an_error_scale_in_image_pixels() -> None:
+    model = residual_model()
+    predictor = Predictor.from_model(model, {"crop_factor": 1.5})
+    assert "residual_confidence_mean" in predictor.available_scores
+    image = np.random.default_rng(4).integers(0, 255, size=(100, 150, 3), dtype=np.uint8)
+    box = (30, 20, 60, 40)
+    (pred,) = predictor.predict(image, [box], "left")
+    crop = warp_image(image, crop_affine((150, 100), box, "left", 1.5, 128), 128)
+    with torch.no_grad():
+        out = model(torch.from_numpy(crop.astype(np.float32).transpose(2, 0, 1) / 255.0)[None])
+    log_sigma = out.residual.log_sigma[0].double().numpy()
+    assert np.ptp(log_sigma) > 0.1
+    np.testing.assert_allclose(pred.residual_confidence, -log_sigma, rtol=1e-5)
+    # sigma is a fraction of the crop's side: 1.5 x the box's longer side, 90 image pixels.
+    np.testing.assert_allclose(pred.error_scale_px, np.exp(log_sigma) * 90.0, rtol=1e-5)
+    record = json.loads(json.dumps(pred.to_dict()))
+    assert record["error_scale_px"] == pytest.approx(np.round(pred.error_scale_px, 3).tolist())
+    assert record["keypoints"][3]["error_scale_px"] == pytest.approx(pred.error_scale_px[3])
+    assert record["residual_confidence_mean"] == pytest.approx(-log_sigma.mean())
+    plain = Predictor.from_model(prepare_for_inference(build_model("small")))
+    (without,) = plain.predict(image, [box], "left")
+    assert without.error_scale_px is None and without.to_dict()["error_scale_px"] is None
+    assert "residual_confidence_mean" not in plain.available_scores
+
+
+def test_the_overlay_rings_each_joint_with_its_error_scale() -> None:
+    predictor = Predictor.from_model(residual_model(), {"crop_factor": 1.5})
+    image = np.zeros((200, 200, 3), np.uint8)
+    (pred,) = predictor.predict(image, [(40, 40, 120, 120)], "right")
+    plain = dataclasses.replace(pred, error_scale_px=None)
+    with_rings = draw_hands(image, Detection([pred], [1.0], "heatmap_peak_mean", 0.5))
+    without = draw_hands(image, Detection([plain], [1.0], "heatmap_peak_mean", 0.5))
+    # The widest ring, away from the labels at the top: drawn only with the error scales.
+    j = int(np.argmax(pred.error_scale_px))
+    u, v = np.round(pred.kp2d_px[j]).astype(int)
+    r = round(float(pred.error_scale_px[j]))
+    ring = [(y, x) for y, x in ((v + r, u), (v - r, u), (v, u + r), (v, u - r))
+            if 60 <= y < 200 and 0 <= x < 200]  # fmt: skip
+    assert ring and all(with_rings[y, x].max() > without[y, x].max() for y, x in ring)
 
 
 def test_calibration_gives_joint_confidence_and_hand_present() -> None:

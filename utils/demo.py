@@ -231,11 +231,16 @@ def hand_label(index: int, hand: HandPrediction, score: float, score_name: str) 
 
 def draw_hands(image_rgb: np.ndarray, detection: Detection, title: str | None = None
                ) -> np.ndarray:  # fmt: skip
-    """The image with every hand's skeleton, box and a label line per hand."""
+    """The image with every hand's skeleton, box and a label line per hand; with the residual
+    flow head, a thin ring of the predicted error scale around each joint."""
     height, width = image_rgb.shape[:2]
     thick = max(2, round(max(width, height) / 200))
     overlay = np.ascontiguousarray(image_rgb).copy()
     for i, hand in enumerate(detection.hands):
+        if hand.error_scale_px is not None:
+            for (u, v), radius in zip(hand.kp2d_px, hand.error_scale_px, strict=True):
+                cv2.circle(overlay, (round(float(u)), round(float(v))),
+                           max(round(float(radius)), thick + 2), (235, 235, 235), 1, cv2.LINE_AA)
         colors = (None if hand.joint_confidence is None
                   else vis.confidence_colors(hand.joint_confidence))  # fmt: skip
         overlay = vis.draw_skeleton(overlay, hand.kp2d_px, thickness=thick, radius=thick + 1,

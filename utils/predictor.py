@@ -10,7 +10,9 @@ Path of one call of `Predictor.predict(image_rgb, boxes_xywh, sides)`:
     -> `HeatmapCodec.decode` of the last stack's heatmaps (model-input pixels)
     -> inverse affine -> original pixels (the mirror undone)
     -> `HandPrediction` (typed), with the calibrated joint confidence and P(hand present)
-    when the checkpoint carries a calibration (`utils.confidence.Calibration`).
+    when the checkpoint carries a calibration (`utils.confidence.Calibration`), and each
+    joint's predicted error scale in original pixels when the model has the residual flow
+    head (`models.residual_flow`).
 
 A side of None lets the model decide: the crop and its mirror are both run and the side
 whose crop scores higher on `Predictor.side_score` wins (`choose_side`). A model trained
@@ -65,7 +67,8 @@ DEFAULT_CROP_FACTOR = 2.0
 # Crops per backend call: bounds the memory of an image with many proposals.
 DEFAULT_MAX_BATCH = 16
 PER_IMAGE_SCORES = ("flow_loglik", "heatmap_peak_mean", "hand_mask_mean",
-                    "joint_confidence_mean", "hand_present", "side_probe")  # fmt: skip
+                    "joint_confidence_mean", "residual_confidence_mean", "hand_present",
+                    "side_probe")  # fmt: skip
 # Side scores that are log-odds or log-densities: their difference gives P(side).
 LOG_SCORES = ("flow_loglik", "side_probe")
 
@@ -155,6 +158,11 @@ class HandPrediction:
             otherwise.
         side_probe: the side probe's log-odds that this crop shows the orientation the model
             expects (`utils.side_probe`), or None without a probe.
+        residual_confidence: (21,) -log sigma of the residual flow head (sigma: the joint's
+            predicted error scale as a fraction of the crop side; higher = more trusted), or
+            None without that head.
+        error_scale_px: (21,) the same scale in original pixels (sigma x the crop's side), or
+            None without that head.
         mano: the MANO head's output for this crop (a batch of one, weak perspective), or
             None (no head, or the ONNX backend).
     """
@@ -173,6 +181,8 @@ class HandPrediction:
     side_score_name: str | None = None
     side_confidence: float | None = None
     side_probe: float | None = None
+    residual_confidence: np.ndarray | None = None
+    error_scale_px: np.ndarray | None = None
     mano: ManoHeadOutput | None = None
 
     @property
@@ -195,6 +205,8 @@ class HandPrediction:
             out["flow_loglik"] = self.log_likelihood
         if self.joint_confidence is not None:
             out["joint_confidence_mean"] = float(np.mean(self.joint_confidence))
+        if self.residual_confidence is not None:
+            out["residual_confidence_mean"] = float(np.mean(self.residual_confidence))
         if self.hand_present is not None:
             out["hand_present"] = self.hand_present
         if self.side_probe is not None:
@@ -212,6 +224,7 @@ class HandPrediction:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the demo's per-hand record)."""
         conf = self.joint_confidence
+        err = self.error_scale_px
         return {
             "side": self.side, "side_source": self.side_source,
             "side_confidence": self.side_confidence, "side_score_name": self.side_score_name,
@@ -219,7 +232,8 @@ class HandPrediction:
             "box_xywh": np.round(self.box_xywh, 2).tolist(),
             "keypoints": [{"name": JOINT_NAMES[j], "x": float(self.kp2d_px[j, 0]),
                            "y": float(self.kp2d_px[j, 1]), "score": float(self.scores[j]),
-                           "confidence": None if conf is None else float(conf[j])}
+                           "confidence": None if conf is None else float(conf[j]),
+                           "error_scale_px": None if err is None else float(err[j])}
                           for j in range(self.kp2d_px.shape[0])],
             "kp2d_px": np.round(self.kp2d_px, 3).tolist(),
             "scores": np.round(self.scores, 5).tolist(),
@@ -230,6 +244,9 @@ class HandPrediction:
             "confidence": None if conf is None else np.round(conf, 5).tolist(),
             "hand_present": self.hand_present,
             "confidence_note": confidence_note(conf, self.hand_present),
+            "error_scale_px": None if err is None else np.round(err, 3).tolist(),
+            "residual_confidence_mean": (None if self.residual_confidence is None
+                                         else float(np.mean(self.residual_confidence))),
         }  # fmt: skip
 
 
@@ -348,6 +365,8 @@ class Predictor:
             names.insert(0, "flow_loglik")
         if self.calibration is not None and self.calibration.joint is not None:
             names.append("joint_confidence_mean")
+        if self.backend.has_residual:
+            names.append("residual_confidence_mean")
         if self.calibration is not None and self.calibration.hand_present is not None:
             names.append("hand_present")
         if self.side_probe is not None:
@@ -395,11 +414,19 @@ class Predictor:
         affine_arr = np.stack([np.asarray(a, np.float64) for a in affines])
         kp_orig = crop_to_original(kp_model, affine_arr)
         mask_prob = 1.0 / (1.0 + np.exp(-raw.mask_logits[:, 0].astype(np.float64)))
+        residual = err_px = None
+        if raw.residual_log_sigma is not None:
+            log_sigma = raw.residual_log_sigma.astype(np.float64)
+            residual = -log_sigma
+            # sigma is a fraction of the model input's side; the crop's side in original
+            # pixels is that side over the affine's scale.
+            scale = np.sqrt(np.abs(np.linalg.det(affine_arr[:, :2, :2])))
+            err_px = np.exp(log_sigma) * self.cfg.input_size / scale[:, None]
         joint_conf = hand = None
         if self.calibration is not None:
             joint_conf = self.calibration.joint_confidence(scores)
             hand = self.calibration.hand_probability(
-                image_scores(scores, mask_prob, raw.log_likelihood, joint_conf))
+                image_scores(scores, mask_prob, raw.log_likelihood, joint_conf, residual))
         probe = None if self.side_probe is None else self.side_probe.log_odds(raw.probe_features)
         return [HandPrediction(
             side=sides[i], box_xywh=np.asarray(boxes_xywh[i], np.float64),
@@ -409,6 +436,8 @@ class Predictor:
             joint_confidence=None if joint_conf is None else joint_conf[i],
             hand_present=None if hand is None else float(hand[i]),
             side_probe=None if probe is None else float(probe[i]),
+            residual_confidence=None if residual is None else residual[i],
+            error_scale_px=None if err_px is None else err_px[i],
             mano=None if raw.mano is None else raw.mano.take(i),
         ) for i in range(len(affines))]  # fmt: skip
 
