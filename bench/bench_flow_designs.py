@@ -48,6 +48,10 @@ DESIGNS: dict[str, tuple[str, list[str], dict]] = {
                {"flow_input": "heatmaps", "flow_normalize": False}),
     "residual": ("feature flow + residual flow head (per joint, RLE-style)",
                  ["--residual_flow"], {"residual_flow": True}),
+    "latent": ("features unpooled, NLL reaching SeedNet, final heatmaps and mask decoded from "
+               "the flow's latent (the ancestor's design)",
+               ["--flow_decoder", "--no-flow_detach", "--flow_pool", "1"],
+               {"flow_decoder": True, "flow_detach": False, "flow_pool": 1}),
 }
 # Per design, the flow's (per-image, per-joint) score; the others use the feature/heatmap flow's.
 FLOW_SCORES = {"residual": ("residual_confidence_mean", "residual_confidence")}

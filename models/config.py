@@ -71,6 +71,11 @@ class ModelConfig:
     # Layer-normalise the flow's pooled input per sample (scale-free, as FastFlow); False
     # models raw values (for heatmaps: the peak heights, which the layer norm would remove).
     flow_normalize: bool = True
+    # True: the final heatmaps and mask are decoded from the flow's latent z (the ancestor's
+    # FastFlow design, models.flow.LatentDecoder), one more supervised stage after the
+    # backbone's, so the likelihood is of what the decoder reads. Needs flow_input
+    # 'features'; with flow_detach the backbone gets no gradient through that stage.
+    flow_decoder: bool = False
     # Residual flow head (models/residual_flow.py, RLE-style): a per-joint error scale and a
     # 2D flow over the decode's normalised residuals; off by default.
     residual_flow: bool = False
@@ -149,6 +154,11 @@ class ModelConfig:
                     "flow_hidden_ratio and flow_clamp must be positive, got "
                     f"{self.flow_hidden_ratio}, {self.flow_clamp}"
                 )
+            if self.flow_decoder and self.flow_input != "features":
+                raise ValueError("flow_decoder decodes heatmaps from a flow over the features: "
+                                 f"it needs flow_input 'features', got {self.flow_input!r}")
+        elif self.flow_decoder:
+            raise ValueError("flow_decoder needs the flow head (flow_enabled)")
         if self.mano_pose not in MANO_POSES:
             raise ValueError(f"mano_pose must be one of {MANO_POSES}, got {self.mano_pose!r}")
         if self.mano_camera not in MANO_CAMERAS:

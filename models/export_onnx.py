@@ -224,6 +224,11 @@ def export_onnx(model: nn.Module, path: Path | str, *, data_config: Mapping[str,
         raise OnnxExportError("export_onnx exports from the CPU: call model.cpu() first")
     has_flow = getattr(model, "flow", None) is not None
     has_residual = getattr(model, "residual", None) is not None
+    # With cfg.flow_decoder the final heatmaps come out of the flow: it cannot be left out.
+    flow_required = has_flow and model.cfg.flow_decoder
+    if flow_required and not with_flow:
+        raise OnnxExportError("this model decodes its final heatmaps from the flow's latent "
+                              "(flow_decoder): the flow head cannot be left out")
     wrapper = _ExportWrapper(model, with_flow and has_flow, with_residual and has_residual)
     left_out = [name for name, has, asked in (("flow", has_flow, with_flow),
                                               ("residual flow", has_residual, with_residual))
@@ -243,12 +248,13 @@ def export_onnx(model: nn.Module, path: Path | str, *, data_config: Mapping[str,
                     notes.append(f"the residual flow head did not export ({reason}); the file "
                                  "gives no per-joint error scale")
                     wrapper = _ExportWrapper(model, wrapper.with_flow, False)
-                elif wrapper.with_flow:
+                elif wrapper.with_flow and not flow_required:
                     notes.append(f"the flow head did not export ({reason}); the file has "
                                  "heatmaps and mask logits only, so it gives no log-likelihood")
                     wrapper = _ExportWrapper(model, False, False)
                 else:
-                    raise OnnxExportError(f"ONNX export of SeedNet failed: {e}") from e
+                    what = "SeedNet and its flow decoder" if flow_required else "SeedNet"
+                    raise OnnxExportError(f"ONNX export of {what} failed: {e}") from e
     seconds = time.perf_counter() - start
     _write_metadata(path, {
         ONNX_META_MODEL: json.dumps(model.cfg.to_dict()),

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import ModelConfig
+from models.hourglass import make_fc, make_residual
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -232,3 +233,34 @@ class FlowHead(nn.Module):
         )
         x, _ = self.inverse(z)
         return x
+
+
+class LatentDecoder(nn.Module):
+    """Heatmaps and a hand mask decoded from the flow's latent (the ancestor's FastFlow design).
+
+    z (B, C, h, w) is upsampled (bilinear) to the heatmap grid, then a residual bottleneck and
+    a 1x1 conv + BN + ReLU (BiHand's 'fc') feed 1x1 joint and mask heads, as SeedNet's own
+    heads are fed.
+
+    Args:
+        channels: latent channels (the backbone's feature channels).
+        njoints: heatmap channels.
+        heatmap_size: side of the output grid.
+    """
+
+    def __init__(self, channels: int, njoints: int, heatmap_size: int) -> None:
+        super().__init__()
+        self.heatmap_size = heatmap_size
+        self.res = make_residual(channels, channels, 1)
+        self.fc = make_fc(channels)
+        self.hm = nn.Conv2d(channels, njoints, kernel_size=1)
+        self.mask = nn.Conv2d(channels, 1, kernel_size=1)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z -> ((B, njoints, S, S) heatmaps, (B, 1, S, S) mask logits), S = heatmap_size."""
+        if z.shape[-1] != self.heatmap_size:
+            z = F.interpolate(z, size=(self.heatmap_size, self.heatmap_size), mode="bilinear",
+                              align_corners=False)  # fmt: skip
+        x = self.fc(self.res(z))
+        return self.hm(x), self.mask(x)
+

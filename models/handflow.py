@@ -11,7 +11,7 @@ from torch import nn
 
 from models.backbones import build_backbone
 from models.config import ModelConfig
-from models.flow import FlowHead, FlowOutput
+from models.flow import FlowHead, FlowOutput, LatentDecoder
 from models.fuse import fold_batchnorm
 from models.mano_head import ManoHead, ManoHeadOutput
 from models.outputs import BackboneOutput
@@ -29,9 +29,10 @@ class HandFlowOutput:
     """HandFlowNet outputs: the backbone's, then one field per head (None when it is absent).
 
     Attributes:
-        heatmaps: one (B, njoints, H/4, W/4) tensor per backbone stage; the last one is the
-            final prediction.
-        masks: one (B, 1, H/4, W/4) tensor of mask logits per stage.
+        heatmaps: one (B, njoints, H/4, W/4) tensor per backbone stage, plus one decoded
+            from the flow's latent with cfg.flow_decoder; the last one is the final
+            prediction.
+        masks: one (B, 1, H/4, W/4) tensor of mask logits per stage (the same stages).
         features: (B, channels, H/4, W/4) the backbone's final features.
         flow: flow head outputs on the final features, or None when the model has no flow.
         mano: MANO head outputs (mesh, 3D joints, their projection, pose, shape, camera), or
@@ -80,6 +81,8 @@ class HandFlowNet(nn.Module):
         )
         self.add_module(cfg.backbone, build_backbone(cfg))
         self.flow = FlowHead.from_config(cfg) if cfg.flow_enabled else None
+        self.flow_decoder = (LatentDecoder(cfg.channels, cfg.njoints, cfg.heatmap_size)
+                             if cfg.flow_decoder else None)  # fmt: skip
         self.mano = ManoHead.from_config(cfg) if cfg.mano_enabled else None
         self.residual = (ResidualFlowHead(cfg.channels, cfg.njoints, cfg.input_size)
                          if cfg.residual_flow else None)  # fmt: skip
@@ -158,6 +161,11 @@ class HandFlowNet(nn.Module):
             # The likelihood and its log-determinant need float32, also under bf16 autocast.
             with torch.autocast(device_type=flow_x.device.type, enabled=False):
                 flow = self.flow(flow_x.float())
+            if self.flow_decoder is not None:
+                # The ancestor's design: the final heatmaps and mask are read from z.
+                hm, mask = self.flow_decoder(flow.z)
+                base = BackboneOutput(heatmaps=[*base.heatmaps, hm], masks=[*base.masks, mask],
+                                      features=base.features)  # fmt: skip
         run_mano = self.mano is not None and with_mano
         mano = residual = None
         if run_mano or self.residual is not None:

@@ -153,6 +153,9 @@ class TrainConfig:
         default=None, metadata=_opt("average-pool stride before the flow (divides H/4)"))
     flow_normalize: bool | None = field(
         default=None, metadata=_opt("layer-normalise the flow input per sample"))
+    # The ancestor's design: the final heatmaps and mask decoded from the flow's latent.
+    flow_decoder: bool | None = field(
+        default=None, metadata=_opt("decode the final heatmaps and mask from the flow latent"))
     # A per-joint error scale with a 2D flow over the decode's residuals (RLE-style).
     residual_flow: bool | None = field(
         default=None, metadata=_opt("add the residual flow head (per-joint confidence)"))
