@@ -129,7 +129,7 @@ def time_call(fn: Callable[[], object], iters: int, warmup: int = 1) -> float:
 
 
 VARIANTS = ("eager_nchw", "eager_channels_last", "default", "default_bf16", "default_no_flow",
-            "compile_channels_last")
+            "compile_channels_last", "compile_bf16")
 DEFAULT_VARIANTS = VARIANTS[:5]
 
 
@@ -140,7 +140,8 @@ def make_variant(base: HandFlowNet, name: str) -> tuple[HandFlowNet, HandFlowNet
     eager_channels_last: the same weights in channels_last; default: what run.py uses
     (prepare_for_inference: BatchNorm folded, channels_last); default_bf16: the same under
     bf16 autocast (training: bf16 forward as --precision bf16); default_no_flow: default
-    without the flow head; compile_channels_last: default + torch.compile.
+    without the flow head; compile_channels_last: default + torch.compile; compile_bf16:
+    default_bf16 + torch.compile (the training step of both compile variants is eager).
     """
     if name not in VARIANTS:
         raise ValueError(f"unknown variant {name!r}; known: {VARIANTS}")
@@ -151,7 +152,7 @@ def make_variant(base: HandFlowNet, name: str) -> tuple[HandFlowNet, HandFlowNet
     fmt = torch.contiguous_format if name == "eager_nchw" else torch.channels_last
     train_model = copy.deepcopy(src).to(memory_format=fmt)
     infer = copy.deepcopy(src).eval()
-    bf16 = name == "default_bf16"
+    bf16 = name in ("default_bf16", "compile_bf16")
     if name.startswith(("default", "compile")):
         prepare_for_inference(infer, "channels_last", precision="bf16" if bf16 else "fp32")
     else:
