@@ -86,7 +86,7 @@ class _ExportWrapper(nn.Module):
         if not (self.with_flow or self.with_residual):
             base = self.model.backbone(self.model.normalize(image))
             return base.heatmaps[-1], base.masks[-1]
-        out = self.model(image, with_mano=False)
+        out = self.model(image, with_mano=False, with_flow=self.with_flow)
         outputs = [out.heatmaps[-1], out.masks[-1]]
         if self.with_flow:
             outputs += [out.flow.log_likelihood, out.flow.loglik_map]
@@ -229,32 +229,36 @@ def export_onnx(model: nn.Module, path: Path | str, *, data_config: Mapping[str,
     if flow_required and not with_flow:
         raise OnnxExportError("this model decodes its final heatmaps from the flow's latent "
                               "(flow_decoder): the flow head cannot be left out")
-    wrapper = _ExportWrapper(model, with_flow and has_flow, with_residual and has_residual)
+    flow, residual = with_flow and has_flow, with_residual and has_residual
     left_out = [name for name, has, asked in (("flow", has_flow, with_flow),
                                               ("residual flow", has_residual, with_residual))
                 if has and not asked]  # fmt: skip
     notes = [f"{' and '.join(left_out)} head left out on request"] if left_out else []
     example = torch.rand(2, 3, model.cfg.input_size, model.cfg.input_size)
+    # The heads asked for, then without the residual head, without the flow, without both:
+    # the first that traces is written (SeedNet, and the flow of a flow_decoder model, must).
+    candidates = [(f, r) for f, r in ((flow, residual), (flow, False), (False, residual),
+                                      (False, False)) if f or not flow_required]
+    errors: list[str] = []
     start = time.perf_counter()
     with torch.no_grad():
-        while True:
+        for with_f, with_r in dict.fromkeys(candidates):
+            wrapper = _ExportWrapper(model, with_f, with_r)
             try:
                 _trace(wrapper, example, path, opset)
                 break
             except torch.onnx.errors.OnnxExporterError as e:
-                # Leave out the residual head first, then the flow; SeedNet must export.
-                reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-                if wrapper.with_residual:
-                    notes.append(f"the residual flow head did not export ({reason}); the file "
-                                 "gives no per-joint error scale")
-                    wrapper = _ExportWrapper(model, wrapper.with_flow, False)
-                elif wrapper.with_flow and not flow_required:
-                    notes.append(f"the flow head did not export ({reason}); the file has "
-                                 "heatmaps and mask logits only, so it gives no log-likelihood")
-                    wrapper = _ExportWrapper(model, False, False)
-                else:
-                    what = "SeedNet and its flow decoder" if flow_required else "SeedNet"
-                    raise OnnxExportError(f"ONNX export of {what} failed: {e}") from e
+                errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        else:
+            what = "SeedNet and its flow decoder" if flow_required else "SeedNet"
+            raise OnnxExportError(f"ONNX export of {what} failed: {errors[-1]}")
+    if errors:
+        if flow and not wrapper.with_flow:
+            notes.append(f"the flow head did not export ({errors[0]}); the file gives no "
+                         "log-likelihood")
+        if residual and not wrapper.with_residual:
+            notes.append(f"the residual flow head did not export ({errors[0]}); the file "
+                         "gives no per-joint error scale")
     seconds = time.perf_counter() - start
     _write_metadata(path, {
         ONNX_META_MODEL: json.dumps(model.cfg.to_dict()),

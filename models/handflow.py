@@ -136,7 +136,7 @@ class HandFlowNet(nn.Module):
         return torch.cat([base.heatmaps[-1], torch.sigmoid(base.masks[-1])], dim=1)
 
     def forward(self, image: torch.Tensor, K: torch.Tensor | None = None, *,
-                with_mano: bool = True) -> HandFlowOutput:  # fmt: skip
+                with_mano: bool = True, with_flow: bool = True) -> HandFlowOutput:  # fmt: skip
         """(B, 3, H, W) RGB in [0, 1] -> HandFlowOutput (heatmaps at H/4 x W/4).
 
         Args:
@@ -144,6 +144,9 @@ class HandFlowNet(nn.Module):
             K: (B, 3, 3) crop intrinsics in input pixels (NaN rows: no camera), only read by
                 the MANO head (perspective projection); None: weak perspective throughout.
             with_mano: False skips the MANO head (``mano`` is None), e.g. for scores only.
+            with_flow: False skips the flow head (``flow`` is None), e.g. for an ONNX export
+                without it; refused when the final heatmaps come from the flow
+                (cfg.flow_decoder).
         """
         x = self.normalize(image)
         if self.inference_bf16 and not self.training:
@@ -154,8 +157,11 @@ class HandFlowNet(nn.Module):
                                   features=base.features.float())
         else:
             base = self.backbone(x)
+        if not with_flow and self.flow_decoder is not None:
+            raise ValueError("this model decodes its final heatmaps from the flow's latent "
+                             "(flow_decoder): with_flow=False is not possible")
         flow = None
-        if self.flow is not None:
+        if self.flow is not None and with_flow:
             flow_x = self.flow_map(base)
             flow_x = flow_x.detach() if self.cfg.flow_detach else flow_x
             # The likelihood and its log-determinant need float32, also under bf16 autocast.

@@ -56,6 +56,15 @@ def test_the_criterion_supervises_the_decoded_stage() -> None:
     assert with_decoder > HandFlowCriterion()(out, batch)["heatmap"]
 
 
+def test_the_flow_can_be_skipped_only_when_nothing_is_decoded_from_it() -> None:
+    image = torch.rand(1, 3, 64, 64)
+    plain = build_model(ModelConfig.preset("small", input_size=64)).eval()
+    with torch.no_grad():
+        assert plain(image, with_flow=False).flow is None
+    with pytest.raises(ValueError, match="with_flow=False is not possible"):
+        build_model(decoder_cfg()).eval()(image, with_flow=False)
+
+
 def test_flow_decoder_needs_a_feature_flow() -> None:
     with pytest.raises(ValueError, match="needs the flow head"):
         ModelConfig.preset("small", flow_decoder=True, flow_enabled=False)

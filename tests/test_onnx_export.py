@@ -116,22 +116,6 @@ def test_a_model_without_flow_exports_heatmaps_and_masks(tmp_path: Path) -> None
     assert pred.log_likelihood is None and pred.side_confidence is None
 
 
-def test_a_flow_that_does_not_trace_falls_back_and_says_why(small_model, tmp_path: Path,
-                                                             monkeypatch) -> None:  # fmt: skip
-    real_trace = export_module._trace
-
-    def trace(wrapper, example, path, opset):
-        if wrapper.with_flow:
-            raise torch.onnx.errors.OnnxExporterError("unsupported op in the flow")
-        return real_trace(wrapper, example, path, opset)
-
-    monkeypatch.setattr(export_module, "_trace", trace)
-    report = export_onnx(small_model, tmp_path / "m.onnx", check_batches=(1,))
-    assert report.outputs == ("heatmaps", "mask_logits") and not report.flow_exported
-    assert "flow head did not export" in report.note and "no log-likelihood" in report.note
-    assert "note: the flow head" in report.summary()
-
-
 def test_the_residual_head_exports_and_gives_the_same_error_scales(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_model(ModelConfig.preset("small", residual_flow=True))
@@ -154,21 +138,32 @@ def test_the_residual_head_exports_and_gives_the_same_error_scales(tmp_path: Pat
         image, [(40, 50, 60, 60)], "right")[0].error_scale_px is None
 
 
-def test_a_residual_head_that_does_not_trace_leaves_the_flow_in(tmp_path: Path,
-                                                                monkeypatch) -> None:  # fmt: skip
+@pytest.mark.parametrize("failing", ["flow", "residual"])
+def test_a_head_that_does_not_trace_is_left_out_and_the_note_says_which(
+        failing: str, tmp_path: Path, monkeypatch) -> None:  # fmt: skip
     real_trace = export_module._trace
 
     def trace(wrapper, example, path, opset):
-        if wrapper.with_residual:
-            raise torch.onnx.errors.OnnxExporterError("unsupported op in the residual head")
+        if getattr(wrapper, f"with_{failing}"):
+            raise torch.onnx.errors.OnnxExporterError(f"unsupported op in the {failing} head")
         return real_trace(wrapper, example, path, opset)
 
     monkeypatch.setattr(export_module, "_trace", trace)
     model = prepare_for_inference(build_model(ModelConfig.preset("small", residual_flow=True)))
     report = export_onnx(model, tmp_path / "m.onnx", check_batches=(1,))
-    assert report.outputs == ("heatmaps", "mask_logits", "log_likelihood", "loglik_map")
-    assert report.flow_exported and not report.residual_exported
-    assert "residual flow head did not export" in report.note
+    # Only the failing head is left out, and only it is named.
+    assert report.flow_exported == (failing != "flow")
+    assert report.residual_exported == (failing != "residual")
+    assert report.outputs == (("heatmaps", "mask_logits", "log_likelihood", "loglik_map")
+                              if failing == "residual"
+                              else ("heatmaps", "mask_logits", "residual_log_sigma"))
+    expected = {"flow": "the flow head did not export", "residual":
+                "the residual flow head did not export"}[failing]  # fmt: skip
+    assert report.note.startswith(expected) and report.note.count("did not export") == 1
+    assert f"unsupported op in the {failing} head" in report.note
+    assert "no log-likelihood" in report.note or failing == "residual"
+    assert f"note: {expected}" in report.summary()
+    assert OnnxBackend(tmp_path / "m.onnx").has_flow == (failing != "flow")
 
 
 def test_bad_onnx_files_name_the_file(tmp_path: Path, capsys) -> None:
