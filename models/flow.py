@@ -263,4 +263,3 @@ class LatentDecoder(nn.Module):
                               align_corners=False)  # fmt: skip
         x = self.fc(self.res(z))
         return self.hm(x), self.mask(x)
-

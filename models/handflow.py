@@ -64,7 +64,8 @@ class HandFlowNet(nn.Module):
     cfg.flow_input 'heatmaps', its final heatmaps and mask probability), detached unless
     cfg.flow_detach is False. The MANO head (cfg.mano_enabled) reads the final features
     (detached if cfg.mano_detach) and heatmaps; the residual flow head (cfg.residual_flow)
-    reads both detached.
+    reads both detached. With cfg.flow_decoder the final heatmaps and mask are decoded from
+    the flow's latent (`LatentDecoder`), one more stage after the backbone's.
 
     Args:
         cfg: the model config.
