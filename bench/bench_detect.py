@@ -24,7 +24,7 @@ Protocol (the issue's, side by side with MediaPipe's full pipeline on the same f
   (`datasets.negatives`), to choose run.py's --min_hand_score.
 * hand-graph-cnn's real-world photos (`hgcnn_real`, all left hands): detection rate and
   left/right accuracy of the best-scoring found hand, and of the whole photo as the crop.
-* The video path (`utils.demo.run_video`) on a clip panning over one of those photos:
+* The video path (`utils.demo.run_video`) on a clip panning over `CLIP_PHOTO` (the README's):
   frames/s with tracking and with the full detection on every frame.
 * ONNX (onnxruntime) beside PyTorch: crops/s of the network at batch 1 and 8, and one
   image's localisation, on this CPU (skipped when the ONNX extra is missing).
@@ -71,6 +71,12 @@ from utils.track import TrackConfig
 # MediaPipe Hands 0.10.21, full pipeline, RHD evaluation frames 0-135 (from the issue).
 MEDIAPIPE = {"rhd_detection": 0.868, "rhd_pck_1.0x": 0.784}
 TARGETS = {"rhd_detection": 0.90, "rhd_pck_1.0x": 0.78, "side": 0.95, "tracking_speedup": 2.0}
+REPO = Path(__file__).resolve().parents[1]
+# The video clip (also the README's): a slow pan over a held-out example photo, scaled so
+# that its hands fit in the 320x240 window. (A hand-graph-cnn photo at twice the window's
+# width shows a hand larger than the frame, which nothing can track.)
+CLIP_PHOTO = Path("assets/examples/two_hands.jpg")
+CLIP_SCENE_WIDTH = 384
 
 
 def labelled_box(kp2d_px: np.ndarray, visible: np.ndarray, width: int, height: int
@@ -227,8 +233,10 @@ def write_panning_clip(photo_rgb: np.ndarray, path: Path, frames: int,
 
 def video_speed(predictor: Predictor, config: DetectConfig, photo: Path, frames: int,
                 folder: Path) -> dict[str, Any]:  # fmt: skip
-    """Frames/s of run_video with tracking and with the full detection on every frame."""
-    clip = write_panning_clip(read_image_rgb(photo), folder / "clip.mp4", frames)
+    """Frames/s of run_video with tracking and with the full detection on every frame, on a
+    clip panning slowly over ``photo`` (scaled to CLIP_SCENE_WIDTH, as the README's clip)."""
+    clip = write_panning_clip(read_image_rgb(photo), folder / "clip.mp4", frames,
+                              scene_width=CLIP_SCENE_WIDTH)  # fmt: skip
     out: dict[str, Any] = {"clip": f"{frames} frames, 320x240, panning over {photo.name}"}
     for name, track in (("tracking", TrackConfig()), ("per_frame_detection",
                                                        TrackConfig(enabled=False))):
@@ -352,7 +360,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"  left/right, whole photo crop   {whole}")
     print("  left/right by side score, labelled box: " + ", ".join(
         f"{k} {100 * v:.1f} %" for k, v in hg["side_accuracy_by_score_labelled_box"].items()))
-    photo = args.realdata / "HandGraphCNN_RealWorld/real_world_testset/images/00000.jpg"
+    photo = REPO / CLIP_PHOTO
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_video:
             video = video_speed(predictor, config, photo, args.video_frames, Path(tmp))

@@ -27,16 +27,14 @@ import cv2
 import numpy as np
 
 import run
-from bench.bench_detect import write_panning_clip
+from bench.bench_detect import CLIP_PHOTO, CLIP_SCENE_WIDTH, write_panning_clip
 from utils.image_io import read_image_rgb
 
-PHOTO = Path("assets/examples/two_hands.jpg")
 EXAMPLES = Path("assets/examples")
 EXAMPLE_SIDES = (("open_palm", "right"), ("sign_five", "right"), ("fist_left", "left"),
                  ("thumb_outdoor", "left"))  # fmt: skip
 CLIP_FRAMES = 24
 SHOWN_FRAMES = (0, 8, 16, 23)
-SCENE_WIDTH = 384  # the 256x256 photo scaled to 384x384 under a 320x240 window: a slow pan
 
 
 def quiet_run(argv: list[str]) -> None:
@@ -85,11 +83,11 @@ def main() -> None:
         strip = [cv2.imread(str(tmp / "examples" / f"{name}_overlay.png"))
                  for name, _ in EXAMPLE_SIDES]  # fmt: skip
         write_png(args.out / "pretrained_examples.png", np.concatenate(strip, axis=1))
-        quiet_run(["--image", str(PHOTO), "--max_hands", "2", "--out", str(tmp), *model])
-        overlay = cv2.imread(str(tmp / f"{PHOTO.stem}_overlay.png"))
+        quiet_run(["--image", str(CLIP_PHOTO), "--max_hands", "2", "--out", str(tmp), *model])
+        overlay = cv2.imread(str(tmp / f"{CLIP_PHOTO.stem}_overlay.png"))
         write_png(args.out / "two_hands_example.png", overlay)
-        clip = write_panning_clip(read_image_rgb(PHOTO), tmp / "clip.mp4", CLIP_FRAMES,
-                                  scene_width=SCENE_WIDTH, fps=12.0)
+        clip = write_panning_clip(read_image_rgb(CLIP_PHOTO), tmp / "clip.mp4", CLIP_FRAMES,
+                                  scene_width=CLIP_SCENE_WIDTH, fps=12.0)
         quiet_run(["--video", str(clip), "--save_video", "--max_hands", "2", "--out", str(tmp),
                    *model])  # fmt: skip
         frames = video_frames(tmp / "clip_overlay.mp4", SHOWN_FRAMES)
