@@ -39,6 +39,9 @@ REPO = Path(__file__).resolve().parents[1]
 DESIGNS: dict[str, tuple[str, list[str], dict]] = {
     "noflow": ("no flow head", ["--flow_steps", "0"], {"flow_enabled": False}),
     "feat_detach": ("features, pool 4, detached (the default)", [], {}),
+    "feat_alternate": ("features, pool 4, detached, subnets alternating 3x3 / 1x1 (the "
+                       "ancestor's FastFlow kernels)", ["--flow_conv_alternate"],
+                       {"flow_conv_alternate": True}),
     "feat_nodetach": ("features, pool 4, NLL reaches SeedNet", ["--no-flow_detach"],
                       {"flow_detach": False}),
     "hm_pool4": ("heatmaps + mask, pool 4, detached", ["--flow_input", "heatmaps"],

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 
 from models import FlowHead, ModelConfig, build_flow_inn
+from training.config import TrainConfig
+from training.trainer import head_overrides
 
 
 def _small_head(**overrides) -> FlowHead:
@@ -118,3 +120,13 @@ def test_flow_normalize_off_models_the_pooled_raw_values() -> None:
         norm = _small_head().eval()
         torch.testing.assert_close(norm(features).log_likelihood, norm(features * 2).log_likelihood,
                                    rtol=1e-4, atol=1e-2)
+
+
+def test_the_flow_flags_of_the_training_cli_reach_the_model_config() -> None:
+    flags = {"flow_conv_alternate": True, "flow_decoder": True, "flow_pool": 1,
+             "flow_detach": False, "flow_normalize": True}  # fmt: skip
+    overrides = head_overrides(TrainConfig(mano_model="off", **flags))
+    assert overrides == flags
+    cfg = ModelConfig.preset("small", **overrides)
+    assert all(getattr(cfg, name) == value for name, value in flags.items())
+    assert head_overrides(TrainConfig(mano_model="off")) == {}

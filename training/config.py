@@ -153,6 +153,9 @@ class TrainConfig:
         default=None, metadata=_opt("average-pool stride before the flow (divides H/4)"))
     flow_normalize: bool | None = field(
         default=None, metadata=_opt("layer-normalise the flow input per sample"))
+    # Subnet kernels alternating 3x3 / 1x1 per step (the ancestor's FastFlow default).
+    flow_conv_alternate: bool | None = field(
+        default=None, metadata=_opt("flow subnets alternate 3x3 / 1x1 kernels per step"))
     # The ancestor's design: the final heatmaps and mask decoded from the flow's latent.
     flow_decoder: bool | None = field(
         default=None, metadata=_opt("decode the final heatmaps and mask from the flow latent"))

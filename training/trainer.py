@@ -192,7 +192,7 @@ def head_overrides(cfg: TrainConfig) -> dict[str, Any]:
         if cfg.flow_steps > 0:
             overrides["flow_steps"] = cfg.flow_steps
     for name in ("flow_hidden_ratio", "flow_clamp", "flow_detach", "flow_input", "flow_pool",
-                 "flow_normalize", "flow_decoder", "residual_flow"):
+                 "flow_normalize", "flow_conv_alternate", "flow_decoder", "residual_flow"):
         if getattr(cfg, name) is not None:
             overrides[name] = getattr(cfg, name)
     overrides.update(mano_overrides(cfg))
