@@ -20,7 +20,8 @@ from models.seednet import SeedNet
 BackboneBuilder = Callable[[ModelConfig], nn.Module]
 
 # HandFlowNet's own attributes: a backbone stored under one of these names would replace one.
-RESERVED_NAMES = frozenset({"backbone", "cfg", "flow", "mano", "mean", "residual", "std"})
+RESERVED_NAMES = frozenset({"backbone", "cfg", "codec", "flow", "flow_decoder", "mano", "mean",
+                            "residual", "std"})
 
 
 def build_seednet(cfg: ModelConfig) -> SeedNet:

@@ -83,10 +83,9 @@ class _ExportWrapper(nn.Module):
             (ONNX_RESIDUAL_OUTPUT,) if self.with_residual else ())
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if not (self.with_flow or self.with_residual):
-            base = self.model.backbone(self.model.normalize(image))
-            return base.heatmaps[-1], base.masks[-1]
-        out = self.model(image, with_mano=False, with_flow=self.with_flow)
+        # A head left out is not run either, so one that does not trace is not traced.
+        out = self.model(image, with_mano=False, with_flow=self.with_flow,
+                         with_residual=self.with_residual)  # fmt: skip
         outputs = [out.heatmaps[-1], out.masks[-1]]
         if self.with_flow:
             outputs += [out.flow.log_likelihood, out.flow.loglik_map]
@@ -225,7 +224,7 @@ def export_onnx(model: nn.Module, path: Path | str, *, data_config: Mapping[str,
     has_flow = getattr(model, "flow", None) is not None
     has_residual = getattr(model, "residual", None) is not None
     # With cfg.flow_decoder the final heatmaps come out of the flow: it cannot be left out.
-    flow_required = has_flow and model.cfg.flow_decoder
+    flow_required = model.cfg.flow_decoder
     if flow_required and not with_flow:
         raise OnnxExportError("this model decodes its final heatmaps from the flow's latent "
                               "(flow_decoder): the flow head cannot be left out")

@@ -137,7 +137,8 @@ class HandFlowNet(nn.Module):
         return torch.cat([base.heatmaps[-1], torch.sigmoid(base.masks[-1])], dim=1)
 
     def forward(self, image: torch.Tensor, K: torch.Tensor | None = None, *,
-                with_mano: bool = True, with_flow: bool = True) -> HandFlowOutput:  # fmt: skip
+                with_mano: bool = True, with_flow: bool = True,
+                with_residual: bool = True) -> HandFlowOutput:  # fmt: skip
         """(B, 3, H, W) RGB in [0, 1] -> HandFlowOutput (heatmaps at H/4 x W/4).
 
         Args:
@@ -148,6 +149,7 @@ class HandFlowNet(nn.Module):
             with_flow: False skips the flow head (``flow`` is None), e.g. for an ONNX export
                 without it; refused when the final heatmaps come from the flow
                 (cfg.flow_decoder).
+            with_residual: False skips the residual flow head (``residual`` is None).
         """
         x = self.normalize(image)
         if self.inference_bf16 and not self.training:
@@ -174,8 +176,9 @@ class HandFlowNet(nn.Module):
                 base = BackboneOutput(heatmaps=[*base.heatmaps, hm], masks=[*base.masks, mask],
                                       features=base.features)  # fmt: skip
         run_mano = self.mano is not None and with_mano
+        run_residual = self.residual is not None and with_residual
         mano = residual = None
-        if run_mano or self.residual is not None:
+        if run_mano or run_residual:
             # Both heads read the final heatmaps' keypoints: decoded once, in float32 (also
             # under bf16 autocast, like MANO's skinning and projection).
             with torch.autocast(device_type=base.features.device.type, enabled=False):
@@ -183,7 +186,7 @@ class HandFlowNet(nn.Module):
                 if run_mano:
                     features = base.features.detach() if self.cfg.mano_detach else base.features
                     mano = self.mano(features.float(), kp_px, peaks, K)
-                if self.residual is not None:
+                if run_residual:
                     residual = self.residual(base.features, kp_px, peaks)
         return HandFlowOutput(heatmaps=base.heatmaps, masks=base.masks, features=base.features,
                               flow=flow, mano=mano, residual=residual)
