@@ -1,6 +1,7 @@
 """How a model runs: the torch model or an onnxruntime session of its export, same contract.
 
-A backend takes (B, 3, S, S) float32 RGB in [0, 1] and returns a `RawOutput` (numpy): the
+A backend takes (B, 3, S, S) float32 RGB in [0, 1] (numpy; the torch backend also takes a
+tensor, e.g. a batch already on the model's device) and returns a `RawOutput` (numpy): the
 last stack's heatmaps and mask logits, the flow's log-likelihood and map, the residual flow
 head's per-joint error scales, the MANO head's outputs and the side probe's pooled features
 when the model has them. `utils.predictor`
@@ -63,6 +64,19 @@ class RawOutput:
     probe_features: np.ndarray | None = None
 
     @staticmethod
+    def flip_average(plain: RawOutput, mirrored: RawOutput) -> RawOutput:
+        """The flip test of one batch: heatmaps and mask probabilities of the crops and of
+        their mirror images (mirrored back) averaged; the flow, residual and MANO outputs
+        are the plain pass's. Mirroring keeps each joint's identity, so no channel swap."""
+        return RawOutput(
+            heatmaps=0.5 * (plain.heatmaps + mirrored.heatmaps[..., ::-1]),
+            mask_logits=_mean_probability_logit(plain.mask_logits,
+                                                mirrored.mask_logits[..., ::-1]),
+            log_likelihood=plain.log_likelihood, loglik_map=plain.loglik_map,
+            residual_log_sigma=plain.residual_log_sigma, mano=plain.mano,
+            probe_features=plain.probe_features)
+
+    @staticmethod
     def concat(parts: Sequence[RawOutput]) -> RawOutput:
         """The outputs of consecutive chunks as one."""
         def cat(name: str) -> np.ndarray | None:
@@ -76,15 +90,28 @@ class RawOutput:
                          probe_features=cat("probe_features"))  # fmt: skip
 
 
+def _mean_probability_logit(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """logit((sigmoid(a) + sigmoid(b)) / 2), without overflow for large logits (float32)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    log_p = np.logaddexp(-np.logaddexp(0.0, -a), -np.logaddexp(0.0, -b))
+    log_not_p = np.logaddexp(-np.logaddexp(0.0, a), -np.logaddexp(0.0, b))
+    return (log_p - log_not_p).astype(np.float32)
+
+
 class Backend(Protocol):
-    """Runs the network on (B, 3, S, S) float32 RGB in [0, 1]."""
+    """Runs the network on (B, 3, S, S) float32 RGB in [0, 1].
+
+    ``K`` (B, 3, 3), the crops' intrinsics at the input size, gives a MANO head its
+    perspective camera (None: weak perspective); ``with_mano=False`` skips that head.
+    """
 
     name: str
     has_flow: bool
     has_residual: bool  # returns residual_log_sigma
     mano_faces: np.ndarray | None  # (F, 3) mesh faces of the MANO head, None without one
 
-    def __call__(self, images: np.ndarray) -> RawOutput: ...
+    def __call__(self, images: np.ndarray, K: torch.Tensor | None = None,
+                 with_mano: bool = True) -> RawOutput: ...
 
 
 class TorchBackend:
@@ -112,9 +139,18 @@ class TorchBackend:
                                                                 probe_grid or 1)
 
     @torch.no_grad()
-    def __call__(self, images: np.ndarray) -> RawOutput:
-        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
-        out = self.model(x)
+    def __call__(self, images: np.ndarray | torch.Tensor, K: torch.Tensor | None = None,
+                 with_mano: bool = True) -> RawOutput:  # fmt: skip
+        if isinstance(images, torch.Tensor):
+            x = images.to(self.device, torch.float32)
+        else:
+            x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
+        if self.mano_faces is None:
+            out = self.model(x)
+        elif with_mano:
+            out = self.model(x, K=None if K is None else K.to(self.device))
+        else:
+            out = self.model(x, with_mano=False)
 
         def np_(t: torch.Tensor) -> np.ndarray:
             return t.detach().float().cpu().numpy()
@@ -174,7 +210,11 @@ class OnnxBackend:
         self.has_residual = ONNX_RESIDUAL_OUTPUT in names
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
-    def __call__(self, images: np.ndarray) -> RawOutput:
+    def __call__(self, images: np.ndarray, K: torch.Tensor | None = None,
+                 with_mano: bool = True) -> RawOutput:  # fmt: skip
+        if K is not None:
+            raise BackendError(f"{self.path}: the ONNX export has no MANO head to take "
+                               "intrinsics K")
         outputs = self.session.run(self.output_names,
                                    {ONNX_INPUT: np.ascontiguousarray(images, dtype=np.float32)})
         by_name = dict(zip(self.output_names, outputs, strict=True))

@@ -13,17 +13,22 @@ import datasets
 from datasets.negatives import NoHandDataset
 from datasets.synthetic import generate
 from models import ModelConfig, build_model
-from utils.confidence import Calibration, PlattMap
+from models.runtime import RawOutput
+from utils import metrics
+from utils.confidence import Calibration, PlattMap, sample_map_at
+from utils.crop import as_3x3
+from utils.eval_report import format_table
 from utils.evaluator import (
     evaluate,
-    flip_heatmaps,
     hand_vs_nohand,
+    model_affines,
     model_to_crop_px,
-    sample_map_at,
-    score_heatmaps,
+    score_batch,
 )
 from utils.heatmap import HeatmapCodec
+from utils.image_io import read_image_rgb
 from utils.metrics import MetricAccumulator
+from utils.predictor import Predictor
 
 NUM_RHD_REAL = 136  # evaluation frames with images in ../shared/realdata
 
@@ -41,10 +46,14 @@ def test_oracle_ground_truth_heatmaps_score_perfectly(rhd_real):
     # evaluation path itself must add no error (left hands are mirrored in these crops).
     assert len(rhd_real) == NUM_RHD_REAL
     acc = MetricAccumulator()
-    codec = HeatmapCodec()
+    predictor = Predictor.from_model(_PoolModel())  # 256 input, 64 heatmaps: the crops' sizes
     flipped = 0
     for batch in DataLoader(rhd_real, batch_size=34):
-        score_heatmaps(batch["heatmaps"], batch, codec, acc)
+        targets = RawOutput(heatmaps=batch["heatmaps"].numpy(),
+                            mask_logits=np.zeros((len(batch["heatmaps"]), 1, 64, 64), np.float32),
+                            log_likelihood=None, loglik_map=None)  # fmt: skip
+        crops = predictor.decode(targets, model_affines(batch["affine"].numpy(), 256, 256))
+        score_batch(crops, batch, acc, 256)
         flipped += int(batch["flipped"].sum())
     summary = acc.compute()
     assert 0 < flipped < NUM_RHD_REAL  # both hand sides are exercised
@@ -68,8 +77,12 @@ def test_flip_heatmaps_matches_mirrored_keypoints():
     mirrored[:, 0] = 255 - kp[:, 0]
     hm, _ = codec.encode(kp)
     hm_m, _ = codec.encode(mirrored)
-    flipped = flip_heatmaps(torch.from_numpy(hm_m)[None])[0].numpy()
-    np.testing.assert_allclose(flipped, hm, atol=1e-6)
+    logits = np.zeros((1, 1, 64, 64), np.float32)
+    averaged = RawOutput.flip_average(
+        RawOutput(heatmaps=hm[None], mask_logits=logits, log_likelihood=None, loglik_map=None),
+        RawOutput(heatmaps=hm_m[None], mask_logits=logits, log_likelihood=None,
+                  loglik_map=None))  # fmt: skip
+    np.testing.assert_allclose(averaged.heatmaps[0], hm, atol=1e-6)
 
 
 class _PoolModel(nn.Module):
@@ -83,7 +96,8 @@ class _PoolModel(nn.Module):
     def forward(self, image):
         pooled = F.avg_pool2d(image, 4) * self.scale  # (B, 3, 64, 64)
         heatmaps = torch.cat([pooled[:, j % 3 : j % 3 + 1] ** (1 + j / 10) for j in range(21)], 1)
-        return SimpleNamespace(heatmaps=[heatmaps], masks=[pooled[:, :1]], flow=None)
+        return SimpleNamespace(heatmaps=[heatmaps], masks=[pooled[:, :1]], flow=None,
+                               residual=None, mano=None)
 
 
 @pytest.mark.realdata
@@ -196,3 +210,48 @@ def test_hand_vs_nohand_scores_shapes_and_determinism(synth_test):
     assert result.negative_scores["flow_loglik"].shape == (3,)
     assert result.to_dict()["num_negative_by_kind"] == {"synthetic": 3}
     assert run().auroc == result.auroc
+
+
+def test_an_evaluation_and_a_photo_run_give_the_same_keypoints(synth_test):
+    # From the crop on the evaluator runs the Predictor: the dataset's crop of a frame and
+    # the Predictor's own crop of the original image with the same affine agree.
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.preset("small"))
+    model.eval()
+    result = evaluate(model, DataLoader(synth_test, batch_size=2))
+    predictor = Predictor.from_model(model)
+    for i, evaluated in enumerate(result.predictions):
+        sample = synth_test[i]
+        image = read_image_rgb(synth_test.record(i).image_path)
+        affine = as_3x3(sample["affine"].numpy())
+        side = "left" if sample["flipped"] else "right"
+        hand = predictor.predict_affines(image, [affine], [side], [np.zeros(4)])[0]
+        np.testing.assert_allclose(hand.kp2d_px, evaluated.kp2d_px, atol=0.05)
+        np.testing.assert_allclose(hand.scores, evaluated.scores, atol=1e-4)
+        assert hand.log_likelihood == pytest.approx(evaluated.log_likelihood, rel=1e-4)
+
+
+def test_flip_average_of_mask_logits_is_the_mean_probability():
+    logits = np.array([-60.0, -3.0, 0.0, 2.0, 60.0], np.float32).reshape(1, 1, 1, 5)
+    plain = RawOutput(heatmaps=np.zeros((1, 21, 1, 5), np.float32), mask_logits=logits,
+                      log_likelihood=None, loglik_map=None)  # fmt: skip
+    mirrored = RawOutput(heatmaps=plain.heatmaps, mask_logits=np.zeros_like(logits),
+                         log_likelihood=None, loglik_map=None)  # fmt: skip
+    with np.errstate(all="raise"):
+        averaged = RawOutput.flip_average(plain, mirrored).mask_logits
+    prob = 1 / (1 + np.exp(-averaged.astype(np.float64)))
+    expected = 0.5 * (1 / (1 + np.exp(-logits.astype(np.float64))) + 0.5)
+    np.testing.assert_allclose(prob, expected, atol=1e-6)
+
+
+def test_a_new_metric_is_one_registry_entry(synth_test, monkeypatch):
+    # One function in utils.metrics.METRICS: evaluated, in the summary's JSON and printed.
+    monkeypatch.setitem(metrics.METRICS, "scored_keypoints",
+                        lambda m: float(np.isfinite(m.errors_px).sum()))  # fmt: skip
+    torch.manual_seed(0)
+    result = evaluate(build_model(ModelConfig.preset("small")), DataLoader(synth_test,
+                                                                           batch_size=2))
+    summary = result.metrics
+    assert summary.values["scored_keypoints"] == summary.num_keypoints > 0
+    assert summary.to_dict()["scored_keypoints"] == summary.num_keypoints
+    assert f"scored_keypoints {summary.num_keypoints:.4f}" in format_table(summary, "t", True)

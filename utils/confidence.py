@@ -19,6 +19,10 @@ Calibration: a Platt map P = sigmoid(a * score + b), fitted by logistic regressi
 plain floats in a checkpoint (``ckpt['calibration'] = Calibration.to_dict()``). The joint map
 turns the heatmap peak into P(joint correct); the hand map turns a per-image score into
 P(a hand is in the crop).
+
+Scores: `image_scores` and `joint_scores` name the per-image and per-joint scores a
+prediction offers (higher = more trusted); the `utils.predictor.Predictor` computes them for
+every crop it decodes, so the demo, the evaluator and the detector read the same numbers.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 import numpy as np
 from scipy import special, stats
 
+from utils.geometry import rescale_px
 from utils.metrics import MMPOSE_PCK_THR, auc_mmpose_from_errors, pck_from_errors
 
 ECE_BINS = 10
@@ -38,6 +43,14 @@ FAILURE_JOINT_FRACTION = 0.5  # an image fails when fewer than this share of its
 KEPT_FRACTIONS = tuple(round(1.0 - 0.1 * i, 1) for i in range(10))  # 1.0, 0.9, ..., 0.1
 CALIBRATION_VERSION = 1
 JOINT_CALIBRATION_SCORE = "heatmap_peak"
+NO_JOINT_CALIBRATION = (
+    "no calibration in the checkpoint: per-joint confidence is not available (fit one with "
+    "`python run.py --calibrate --split val ...`, README: Confidence)"
+)
+NO_HAND_CALIBRATION = (
+    "no hand_present calibration in the checkpoint (fit one with `python run.py --calibrate "
+    "--hand_vs_nohand ...`, README: Confidence)"
+)
 
 
 def _opt(value: float) -> float | None:
@@ -410,6 +423,98 @@ class Calibration:
         return self.hand_present(image_scores[name])
 
 
+# --- the scores a prediction offers --------------------------------------------------------
+
+
+def sample_map_at(maps: np.ndarray, kp_px: np.ndarray, image_size: int) -> np.ndarray:
+    """Bilinear samples of per-image maps at keypoints (centre-aligned, clamped to the map).
+
+    Args:
+        maps: (B, h, w) maps covering an image of ``image_size`` pixels.
+        kp_px: (B, K, 2) keypoints (x, y) in that image's pixels.
+        image_size: side of the image the keypoints refer to.
+
+    Returns:
+        (B, K) float64.
+    """
+    maps = np.asarray(maps, np.float64)
+    b, h, w = maps.shape
+    x = np.clip(rescale_px(kp_px[..., 0], w / image_size), 0, w - 1)
+    y = np.clip(rescale_px(kp_px[..., 1], h / image_size), 0, h - 1)
+    x = np.nan_to_num(x)
+    y = np.nan_to_num(y)
+    x0 = np.minimum(np.floor(x).astype(np.int64), w - 1)
+    y0 = np.minimum(np.floor(y).astype(np.int64), h - 1)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    fx, fy = x - x0, y - y0
+    rows = np.arange(b)[:, None]
+    top = maps[rows, y0, x0] * (1 - fx) + maps[rows, y0, x1] * fx
+    bottom = maps[rows, y1, x0] * (1 - fx) + maps[rows, y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def image_scores(peaks: np.ndarray, mask_prob: np.ndarray, log_likelihood: np.ndarray | None,
+                 joint_confidence: np.ndarray | None,
+                 residual_confidence: np.ndarray | None = None
+                 ) -> dict[str, np.ndarray]:  # fmt: skip
+    """The per-image confidence scores the model offers (higher = more trusted).
+
+    Args:
+        peaks: (B, K) heatmap maxima.
+        mask_prob: (B, h, w) hand-mask probability.
+        log_likelihood: (B,) flow log-likelihood, or None without a flow head.
+        joint_confidence: (B, K) calibrated joint confidence, or None.
+        residual_confidence: (B, K) -log sigma of the residual flow head, or None.
+
+    Returns:
+        name -> (B,): 'flow_loglik' (with a flow), 'heatmap_peak_mean', 'hand_mask_mean',
+        'joint_confidence_mean' (with a calibration), 'residual_confidence_mean' (with the
+        residual flow head).
+    """
+    out = {}
+    if log_likelihood is not None:
+        out["flow_loglik"] = np.asarray(log_likelihood, np.float64)
+    out["heatmap_peak_mean"] = np.asarray(peaks, np.float64).mean(axis=1)
+    out["hand_mask_mean"] = np.asarray(mask_prob, np.float64).reshape(len(peaks), -1).mean(axis=1)
+    if joint_confidence is not None:
+        out["joint_confidence_mean"] = np.asarray(joint_confidence, np.float64).mean(axis=1)
+    if residual_confidence is not None:
+        out["residual_confidence_mean"] = np.asarray(residual_confidence, np.float64).mean(axis=1)
+    return out
+
+
+def joint_scores(peaks: np.ndarray, kp_crop_px: np.ndarray, crop_size: int,
+                 loglik_map: np.ndarray | None, joint_confidence: np.ndarray | None,
+                 residual_confidence: np.ndarray | None = None
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
+    """The per-joint scores and the stated probabilities among them.
+
+    Returns:
+        (name -> (B, K) score: 'heatmap_peak', 'flow_loglik_at_joint' (with a flow),
+        'joint_confidence' (with a calibration), 'residual_confidence' (-log sigma, with the
+        residual flow head); name -> (B, K) stated probability of 'joint
+        correct': 'heatmap_peak' clipped to [0, 1], 'joint_confidence').
+    """
+    scores = {"heatmap_peak": np.asarray(peaks, np.float64)}
+    probs = {"heatmap_peak": np.clip(scores["heatmap_peak"], 0.0, 1.0)}
+    if loglik_map is not None:
+        scores["flow_loglik_at_joint"] = sample_map_at(loglik_map, kp_crop_px, crop_size)
+    if joint_confidence is not None:
+        scores["joint_confidence"] = np.asarray(joint_confidence, np.float64)
+        probs["joint_confidence"] = scores["joint_confidence"]
+    if residual_confidence is not None:
+        scores["residual_confidence"] = np.asarray(residual_confidence, np.float64)
+    return scores, probs
+
+
+def confidence_note(joint_confidence: object | None, hand_present: object | None
+                    ) -> str | None:  # fmt: skip
+    """Why a prediction carries no confidence or hand_present (None when it has both)."""
+    notes = [note for value, note in ((joint_confidence, NO_JOINT_CALIBRATION),
+                                      (hand_present, NO_HAND_CALIBRATION)) if value is None]
+    return "; ".join(notes) or None
+
+
 # --- accumulation over an evaluation ------------------------------------------------------
 
 
@@ -656,10 +761,14 @@ __all__ = [
     "PlattMap",
     "ReliabilityBins",
     "auroc",
+    "confidence_note",
     "expected_calibration_error",
     "failed_images",
     "fit_platt",
+    "image_scores",
     "joint_correct",
+    "joint_scores",
     "kept_fraction_curve",
     "reliability_bins",
+    "sample_map_at",
 ]

@@ -64,6 +64,26 @@ def crop_matrix(center_px: np.ndarray, side_px: float, out_size: int) -> np.ndar
     return out
 
 
+def resize_matrix(scale: float) -> np.ndarray:
+    """(3, 3) affine of an image resized by ``scale`` (new side / old side), centre-aligned
+    like `utils.geometry.rescale_px`: ``u' = (u + 0.5) * scale - 0.5``."""
+    out = np.eye(3) * scale
+    out[2, 2] = 1.0
+    out[:2, 2] = 0.5 * scale - 0.5
+    return out
+
+
+def as_3x3(affine: np.ndarray) -> np.ndarray:
+    """(..., 2, 3) or (..., 3, 3) affines as (..., 3, 3) float64."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape[-2:] == (3, 3):
+        return affine
+    if affine.shape[-2:] != (2, 3):
+        raise ValueError(f"expected (..., 2, 3) or (..., 3, 3) affines, got {affine.shape}")
+    last_row = np.broadcast_to([0.0, 0.0, 1.0], (*affine.shape[:-2], 1, 3))
+    return np.concatenate([affine, last_row], axis=-2)
+
+
 def apply_affine(affine: np.ndarray, points_px: np.ndarray) -> np.ndarray:
     """Map (..., 2) points with a (2, 3) or (3, 3) affine (float64 result)."""
     affine = np.asarray(affine, dtype=np.float64)

@@ -18,9 +18,17 @@ def fmt_value(value: float | None, spec: str = ".4f") -> str:
     return "n/a" if value is None or not np.isfinite(value) else format(value, spec)
 
 
+# The metrics format_table prints on its own lines; any other `utils.metrics.METRICS` entry
+# goes on the 'more' line.
+TABLE_METRICS = ("pck", "auc", "epe_mean_px", "zb_auc", "zb_epe_mean_px", "zb_epe_median_px",
+                 "acc_hm", "loglik_epe_spearman", "loglik_epe_pvalue", "mean_log_likelihood")
+
+
 def format_table(m: MetricsSummary, title: str, has_flow: bool) -> str:
-    """The printed summary: both protocols, accH, likelihood, per-joint table."""
+    """The printed summary: both protocols, accH, likelihood, other metrics, per-joint table."""
     flow_note = "no flow head"
+    more = [f"{name} {fmt_value(value)}" for name, value in m.values.items()
+            if name not in TABLE_METRICS]  # fmt: skip
     lines = [
         f"== {title}: {m.num_samples} samples, {m.num_keypoints} visible keypoints "
         "(original-image pixels)",
@@ -35,6 +43,7 @@ def format_table(m: MetricsSummary, title: str, has_flow: bool) -> str:
            f"{fmt_value(m.loglik_epe_spearman, '.3f')} "
            f"(p={fmt_value(m.loglik_epe_pvalue, '.2g')})"
            if has_flow else f"log-lik: {flow_note}   Spearman(log-lik, EPE): {flow_note}"),
+        *([f"  more     {'   '.join(more)}"] if more else []),
         f"  {'joint':<12} {'PCK':>7} {'AUC-ZB':>7} {'EPE':>7} {'median':>7} {'accH':>7}",
     ]  # fmt: skip
     pj = m.per_joint

@@ -1,17 +1,20 @@
 """Run a model over a DataLoader and score it in original-image pixels.
 
-Path of one batch: image (B, 3, S, S) in [0, 1] -> (resized to the model's input size if it
-differs) -> model -> heatmaps of the last stack -> `HeatmapCodec.decode` (model-input
-pixels) -> crop pixels -> inverse of the sample's ``affine`` (undoing crop, rotation and
-the left->right mirror) -> original pixels -> `utils.metrics.MetricAccumulator`.
+Path of one batch: the dataset's crops (B, 3, S, S) in [0, 1] (resized to the model's input
+size if it differs) and their affines (original -> crop, then the resize) -> the same
+`utils.predictor.Predictor` the own-image demo uses (`Predictor.decode`: backend forward,
+`HeatmapCodec.decode` of the last stack's heatmaps, inverse affine, undoing crop, rotation
+and the left->right mirror; the calibrated confidences) -> original pixels ->
+`utils.metrics.MetricAccumulator`. Only the crops come from the dataset (its augmentation
+and framing); from the crop on, an evaluation and a photo run the same code.
 
 Flip test (``flip_test=True``): the heatmaps of the image and of its mirror image (mirrored
 back) are averaged. Mirroring a hand keeps the identity of its joints, so no channel swap is
 needed. In the centre-aligned convention (pixel centres at integers, heatmap pixel
 ``x_hm = (x + 0.5) / stride - 0.5``) mirroring the crop ``x -> S - 1 - x`` mirrors the heatmap
 ``x_hm -> h - 1 - x_hm``, i.e. exactly a reversal of the last axis: the averaging is exact,
-with no half-pixel shift. Plain and flip-test metrics are both computed (same forward pass
-for the plain part) and reported separately.
+with no half-pixel shift (`models.runtime.RawOutput.flip_average`). Plain and flip-test
+metrics are both computed (same forward pass for the plain part) and reported separately.
 
 Confidence (plain pass only; `utils.confidence`): per image the flow's log-likelihood
 (``flow_loglik``), the mean heatmap peak (``heatmap_peak_mean``), the mean hand-mask
@@ -41,19 +44,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.runtime import RawOutput
 from utils.confidence import (
     JOINT_CALIBRATION_SCORE,
     Calibration,
     ConfidenceAccumulator,
     ConfidenceSummary,
     auroc,
+    confidence_note,
     expected_calibration_error,
     fit_platt,
+    image_scores,
     joint_correct,
+    joint_scores,
 )
-from utils.crop import crop_to_original
+from utils.crop import as_3x3, resize_matrix
 from utils.geometry import rescale_px
-from utils.heatmap import HeatmapCodec
 from utils.mano_eval import ManoBatch, ManoScorer, model_intrinsics
 from utils.metrics import (
     MMPOSE_BBOX_FACTOR,
@@ -64,16 +70,11 @@ from utils.metrics import (
     per_sample_epe,
 )
 from utils.metrics3d import Metrics3DSummary
+from utils.predictor import CropBatch, Predictor
 
 ACCH_GRID = 64  # heatmap width BiHand's accH threshold (3.2 px) refers to
-NO_JOINT_CALIBRATION = (
-    "no calibration in the checkpoint: per-joint confidence is not available (fit one with "
-    "`python run.py --calibrate --split val ...`, README: Confidence)"
-)
-NO_HAND_CALIBRATION = (
-    "no hand_present calibration in the checkpoint (fit one with `python run.py --calibrate "
-    "--hand_vs_nohand ...`, README: Confidence)"
-)
+# The `utils.metrics.METRICS` entries the training log records, and their metrics.jsonl keys.
+VALIDATION_METRICS = {"pck": "val_pck", "auc": "val_auc", "epe_mean_px": "val_epe_px"}
 
 
 @dataclass
@@ -137,13 +138,12 @@ class BatchOutput:
         loglik_map: (B, h', w') flow log-likelihood map, or None.
         log_likelihood: (B,), or None.
         errors_px: (B, 21) errors in original pixels (NaN where not visible).
-        flip: this output is the flip-test one.
-        joint_confidence: (B, 21) calibrated P(joint correct), or None (no calibration, or
-            the flip-test output).
+        flip: this output is the flip-test one (its joint confidences are those of the
+            averaged heatmaps; hand_present, flow and residual scores the plain pass's).
+        joint_confidence: (B, 21) calibrated P(joint correct), or None (no calibration).
         hand_present: (B,) calibrated P(hand present), or None.
         mano: the MANO head's outputs of the plain pass, or None (no head, or flip output).
-        residual_confidence: (B, 21) -log sigma of the residual flow head, or None (no head,
-            or the flip-test output).
+        residual_confidence: (B, 21) -log sigma of the residual flow head, or None.
     """
 
     kp2d_crop_px: np.ndarray
@@ -159,6 +159,18 @@ class BatchOutput:
     hand_present: np.ndarray | None = None
     mano: ManoBatch | None = None
     residual_confidence: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, crops: CropBatch, kp2d_crop_px: np.ndarray, errors_px: np.ndarray, *,
+           flip: bool = False, mano: ManoBatch | None = None) -> BatchOutput:  # fmt: skip
+        """The hook's view of a batch the `Predictor` decoded."""
+        raw = crops.raw
+        return cls(kp2d_crop_px=kp2d_crop_px, kp2d_orig_px=crops.kp2d_px, scores=crops.scores,
+                   heatmaps=raw.heatmaps, mask_prob=crops.mask_prob.astype(np.float32),
+                   loglik_map=raw.loglik_map, log_likelihood=raw.log_likelihood,
+                   errors_px=errors_px, flip=flip, joint_confidence=crops.joint_confidence,
+                   hand_present=crops.hand_present, mano=mano,
+                   residual_confidence=crops.residual_confidence)  # fmt: skip
 
 
 @dataclass
@@ -206,14 +218,14 @@ class EvalResult:
         3D MPJPE (mm) and BiHand 3D AUC (20-50 mm), None where there are no 3D labels.
         """
         m = self.metrics
-        row: dict[str, Any] = {
-            "val_pck": m.pck,
-            "val_auc": m.auc,
-            "val_epe_px": m.epe_mean_px,
+        # NaN, not None, for a metric without a value: the trainer compares val_auc.
+        row: dict[str, Any] = {key: float("nan") if m.values.get(name) is None
+                               else m.values[name] for name, key in VALIDATION_METRICS.items()}
+        row.update({
             "val_samples": self.num_samples,
             "val_mean_loglik": m.mean_log_likelihood,
             "val_seconds": self.seconds,
-        }
+        })  # fmt: skip
         if self.mano_metrics is not None:
             m3 = self.metrics_3d
             row.update({
@@ -234,11 +246,6 @@ def model_to_crop_px(kp_model_px: np.ndarray, model_size: int, crop_size: int) -
     return rescale_px(kp_model_px, crop_size / model_size)
 
 
-def flip_heatmaps(heatmaps: torch.Tensor) -> torch.Tensor:
-    """Mirror (B, J, h, w) heatmaps horizontally (exact, see the module docstring)."""
-    return torch.flip(heatmaps, dims=[-1])
-
-
 def resize_to_model(image: torch.Tensor, model_size: int) -> torch.Tensor:
     """(B, 3, S, S) -> (B, 3, model_size, model_size), centre-aligned (no-op if equal)."""
     if image.shape[-1] == model_size and image.shape[-2] == model_size:
@@ -253,175 +260,73 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
 
-def forward_images(model: nn.Module, image: torch.Tensor, batch: dict | None = None):
-    """The model on model-size images; a MANO head also gets the batch's K (None: weak
-    perspective, e.g. crops without a camera)."""
-    if getattr(model, "mano", None) is None:
-        return model(image)
-    K = None if batch is None else model_intrinsics(batch, int(image.shape[-1]), image.device)
-    return model(image, K=K)
-
-
 def _resize_heatmaps(heatmaps: torch.Tensor, size: int) -> torch.Tensor:
     if heatmaps.shape[-1] == size:
         return heatmaps
     return F.interpolate(heatmaps, size=(size, size), mode="bilinear", align_corners=False)
 
 
-def sample_map_at(maps: np.ndarray, kp_px: np.ndarray, image_size: int) -> np.ndarray:
-    """Bilinear samples of per-image maps at keypoints (centre-aligned, clamped to the map).
+def model_affines(crop_affines: np.ndarray, crop_size: int, model_size: int) -> np.ndarray:
+    """(B, 3, 3) original -> model input: the batch's crop affines, then the crop resized
+    to the model's input (centre-aligned, `resize_to_model`)."""
+    return resize_matrix(model_size / crop_size) @ as_3x3(crop_affines)
+
+
+def score_batch(crops: CropBatch, batch: dict, accumulator: MetricAccumulator, model_size: int
+                ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Add a decoded batch to the accumulator, against the batch's labels.
 
     Args:
-        maps: (B, h, w) maps covering an image of ``image_size`` pixels.
-        kp_px: (B, K, 2) keypoints (x, y) in that image's pixels.
-        image_size: side of the image the keypoints refer to.
-
-    Returns:
-        (B, K) float64.
-    """
-    maps = np.asarray(maps, np.float64)
-    b, h, w = maps.shape
-    x = np.clip(rescale_px(kp_px[..., 0], w / image_size), 0, w - 1)
-    y = np.clip(rescale_px(kp_px[..., 1], h / image_size), 0, h - 1)
-    x = np.nan_to_num(x)
-    y = np.nan_to_num(y)
-    x0 = np.minimum(np.floor(x).astype(np.int64), w - 1)
-    y0 = np.minimum(np.floor(y).astype(np.int64), h - 1)
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    fx, fy = x - x0, y - y0
-    rows = np.arange(b)[:, None]
-    top = maps[rows, y0, x0] * (1 - fx) + maps[rows, y0, x1] * fx
-    bottom = maps[rows, y1, x0] * (1 - fx) + maps[rows, y1, x1] * fx
-    return top * (1 - fy) + bottom * fy
-
-
-def image_scores(peaks: np.ndarray, mask_prob: np.ndarray, log_likelihood: np.ndarray | None,
-                 joint_confidence: np.ndarray | None,
-                 residual_confidence: np.ndarray | None = None
-                 ) -> dict[str, np.ndarray]:  # fmt: skip
-    """The per-image confidence scores the model offers (higher = more trusted).
-
-    Args:
-        peaks: (B, K) heatmap maxima.
-        mask_prob: (B, h, w) hand-mask probability.
-        log_likelihood: (B,) flow log-likelihood, or None without a flow head.
-        joint_confidence: (B, K) calibrated joint confidence, or None.
-        residual_confidence: (B, K) -log sigma of the residual flow head, or None.
-
-    Returns:
-        name -> (B,): 'flow_loglik' (with a flow), 'heatmap_peak_mean', 'hand_mask_mean',
-        'joint_confidence_mean' (with a calibration), 'residual_confidence_mean' (with the
-        residual flow head).
-    """
-    out = {}
-    if log_likelihood is not None:
-        out["flow_loglik"] = np.asarray(log_likelihood, np.float64)
-    out["heatmap_peak_mean"] = np.asarray(peaks, np.float64).mean(axis=1)
-    out["hand_mask_mean"] = np.asarray(mask_prob, np.float64).reshape(len(peaks), -1).mean(axis=1)
-    if joint_confidence is not None:
-        out["joint_confidence_mean"] = np.asarray(joint_confidence, np.float64).mean(axis=1)
-    if residual_confidence is not None:
-        out["residual_confidence_mean"] = np.asarray(residual_confidence, np.float64).mean(axis=1)
-    return out
-
-
-def joint_scores(peaks: np.ndarray, kp_crop_px: np.ndarray, crop_size: int,
-                 loglik_map: np.ndarray | None, joint_confidence: np.ndarray | None,
-                 residual_confidence: np.ndarray | None = None
-                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
-    """The per-joint scores and the stated probabilities among them.
-
-    Returns:
-        (name -> (B, K) score: 'heatmap_peak', 'flow_loglik_at_joint' (with a flow),
-        'joint_confidence' (with a calibration), 'residual_confidence' (-log sigma, with the
-        residual flow head); name -> (B, K) stated probability of 'joint
-        correct': 'heatmap_peak' clipped to [0, 1], 'joint_confidence').
-    """
-    scores = {"heatmap_peak": np.asarray(peaks, np.float64)}
-    probs = {"heatmap_peak": np.clip(scores["heatmap_peak"], 0.0, 1.0)}
-    if loglik_map is not None:
-        scores["flow_loglik_at_joint"] = sample_map_at(loglik_map, kp_crop_px, crop_size)
-    if joint_confidence is not None:
-        scores["joint_confidence"] = np.asarray(joint_confidence, np.float64)
-        probs["joint_confidence"] = scores["joint_confidence"]
-    if residual_confidence is not None:
-        scores["residual_confidence"] = np.asarray(residual_confidence, np.float64)
-    return scores, probs
-
-
-def score_heatmaps(
-    heatmaps: torch.Tensor,
-    batch: dict,
-    codec: HeatmapCodec,
-    accumulator: MetricAccumulator,
-    log_likelihood: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Decode heatmaps, map them to original pixels and add them to the accumulator.
-
-    Args:
-        heatmaps: (B, 21, h, w) heatmaps whose grid matches ``codec`` (model input size).
+        crops: the batch decoded by the `Predictor` (keypoints in original pixels).
         batch: a collated batch (datasets.base.SAMPLE_KEYS; uses image, heatmaps,
-            heatmap_weights, visible, kp2d_orig_px, orig_size_wh, affine).
-        codec: codec of the model's input/heatmap sizes.
+            heatmap_weights, visible, kp2d_orig_px, orig_size_wh).
         accumulator: receives the batch.
-        log_likelihood: (B,) or None.
+        model_size: the model's input side.
 
     Returns:
-        (kp2d_crop_px (B, 21, 2), kp2d_orig_px (B, 21, 2), scores (B, 21), errors_px (B, 21)).
+        (kp2d_crop_px (B, 21, 2) in the batch's crop pixels, errors_px (B, 21)).
     """
-    kp_model, scores = codec.decode(_np(heatmaps))
     crop_size = int(batch["image"].shape[-1])
-    kp_crop = model_to_crop_px(kp_model, codec.input_size, crop_size)
-    kp_orig = crop_to_original(kp_crop, _np(batch["affine"]))
+    kp_crop = model_to_crop_px(crops.kp_model_px, model_size, crop_size)
     # accH compares argmaxes on the target's grid; the errors are rescaled to a 64 grid so the
     # accumulator's threshold (width / 10 * 0.5 = 3.2 px) holds for any target size.
     gt_heatmaps = batch["heatmaps"]
     gt_size = int(gt_heatmaps.shape[-1])
     hm_errors = heatmap_argmax_errors(
-        _np(_resize_heatmaps(heatmaps.float(), gt_size)),
+        _np(_resize_heatmaps(torch.from_numpy(crops.raw.heatmaps), gt_size)),
         _np(gt_heatmaps),
         _np(batch["heatmap_weights"]),
     ) * (ACCH_GRID / gt_size)
     errors = accumulator.update(
-        kp_orig,
+        crops.kp2d_px,
         _np(batch["kp2d_orig_px"]),
         batch["visible"].cpu().numpy().astype(bool),
         batch["orig_size_wh"].cpu().numpy(),
         heatmap_errors_hm=hm_errors,
-        log_likelihood=log_likelihood,
+        log_likelihood=crops.raw.log_likelihood,
     )
-    return kp_crop, kp_orig, scores, errors
+    return kp_crop, errors
 
 
-def confidence_note(joint_confidence: object | None, hand_present: object | None
-                    ) -> str | None:  # fmt: skip
-    """Why a prediction carries no confidence or hand_present (None when it has both)."""
-    notes = [note for value, note in ((joint_confidence, NO_JOINT_CALIBRATION),
-                                      (hand_present, NO_HAND_CALIBRATION)) if value is None]
-    return "; ".join(notes) or None
-
-
-def _predictions(
-    batch: dict, kp_orig: np.ndarray, scores: np.ndarray, errors: np.ndarray,
-    loglik: np.ndarray | None, joint_conf: np.ndarray | None = None,
-    hand_present: np.ndarray | None = None,
-) -> list[SamplePrediction]:  # fmt: skip
+def _predictions(batch: dict, crops: CropBatch, errors: np.ndarray) -> list[SamplePrediction]:
     names, frame_ids = batch["dataset"], batch["frame_id"]
     epe = per_sample_epe(errors)
+    loglik, joint_conf, hand_present = (crops.raw.log_likelihood, crops.joint_confidence,
+                                        crops.hand_present)  # fmt: skip
     note = confidence_note(joint_conf, hand_present)
     return [
         SamplePrediction(
             dataset=str(names[i]),
             frame_id=int(frame_ids[i]),
-            kp2d_px=kp_orig[i],
-            scores=scores[i],
+            kp2d_px=crops.kp2d_px[i],
+            scores=crops.scores[i],
             log_likelihood=None if loglik is None else float(loglik[i]),
             epe_px=None if np.isnan(epe[i]) else float(epe[i]),
             confidence=None if joint_conf is None else joint_conf[i],
             hand_present=None if hand_present is None else float(hand_present[i]),
             confidence_note=note,
         )
-        for i in range(kp_orig.shape[0])
+        for i in range(len(crops))
     ]
 
 
@@ -447,7 +352,7 @@ def evaluate(
     Args:
         model: returns an object with ``heatmaps`` (list, last = final), ``masks`` (list)
             and ``flow`` (None or with ``log_likelihood`` (B,) and ``loglik_map``); must have
-            ``cfg.input_size`` (its codec: `HeatmapCodec.for_model`).
+            ``cfg.input_size`` (the `Predictor`'s codec: `HeatmapCodec.for_model`).
         loader: yields collated batches with the keys of datasets.base.SAMPLE_KEYS.
         flip_test: also compute flip-test metrics (one extra forward pass per batch).
         collect_predictions: keep per-sample predictions.
@@ -464,7 +369,7 @@ def evaluate(
         An :class:`EvalResult`.
     """
     cfg = model.cfg
-    codec = HeatmapCodec.for_model(cfg)
+    predictor = Predictor.from_model(model, calibration=calibration)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -476,8 +381,8 @@ def evaluate(
     preds: list[SamplePrediction] = []
     preds_flip: list[SamplePrediction] = []
     has_flow = getattr(model, "flow", None) is not None
-    has_residual = getattr(model, "residual", None) is not None
-    mano_scorer = ManoScorer(bbox_factor) if getattr(model, "mano", None) is not None else None
+    has_mano = getattr(model, "mano", None) is not None
+    mano_scorer = ManoScorer(bbox_factor) if has_mano else None
     start = time.perf_counter()
     n = 0
     try:
@@ -485,56 +390,39 @@ def evaluate(
             if max_batches is not None and b >= max_batches:
                 break
             image = resize_to_model(batch["image"].to(device), cfg.input_size)
-            out = forward_images(model, image, batch)
-            heatmaps = out.heatmaps[-1].float()
-            mask_prob = torch.sigmoid(out.masks[-1][:, 0].float())
-            loglik = loglik_map = None
-            if out.flow is not None:
-                loglik = _np(out.flow.log_likelihood)
-                loglik_map = _np(out.flow.loglik_map)
-            residual = _np(out.residual.confidence) if has_residual else None
-            kp_crop, kp_orig, scores, errors = score_heatmaps(heatmaps, batch, codec, acc, loglik)
-            n += kp_orig.shape[0]
-            joint_conf, hand_present = _score_confidence(
-                conf_acc, batch, kp_crop, scores, errors, _np(mask_prob), loglik, loglik_map,
-                calibration, bbox_factor, residual,
-            )  # fmt: skip
+            crop_size = int(batch["image"].shape[-1])
+            affines = model_affines(_np(batch["affine"]), crop_size, cfg.input_size)
+            K = model_intrinsics(batch, cfg.input_size, device) if has_mano else None
+            raw = predictor.backend(image, K=K)
+            crops = predictor.decode(raw, affines)
+            kp_crop, errors = score_batch(crops, batch, acc, cfg.input_size)
+            n += len(crops)
+            _score_confidence(conf_acc, batch, crops, kp_crop, errors, bbox_factor)
             mano = mano_mpjpe = None
-            if mano_scorer is not None and out.mano is not None:
-                mano = ManoBatch.from_output(out.mano, _np(batch["affine"]), cfg.input_size,
-                                             int(batch["image"].shape[-1]))  # fmt: skip
+            if mano_scorer is not None and raw.mano is not None:
+                mano = ManoBatch.from_output(raw.mano, _np(batch["affine"]), cfg.input_size,
+                                             crop_size)  # fmt: skip
                 mano_mpjpe = mano_scorer.update(mano, batch)
             if collect_predictions:
-                batch_preds = _predictions(batch, kp_orig, scores, errors, loglik, joint_conf,
-                                           hand_present)  # fmt: skip
+                batch_preds = _predictions(batch, crops, errors)
                 if mano is not None:
                     for i, pred in enumerate(batch_preds):
                         pred.mano = mano.prediction(i, None if np.isnan(mano_mpjpe[i])
                                                     else float(mano_mpjpe[i]))  # fmt: skip
                 preds.extend(batch_preds)
             if on_batch is not None:
-                on_batch(b, batch, BatchOutput(kp_crop, kp_orig, scores, _np(heatmaps),
-                                               _np(mask_prob), loglik_map, loglik, errors,
-                                               joint_confidence=joint_conf,
-                                               hand_present=hand_present, mano=mano,
-                                               residual_confidence=residual))  # fmt: skip
+                on_batch(b, batch, BatchOutput.of(crops, kp_crop, errors, mano=mano))
             if acc_flip is not None:
-                out_m = forward_images(model, torch.flip(image, dims=[-1]), batch)
-                hm_avg = 0.5 * (heatmaps + flip_heatmaps(out_m.heatmaps[-1].float()))
-                mask_avg = 0.5 * (mask_prob + torch.flip(
-                    torch.sigmoid(out_m.masks[-1][:, 0].float()), dims=[-1]))
-                kp_crop_f, kp_orig_f, scores_f, errors_f = score_heatmaps(
-                    hm_avg, batch, codec, acc_flip, loglik
-                )
+                mirrored = predictor.backend(torch.flip(image, dims=[-1]), with_mano=False)
+                crops_f = predictor.decode(RawOutput.flip_average(raw, mirrored), affines)
+                # Whether the crop shows a hand is read from the plain pass, like its flow and
+                # residual scores: the mirror of a right hand is a left hand to the model.
+                crops_f.hand_present = crops.hand_present
+                kp_crop_f, errors_f = score_batch(crops_f, batch, acc_flip, cfg.input_size)
                 if collect_predictions:
-                    preds_flip.extend(_predictions(
-                        batch, kp_orig_f, scores_f, errors_f, loglik,
-                        None if calibration is None else calibration.joint_confidence(scores_f),
-                        hand_present))  # fmt: skip
+                    preds_flip.extend(_predictions(batch, crops_f, errors_f))
                 if on_batch is not None:
-                    on_batch(b, batch, BatchOutput(kp_crop_f, kp_orig_f, scores_f, _np(hm_avg),
-                                                   _np(mask_avg), loglik_map, loglik, errors_f,
-                                                   flip=True))  # fmt: skip
+                    on_batch(b, batch, BatchOutput.of(crops_f, kp_crop_f, errors_f, flip=True))
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - start
@@ -556,23 +444,16 @@ def evaluate(
     )
 
 
-def _score_confidence(
-    conf_acc: ConfidenceAccumulator, batch: dict, kp_crop: np.ndarray, peaks: np.ndarray,
-    errors: np.ndarray, mask_prob: np.ndarray, loglik: np.ndarray | None,
-    loglik_map: np.ndarray | None, calibration: Calibration | None, bbox_factor: float,
-    residual: np.ndarray | None = None,
-) -> tuple[np.ndarray | None, np.ndarray | None]:  # fmt: skip
-    """Add one batch's confidence scores; returns (joint confidence, hand_present) or Nones."""
-    joint_conf = None if calibration is None else calibration.joint_confidence(peaks)
-    per_image = image_scores(peaks, mask_prob, loglik, joint_conf, residual)
-    hand_present = None if calibration is None else calibration.hand_probability(per_image)
-    per_joint, probs = joint_scores(peaks, kp_crop, int(batch["image"].shape[-1]), loglik_map,
-                                    joint_conf, residual)  # fmt: skip
+def _score_confidence(conf_acc: ConfidenceAccumulator, batch: dict, crops: CropBatch,
+                      kp_crop: np.ndarray, errors: np.ndarray, bbox_factor: float) -> None:
+    """Add one batch's confidence scores to the accumulator."""
+    per_joint, probs = joint_scores(crops.scores, kp_crop, int(batch["image"].shape[-1]),
+                                    crops.raw.loglik_map, crops.joint_confidence,
+                                    crops.residual_confidence)  # fmt: skip
     norms = gt_bbox_size(_np(batch["kp2d_orig_px"]), batch["orig_size_wh"].cpu().numpy(),
                          bbox_factor)  # fmt: skip
-    conf_acc.update(errors, norms, image_scores=per_image, joint_scores=per_joint,
+    conf_acc.update(errors, norms, image_scores=crops.image_scores(), joint_scores=per_joint,
                     joint_probs=probs)  # fmt: skip
-    return joint_conf, hand_present
 
 
 @dataclass
@@ -626,8 +507,8 @@ def score_images(
     Returns:
         (name -> (N,) scores, (N,) kind of each image; 'hand' where the batch has no 'kind').
     """
+    predictor = Predictor.from_model(model, calibration=calibration)
     device = next(model.parameters()).device
-    has_residual = getattr(model, "residual", None) is not None
     was_training = model.training
     model.eval()
     parts: dict[str, list[np.ndarray]] = {}
@@ -637,17 +518,13 @@ def score_images(
             if max_batches is not None and b >= max_batches:
                 break
             image = resize_to_model(batch["image"].to(device), model.cfg.input_size)
-            # Only the per-image scores are needed: the MANO head is skipped.
-            out = model(image, with_mano=False) if getattr(model, "mano", None) else model(image)
-            peaks = _np(out.heatmaps[-1].float().amax(dim=(-2, -1)))
-            mask_prob = _np(torch.sigmoid(out.masks[-1][:, 0].float()))
-            loglik = None if out.flow is None else _np(out.flow.log_likelihood)
-            residual = _np(out.residual.confidence) if has_residual else None
-            joint_conf = None if calibration is None else calibration.joint_confidence(peaks)
-            for name, values in image_scores(peaks, mask_prob, loglik, joint_conf,
-                                             residual).items():  # fmt: skip
+            # Only the per-image scores are needed: the MANO head is skipped, and the crops
+            # have no original image (identity affines).
+            crops = predictor.decode(predictor.backend(image, with_mano=False),
+                                     np.broadcast_to(np.eye(3), (len(image), 3, 3)))
+            for name, values in crops.image_scores().items():
                 parts.setdefault(name, []).append(values)
-            kinds.extend(str(k) for k in batch.get("kind", ["hand"] * len(peaks)))
+            kinds.extend(str(k) for k in batch.get("kind", ["hand"] * len(crops)))
     finally:
         model.train(was_training)
     if not kinds:

@@ -31,7 +31,9 @@ Only visible keypoints are scored; all coordinates are in original-image pixels.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from scipy import stats
@@ -385,34 +387,157 @@ def loglik_epe_spearman(
 
 
 @dataclass
+class MetricInputs:
+    """What a metric sees: every batch an accumulator was given, concatenated.
+
+    Attributes:
+        errors_px: (N, K) keypoint errors in original pixels (NaN where not scored).
+        norms_px: (N,) the PCK normaliser of each sample (the enlarged GT box's longer side).
+        pck_thr: the PCK threshold, a fraction of ``norms_px``.
+        zb_thresholds_px: the Zimmermann & Brox curve's thresholds.
+        heatmap_errors_hm: (N, K) arg-max distances on the heatmap grid, or None.
+        heatmap_width: the grid's width ``heatmap_errors_hm`` refers to.
+        log_likelihood: (N,) per-sample flow log-likelihood, or None.
+    """
+
+    errors_px: np.ndarray
+    norms_px: np.ndarray
+    pck_thr: float
+    zb_thresholds_px: np.ndarray
+    heatmap_errors_hm: np.ndarray | None
+    heatmap_width: int
+    log_likelihood: np.ndarray | None
+
+    @cached_property
+    def pck(self) -> tuple[float, np.ndarray]:
+        return pck_from_errors(self.errors_px, self.norms_px, self.pck_thr)
+
+    @cached_property
+    def mmpose_auc(self) -> tuple[float, np.ndarray]:
+        return auc_mmpose_from_errors(self.errors_px)
+
+    @cached_property
+    def zb(self) -> ZBResult:
+        return zb_measures_from_errors(self.errors_px, self.zb_thresholds_px)
+
+    @cached_property
+    def acc_hm(self) -> tuple[float | None, np.ndarray]:
+        if self.heatmap_errors_hm is None:
+            return None, np.full(self.errors_px.shape[1], np.nan)
+        return heatmap_accuracy_from_errors(self.heatmap_errors_hm, self.heatmap_width)
+
+    @cached_property
+    def spearman(self) -> tuple[float | None, float | None]:
+        if self.log_likelihood is None:
+            return None, None
+        rho, pvalue, _ = loglik_epe_spearman(self.log_likelihood, per_sample_epe(self.errors_px))
+        return rho, pvalue
+
+
+def _mean_log_likelihood(m: MetricInputs) -> float | None:
+    if m.log_likelihood is None:
+        return None
+    finite = m.log_likelihood[np.isfinite(m.log_likelihood)]
+    return float(finite.mean()) if finite.size else None
+
+
+MetricFn = Callable[[MetricInputs], float | None]
+# The scalar metrics, by name: each is a function of the MetricInputs (None = not defined
+# for this run, e.g. no flow head). A new metric is one entry here: it then appears in
+# metrics.json, the printed report and `MetricsSummary.values`.
+METRICS: dict[str, MetricFn] = {
+    "pck": lambda m: m.pck[0],
+    "auc": lambda m: m.mmpose_auc[0],
+    "epe_mean_px": lambda m: epe_mmpose_from_errors(m.errors_px),
+    "zb_auc": lambda m: m.zb.auc,
+    "zb_epe_mean_px": lambda m: m.zb.epe_mean_px,
+    "zb_epe_median_px": lambda m: m.zb.epe_median_px,
+    "acc_hm": lambda m: m.acc_hm[0],
+    "loglik_epe_spearman": lambda m: m.spearman[0],
+    "loglik_epe_pvalue": lambda m: m.spearman[1],
+    "mean_log_likelihood": _mean_log_likelihood,
+}
+# The per-joint metrics, by name: (K,) arrays (NaN for joints never scored).
+PER_JOINT_METRICS: dict[str, Callable[[MetricInputs], np.ndarray]] = {
+    "pck": lambda m: m.pck[1],
+    "zb_auc": lambda m: m.zb.per_joint_auc,
+    "epe_mean_px": lambda m: m.zb.per_joint_epe_mean_px,
+    "epe_median_px": lambda m: m.zb.per_joint_epe_median_px,
+    "acc_hm": lambda m: m.acc_hm[1],
+}
+@dataclass
 class MetricsSummary:
     """Everything :class:`MetricAccumulator` reports. Pixel values in original pixels.
 
-    Per-joint lists hold None for joints never scored (JSON-friendly).
+    ``values`` holds the scalar metrics of `METRICS` by name (None where a metric is not
+    defined for the run, or not finite); the protocol's figures are also typed attributes
+    (``pck``, ``auc``, ``epe_mean_px``, ...; NaN where the value is None). Per-joint lists
+    hold None for joints never scored (JSON-friendly). ``to_dict`` is flat: the values next
+    to the counts and curves.
     """
 
     num_samples: int
     num_keypoints: int
     pck_thr: float
     bbox_factor: float
-    pck: float
-    auc: float
-    epe_mean_px: float
-    zb_auc: float
-    zb_epe_mean_px: float
-    zb_epe_median_px: float
-    acc_hm: float | None
-    loglik_epe_spearman: float | None
-    loglik_epe_pvalue: float | None
-    mean_log_likelihood: float | None
+    values: dict[str, float | None]
     mmpose_thresholds_px: list[float] = field(default_factory=list)
     mmpose_pck_curve: list[float] = field(default_factory=list)
     zb_thresholds_px: list[float] = field(default_factory=list)
     zb_pck_curve: list[float] = field(default_factory=list)
     per_joint: dict[str, list[float | None]] = field(default_factory=dict)
 
+    def _always(self, name: str) -> float:
+        value = self.values.get(name)
+        return float("nan") if value is None else value
+
+    @property
+    def pck(self) -> float:
+        return self._always("pck")
+
+    @property
+    def auc(self) -> float:
+        return self._always("auc")
+
+    @property
+    def epe_mean_px(self) -> float:
+        return self._always("epe_mean_px")
+
+    @property
+    def zb_auc(self) -> float:
+        return self._always("zb_auc")
+
+    @property
+    def zb_epe_mean_px(self) -> float:
+        return self._always("zb_epe_mean_px")
+
+    @property
+    def zb_epe_median_px(self) -> float:
+        return self._always("zb_epe_median_px")
+
+    @property
+    def acc_hm(self) -> float | None:
+        return self.values.get("acc_hm")
+
+    @property
+    def loglik_epe_spearman(self) -> float | None:
+        return self.values.get("loglik_epe_spearman")
+
+    @property
+    def loglik_epe_pvalue(self) -> float | None:
+        return self.values.get("loglik_epe_pvalue")
+
+    @property
+    def mean_log_likelihood(self) -> float | None:
+        return self.values.get("mean_log_likelihood")
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = {"num_samples": self.num_samples, "num_keypoints": self.num_keypoints,
+               "pck_thr": self.pck_thr, "bbox_factor": self.bbox_factor, **self.values}
+        out.update({name: list(getattr(self, name)) for name in (
+            "mmpose_thresholds_px", "mmpose_pck_curve", "zb_thresholds_px", "zb_pck_curve")})
+        out["per_joint"] = {name: list(v) for name, v in self.per_joint.items()}
+        return out
 
 
 def finite_list(values: np.ndarray) -> list[float | None]:
@@ -440,11 +565,13 @@ class MetricAccumulator:
         bbox_factor: float = MMPOSE_BBOX_FACTOR,
         zb_thresholds_px: np.ndarray = ZB_THRESHOLDS_PX,
         heatmap_width: int = 64,
+        metrics: dict[str, MetricFn] | None = None,
     ) -> None:
         self.pck_thr = pck_thr
         self.bbox_factor = bbox_factor
         self.zb_thresholds_px = np.asarray(zb_thresholds_px, np.float64)
         self.heatmap_width = heatmap_width
+        self.metrics = METRICS if metrics is None else metrics
         self._errors: list[np.ndarray] = []
         self._norms: list[np.ndarray] = []
         self._hm_errors: list[np.ndarray] = []
@@ -486,21 +613,12 @@ class MetricAccumulator:
             self._loglik.append(np.asarray(log_likelihood, np.float64).reshape(-1))
         return errors
 
-    def compute(self) -> MetricsSummary:
-        """Metrics over everything added so far."""
+    def inputs(self) -> MetricInputs:
+        """Everything added so far, as the metrics see it."""
         if not self._errors:
             raise ValueError("no samples were added to the metric accumulator")
         errors = np.concatenate(self._errors)
-        norms = np.concatenate(self._norms)
-        pck, pck_joint = pck_from_errors(errors, norms, self.pck_thr)
-        auc, mm_curve = auc_mmpose_from_errors(errors)
-        zb = zb_measures_from_errors(errors, self.zb_thresholds_px)
-        acc_hm, acc_hm_joint = None, np.full(errors.shape[1], np.nan)
-        if self._hm_errors:
-            acc_hm, acc_hm_joint = heatmap_accuracy_from_errors(
-                np.concatenate(self._hm_errors), self.heatmap_width
-            )
-        rho = pvalue = mean_ll = None
+        loglik = None
         if self._loglik:
             loglik = np.concatenate(self._loglik)
             if loglik.shape[0] != errors.shape[0]:
@@ -508,40 +626,36 @@ class MetricAccumulator:
                     f"log-likelihood given for {loglik.shape[0]} of {errors.shape[0]} samples: "
                     "give it for every batch or for none"
                 )
-            rho, pvalue, _ = loglik_epe_spearman(loglik, per_sample_epe(errors))
-            finite = loglik[np.isfinite(loglik)]
-            mean_ll = float(finite.mean()) if finite.size else None
+        return MetricInputs(
+            errors_px=errors, norms_px=np.concatenate(self._norms), pck_thr=self.pck_thr,
+            zb_thresholds_px=self.zb_thresholds_px,
+            heatmap_errors_hm=np.concatenate(self._hm_errors) if self._hm_errors else None,
+            heatmap_width=self.heatmap_width, log_likelihood=loglik,
+        )  # fmt: skip
+
+    def compute(self) -> MetricsSummary:
+        """Metrics over everything added so far."""
+        m = self.inputs()
+        values = {name: _opt(fn(m)) for name, fn in self.metrics.items()}
         return MetricsSummary(
-            num_samples=int(errors.shape[0]),
-            num_keypoints=int((~np.isnan(errors)).sum()),
+            num_samples=int(m.errors_px.shape[0]),
+            num_keypoints=int((~np.isnan(m.errors_px)).sum()),
             pck_thr=self.pck_thr,
             bbox_factor=self.bbox_factor,
-            pck=pck,
-            auc=auc,
-            epe_mean_px=epe_mmpose_from_errors(errors),
-            zb_auc=zb.auc,
-            zb_epe_mean_px=zb.epe_mean_px,
-            zb_epe_median_px=zb.epe_median_px,
-            acc_hm=_opt(acc_hm),
-            loglik_epe_spearman=_opt(rho),
-            loglik_epe_pvalue=_opt(pvalue),
-            mean_log_likelihood=mean_ll,
+            values=values,
             mmpose_thresholds_px=finite_list(mmpose_auc_thresholds_px()),
-            mmpose_pck_curve=finite_list(mm_curve),
-            zb_thresholds_px=finite_list(zb.thresholds_px),
-            zb_pck_curve=finite_list(zb.pck_curve),
-            per_joint={
-                "pck": finite_list(pck_joint),
-                "zb_auc": finite_list(zb.per_joint_auc),
-                "epe_mean_px": finite_list(zb.per_joint_epe_mean_px),
-                "epe_median_px": finite_list(zb.per_joint_epe_median_px),
-                "acc_hm": finite_list(acc_hm_joint),
-            },
+            mmpose_pck_curve=finite_list(m.mmpose_auc[1]),
+            zb_thresholds_px=finite_list(m.zb.thresholds_px),
+            zb_pck_curve=finite_list(m.zb.pck_curve),
+            per_joint={name: finite_list(fn(m)) for name, fn in PER_JOINT_METRICS.items()},
         )
 
 
 __all__ = [
+    "METRICS",
+    "PER_JOINT_METRICS",
     "MetricAccumulator",
+    "MetricInputs",
     "MetricsSummary",
     "ZBResult",
     "auc_mmpose",

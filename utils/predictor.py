@@ -55,9 +55,8 @@ from models.runtime import (
     RawOutput,
     TorchBackend,
 )
-from utils.confidence import Calibration
-from utils.crop import crop_matrix, crop_to_original, flip_matrix, warp_image
-from utils.evaluator import confidence_note, image_scores
+from utils.confidence import Calibration, confidence_note, image_scores
+from utils.crop import as_3x3, crop_matrix, crop_to_original, flip_matrix, warp_image
 from utils.heatmap import HeatmapCodec
 from utils.joints import JOINT_NAMES
 from utils.side_probe import SideProbe
@@ -250,6 +249,65 @@ class HandPrediction:
         }  # fmt: skip
 
 
+@dataclass
+class CropBatch:
+    """A batch of model-input crops decoded (`Predictor.decode`): the one place where a
+    backend's outputs become keypoints in original pixels and scores.
+
+    Attributes:
+        raw: the backend's outputs.
+        affines: (B, 3, 3) original pixels -> model input.
+        kp_model_px: (B, J, 2) keypoints in model-input pixels.
+        kp2d_px: (B, J, 2) keypoints in original pixels (the affines undone).
+        scores: (B, J) heatmap maxima.
+        mask_prob: (B, h, w) hand-mask probability.
+        joint_confidence: (B, J) calibrated P(joint correct), or None.
+        hand_present: (B,) calibrated P(hand present), or None.
+        residual_confidence: (B, J) -log sigma of the residual flow head, or None.
+        error_scale_px: (B, J) sigma in original pixels, or None.
+        side_probe: (B,) the side probe's log-odds, or None.
+    """
+
+    raw: RawOutput
+    affines: np.ndarray
+    kp_model_px: np.ndarray
+    kp2d_px: np.ndarray
+    scores: np.ndarray
+    mask_prob: np.ndarray
+    joint_confidence: np.ndarray | None = None
+    hand_present: np.ndarray | None = None
+    residual_confidence: np.ndarray | None = None
+    error_scale_px: np.ndarray | None = None
+    side_probe: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.kp2d_px.shape[0]
+
+    def image_scores(self) -> dict[str, np.ndarray]:
+        """name -> (B,) per-image scores (`utils.confidence.image_scores`)."""
+        return image_scores(self.scores, self.mask_prob, self.raw.log_likelihood,
+                            self.joint_confidence, self.residual_confidence)  # fmt: skip
+
+    def hand(self, i: int, side: str, box_xywh: np.ndarray) -> HandPrediction:
+        """Crop ``i`` as one `HandPrediction` (its side and the box it was framed on)."""
+        def row(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else values[i]
+
+        raw = self.raw
+        return HandPrediction(
+            side=side, box_xywh=np.asarray(box_xywh, np.float64), affine=self.affines[i],
+            kp2d_px=self.kp2d_px[i], scores=self.scores[i],
+            log_likelihood=None if raw.log_likelihood is None else float(raw.log_likelihood[i]),
+            mask_prob=self.mask_prob[i].astype(np.float32),
+            joint_confidence=row(self.joint_confidence),
+            hand_present=None if self.hand_present is None else float(self.hand_present[i]),
+            side_probe=None if self.side_probe is None else float(self.side_probe[i]),
+            residual_confidence=row(self.residual_confidence),
+            error_scale_px=row(self.error_scale_px),
+            mano=None if raw.mano is None else raw.mano.take(i),
+        )  # fmt: skip
+
+
 def choose_side(right: float, left: float, score_name: str) -> tuple[str, float | None]:
     """The side whose crop scored higher (ties: right) and P(side) where one is defined.
 
@@ -403,16 +461,30 @@ class Predictor:
             raise PredictorError("forward needs at least one crop")
         return RawOutput.concat(parts)
 
-    def predict_affines(self, image_rgb: np.ndarray, affines: Sequence[np.ndarray],
-                        sides: Sequence[str], boxes_xywh: Sequence[np.ndarray]
-                        ) -> list[HandPrediction]:  # fmt: skip
-        """Predictions of explicit crops (``affines`` with the side each one assumes)."""
-        if not affines:
-            return []
-        raw = self.forward(image_rgb, affines)
+    def run_crops(self, crops: np.ndarray | torch.Tensor, affines: np.ndarray,
+                  K: torch.Tensor | None = None) -> CropBatch:  # fmt: skip
+        """Prepared model inputs through the backend and `decode`, as one batch.
+
+        Args:
+            crops: (B, 3, S, S) float32 RGB in [0, 1] at the model's input size (a tensor
+                may already be on the model's device).
+            affines: (B, 2, 3) or (B, 3, 3) original pixels -> model input of each crop.
+            K: (B, 3, 3) the crops' intrinsics for a MANO head (None: weak perspective).
+        """
+        return self.decode(self.backend(crops, K=K), affines)
+
+    def decode(self, raw: RawOutput, affines: np.ndarray) -> CropBatch:
+        """A backend's outputs -> keypoints in original pixels and every score.
+
+        `HeatmapCodec.decode` of the heatmaps (model-input pixels), the inverse of each
+        affine, the mask probability, the residual head's error scale in original pixels and
+        the calibrated confidences when the checkpoint has a calibration.
+        """
+        affines = as_3x3(affines)
+        if affines.shape != (raw.heatmaps.shape[0], 3, 3):
+            raise PredictorError(f"{raw.heatmaps.shape[0]} crops need (B, 3, 3) or (B, 2, 3) "
+                                 f"affines, got {affines.shape}")
         kp_model, scores = self.codec.decode(raw.heatmaps)  # (B, J, 2), (B, J)
-        affine_arr = np.stack([np.asarray(a, np.float64) for a in affines])
-        kp_orig = crop_to_original(kp_model, affine_arr)
         mask_prob = 1.0 / (1.0 + np.exp(-raw.mask_logits[:, 0].astype(np.float64)))
         residual = err_px = None
         if raw.residual_log_sigma is not None:
@@ -420,26 +492,27 @@ class Predictor:
             residual = -log_sigma
             # sigma is a fraction of the model input's side; the crop's side in original
             # pixels is that side over the affine's scale.
-            scale = np.sqrt(np.abs(np.linalg.det(affine_arr[:, :2, :2])))
+            scale = np.sqrt(np.abs(np.linalg.det(affines[:, :2, :2])))
             err_px = np.exp(log_sigma) * self.cfg.input_size / scale[:, None]
-        joint_conf = hand = None
+        batch = CropBatch(raw=raw, affines=affines, kp_model_px=kp_model,
+                          kp2d_px=crop_to_original(kp_model, affines), scores=scores,
+                          mask_prob=mask_prob, residual_confidence=residual,
+                          error_scale_px=err_px)  # fmt: skip
         if self.calibration is not None:
-            joint_conf = self.calibration.joint_confidence(scores)
-            hand = self.calibration.hand_probability(
-                image_scores(scores, mask_prob, raw.log_likelihood, joint_conf, residual))
-        probe = None if self.side_probe is None else self.side_probe.log_odds(raw.probe_features)
-        return [HandPrediction(
-            side=sides[i], box_xywh=np.asarray(boxes_xywh[i], np.float64),
-            affine=affine_arr[i], kp2d_px=kp_orig[i], scores=scores[i],
-            log_likelihood=None if raw.log_likelihood is None else float(raw.log_likelihood[i]),
-            mask_prob=mask_prob[i].astype(np.float32),
-            joint_confidence=None if joint_conf is None else joint_conf[i],
-            hand_present=None if hand is None else float(hand[i]),
-            side_probe=None if probe is None else float(probe[i]),
-            residual_confidence=None if residual is None else residual[i],
-            error_scale_px=None if err_px is None else err_px[i],
-            mano=None if raw.mano is None else raw.mano.take(i),
-        ) for i in range(len(affines))]  # fmt: skip
+            batch.joint_confidence = self.calibration.joint_confidence(scores)
+            batch.hand_present = self.calibration.hand_probability(batch.image_scores())
+        if self.side_probe is not None:
+            batch.side_probe = self.side_probe.log_odds(raw.probe_features)
+        return batch
+
+    def predict_affines(self, image_rgb: np.ndarray, affines: Sequence[np.ndarray],
+                        sides: Sequence[str], boxes_xywh: Sequence[np.ndarray]
+                        ) -> list[HandPrediction]:  # fmt: skip
+        """Predictions of explicit crops (``affines`` with the side each one assumes)."""
+        if not affines:
+            return []
+        batch = self.decode(self.forward(image_rgb, affines), np.stack(affines))
+        return [batch.hand(i, sides[i], boxes_xywh[i]) for i in range(len(batch))]
 
     def predict(self, image_rgb: np.ndarray, boxes_xywh: Sequence[Sequence[float]] | np.ndarray,
                 sides: str | None | Sequence[str | None] = None) -> list[HandPrediction]:
