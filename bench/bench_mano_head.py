@@ -7,8 +7,10 @@ arrays have MANO's sizes, so the cost is MANO's), one without. A training step i
 HandFlowCriterion (with the four MANO terms for the head) + backward + per-module gradient
 clipping + Adam, in train mode and channels_last as the training loop runs it; inference is
 the run.py path (`prepare_for_inference`: BatchNorm folded, channels_last) under no_grad, with
-the crop intrinsics K for the head. The variants alternate, `--reps` times, and the medians are
-compared, so a shared, busy CPU slows both alike. Also prints parameters and MACs of the head.
+the crop intrinsics K for the head. With `--fit_steps N ...` also inference with the head's
+test-time fit to the heatmap keypoints (`run.py --mano_fit_steps N`). The variants alternate,
+`--reps` times, and the medians are compared, so a shared, busy CPU slows both alike. Also
+prints parameters and MACs of the head.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="alternating repetitions (median)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 on a shared CPU, see bench_models)")
+    parser.add_argument("--fit_steps", type=int, nargs="*", default=[],
+                        help="also time inference with the MANO fit of these step counts")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train_b, eval_b = BATCH[args.preset]
@@ -82,17 +86,24 @@ def main() -> None:
                 m(image_eval, **kw)
 
         runs[name] = {"train": step, "eval": inference}
+        for steps in args.fit_steps if cfg.mano_enabled else ():
+            def fitted(m=infer, n=steps) -> None:
+                with torch.no_grad():
+                    m(image_eval, K=K_eval, mano_fit_steps=n)
+
+            runs[f"fit {steps}"] = {"eval": fitted}
         if cfg.mano_enabled:
             head = model.mano
             feats = torch.randn(1, cfg.channels, cfg.heatmap_size, cfg.heatmap_size)
-            heat = torch.rand(1, 21, cfg.heatmap_size, cfg.heatmap_size)
-            head_macs = count_macs(lambda h=head, f=feats, x=heat: h.eval()(f, x))
+            kp = torch.rand(1, 21, 2) * cfg.input_size
+            peaks = torch.rand(1, 21)
+            head_macs = count_macs(lambda h=head, f=feats, k=kp, p=peaks: h.eval()(f, k, p))
             seed_macs = count_macs(lambda m=model: m.backbone(m.normalize(image_eval[:1])))
             head.train()
             print(f"## {args.preset} preset: MANO head {n_params(head):,} params, "
                   f"{head_macs / 1e6:.1f} MMACs per image (head + MANO layer) = "
                   f"{100 * head_macs / seed_macs:.2f} % of SeedNet's {seed_macs / 1e9:.2f} GMACs")
-    times: dict[str, dict[str, list[float]]] = {n: {"train": [], "eval": []} for n in runs}
+    times: dict[str, dict[str, list[float]]] = {n: {k: [] for k in fns} for n, fns in runs.items()}
     for _ in range(args.reps):
         for name, fns in runs.items():
             for kind, fn in fns.items():
@@ -103,15 +114,20 @@ def main() -> None:
     print(f"{'model':<10} {'train step s':>13} {'train img/s':>12} {'eval s':>9} "
           f"{'eval img/s':>11}")
     for name, m in med.items():
-        print(f"{name:<10} {m['train']:>13.3f} {train_b / m['train']:>12.2f} {m['eval']:>9.3f} "
-              f"{eval_b / m['eval']:>11.2f}")
+        train = (f"{m['train']:>13.3f} {train_b / m['train']:>12.2f}" if "train" in m
+                 else f"{'-':>13} {'-':>12}")  # fmt: skip
+        print(f"{name:<10} {train} {m['eval']:>9.3f} {eval_b / m['eval']:>11.2f}")
     base, mano = med["without"], med["with MANO"]
     print(f"MANO head cost: training step {100 * (mano['train'] / base['train'] - 1):+.1f} %, "
           f"inference {100 * (mano['eval'] / base['eval'] - 1):+.1f} % (targets: <= 15 %, <= 10 %)")
+    for steps in args.fit_steps:
+        fit = med[f"fit {steps}"]["eval"]
+        print(f"inference with the MANO fit of {steps} steps: {fit / base['eval']:.2f}x the "
+              f"model without the head, {fit / mano['eval']:.2f}x the head's regression")
     spread = {n: {k: (min(v), max(v)) for k, v in d.items()} for n, d in times.items()}
     print("spread (min, max s): " + "; ".join(
-        f"{n} train {s['train'][0]:.3f}-{s['train'][1]:.3f}, eval {s['eval'][0]:.3f}-"
-        f"{s['eval'][1]:.3f}" for n, s in spread.items()))
+        f"{n} " + ", ".join(f"{k} {lo:.3f}-{hi:.3f}" for k, (lo, hi) in s.items())
+        for n, s in spread.items()))
 
 
 if __name__ == "__main__":

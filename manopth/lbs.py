@@ -208,6 +208,7 @@ def lbs(
     j_regressor: Tensor,
     parents: Sequence[int],
     weights: Tensor,
+    vertex_ids: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Shape blend shapes, pose blend shapes and linear blend skinning.
 
@@ -220,13 +221,18 @@ def lbs(
         j_regressor: (J, V) joint regressor.
         parents: length-J kinematic tree.
         weights: (V, J) skinning weights.
+        vertex_ids: (N,) pose and skin only these vertices (the joints still come from the
+            whole shaped mesh): e.g. the fingertips, when only the joints are needed.
 
     Returns:
-        vertices: (B, V, 3) posed vertices.
+        vertices: (B, V, 3) posed vertices ((B, N, 3) with ``vertex_ids``).
         joints: (B, J, 3) posed joints (the regressed rest joints moved by the skeleton).
     """
     v_shaped = v_template + blend_shapes(betas, shapedirs)  # (B, V, 3)
     rest_joints = vertices_to_joints(j_regressor, v_shaped)  # (B, J, 3)
+    if vertex_ids is not None:
+        v_shaped, posedirs, weights = v_shaped[:, vertex_ids], posedirs[vertex_ids], weights[
+            vertex_ids]
     v_posed = v_shaped + pose_blend_shapes(rot_mats, posedirs)
     posed_joints, transforms = rigid_transforms(rot_mats, rest_joints, parents)
     batch, num_joints = transforms.shape[:2]

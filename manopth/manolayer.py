@@ -219,6 +219,18 @@ class ManoLayer(nn.Module):
             joints = joints + trans[:, None].to(joints.dtype)
         return ManoOutput(verts_m=verts, joints_m=joints, rot_mats=rot_mats)
 
+    def joints_rotmats(self, rot_mats: Tensor, betas: Tensor) -> Tensor:
+        """(B, 21, 3) joints of `forward_rotmats` (canonical order, no translation) without
+        the mesh: only the five fingertip vertices are posed and skinned."""
+        if rot_mats.ndim != 4 or rot_mats.shape[1:] != (NUM_MANO_JOINTS, 3, 3):
+            raise ValueError(f"rot_mats must be (B, 16, 3, 3), got {tuple(rot_mats.shape)}")
+        tips, skeleton = lbs.lbs(
+            betas.to(rot_mats.dtype), rot_mats, self._buffer("v_template", rot_mats),
+            self._buffer("shapedirs", rot_mats), self._buffer("posedirs", rot_mats),
+            self._buffer("j_regressor", rot_mats), self.parents,
+            self._buffer("weights", rot_mats), vertex_ids=self.tip_ids.to(rot_mats.device))
+        return torch.cat([skeleton, tips], dim=1)[:, self.to_canonical.to(rot_mats.device)]
+
     def extra_repr(self) -> str:
         return (f"side={self.side}, rot_mode={self.rot_mode}, use_pca={self.use_pca}, "
                 f"ncomps={self.ncomps}, flat_hand_mean={self.flat_hand_mean}, "

@@ -138,7 +138,7 @@ class HandFlowNet(nn.Module):
 
     def forward(self, image: torch.Tensor, K: torch.Tensor | None = None, *,
                 with_mano: bool = True, with_flow: bool = True,
-                with_residual: bool = True) -> HandFlowOutput:  # fmt: skip
+                with_residual: bool = True, mano_fit_steps: int = 0) -> HandFlowOutput:  # fmt: skip
         """(B, 3, H, W) RGB in [0, 1] -> HandFlowOutput (heatmaps at H/4 x W/4).
 
         Args:
@@ -150,6 +150,9 @@ class HandFlowNet(nn.Module):
                 without it; refused when the final heatmaps come from the flow
                 (cfg.flow_decoder).
             with_residual: False skips the residual flow head (``residual`` is None).
+            mano_fit_steps: refine the MANO head's hand for this many Adam steps so that its
+                projection meets the heatmap keypoints (`ManoHead.fit`, weighted by the
+                peaks); 0 (training, the default) keeps the regression.
         """
         x = self.normalize(image)
         if self.inference_bf16 and not self.training:
@@ -186,6 +189,7 @@ class HandFlowNet(nn.Module):
                 if run_mano:
                     features = base.features.detach() if self.cfg.mano_detach else base.features
                     mano = self.mano(features.float(), kp_px, peaks, K)
+                    mano = self.mano.fit(mano, kp_px, peaks.clamp(0.0, 1.0), K, mano_fit_steps)
                 if run_residual:
                     residual = self.residual(base.features, kp_px, peaks)
         return HandFlowOutput(heatmaps=base.heatmaps, masks=base.masks, features=base.features,

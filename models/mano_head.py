@@ -48,7 +48,11 @@ from manopth.loader import (
     mano_model_path,
 )
 from manopth.manolayer import ManoLayer
-from manopth.projection import perspective_project, weak_perspective_project
+from manopth.projection import (
+    keypoint_reprojection_loss,
+    perspective_project,
+    weak_perspective_project,
+)
 from manopth.synthetic_model import synthetic_mano_model
 from models.config import ModelConfig
 
@@ -60,6 +64,23 @@ STANDIN_NOTE = (
 # The bound of the normalised log-depth d: exp(+-3) covers a 20x range of hand distances.
 _LOG_DEPTH_BOUND = 3.0
 NUM_KEYPOINTS = 21
+
+
+@dataclass(frozen=True)
+class ManoFitConfig:
+    """The test-time fit of `ManoHead.fit` (Adam steps per parameter group, prior weights).
+
+    The reprojection error is in units of the input side (an error of 1 % of the crop costs
+    1e-4), so the priors' weights are small: at the defaults a finger rotation 0.1 away from
+    the regressed one (Frobenius, squared 0.01) costs as much as an error of 0.3 % of the side.
+    """
+
+    lr_pose: float = 0.02  # 6D rotations / PCA coefficients
+    lr_shape: float = 0.05  # betas
+    lr_root_px: float = 0.5  # the root's pixel
+    lr_depth: float = 0.01  # the normalised log-depth
+    w_pose: float = 1e-3  # mean squared deviation of the local rotations from the regressed
+    w_shape: float = 1e-5  # mean squared shape coefficient
 
 
 class MissingCameraError(ValueError):
@@ -219,6 +240,39 @@ def camera_rows(K: Tensor | None, batch: int, mode: str, like: Tensor) -> Tensor
     return has_k
 
 
+@dataclass
+class CropCamera:
+    """The camera of a batch of crops: perspective rows (with K) and weak-perspective rows.
+
+    Attributes:
+        perspective: (B,) bool, the row is projected with its K.
+        K: (B, 3, 3) the rows' K (a stand-in for weak-perspective rows, kept finite).
+        root_m: (B, 3) the root in the camera frame (perspective rows).
+        root_uv: (B, 2) the root's pixel.
+        weak_scale: (B,) pixels per metre of the weak-perspective rows.
+        scale_px_per_m: (B,) pixels per metre at the root, whichever the row's camera.
+    """
+
+    perspective: Tensor
+    K: Tensor
+    root_m: Tensor
+    root_uv: Tensor
+    weak_scale: Tensor
+    scale_px_per_m: Tensor
+
+    def project(self, points_rel_m: Tensor) -> Tensor:
+        """(B, N, 2) pixels of root-relative points (B, N, 3); only the camera(s) the batch
+        uses are computed (a mixed batch computes both and selects per row)."""
+        persp = self.perspective
+        if bool(persp.all()):
+            return perspective_project(points_rel_m + self.root_m[:, None], self.K)
+        weak = weak_perspective_project(points_rel_m, self.weak_scale, self.root_uv)
+        if not bool(persp.any()):
+            return weak
+        return torch.where(persp[:, None, None],
+                           perspective_project(points_rel_m + self.root_m[:, None], self.K), weak)
+
+
 class ManoHead(nn.Module):
     """Regresses MANO pose, shape and camera from SeedNet's final features.
 
@@ -334,7 +388,6 @@ class ManoHead(nn.Module):
                 names the batch rows).
             MissingCameraError: see `camera_rows`.
         """
-        batch = features.shape[0]
         x = self.encoder(features)
         kp_px, peaks = kp2d_px.detach().to(x.dtype), peaks.detach().to(x.dtype)
         if self.num_keypoint_inputs:
@@ -354,56 +407,121 @@ class ManoHead(nn.Module):
                                      f"batch rows {rows}")
         betas = raw[:, self.pose_dim: self.pose_dim + NUM_BETAS]
         cam = raw[:, -3:]
+        root_uv = kp_px[:, 0] + float(self.input_size) * cam[:, :2]
+        log_depth = _LOG_DEPTH_BOUND * torch.tanh(cam[:, 2] / _LOG_DEPTH_BOUND)
+        return self.hand(pose, betas, root_uv, log_depth, K)
+
+    def hand(self, pose: Tensor, betas: Tensor, root_uv: Tensor, log_depth: Tensor,
+             K: Tensor | None) -> ManoHeadOutput:  # fmt: skip
+        """The MANO hand of explicit parameters: mesh, joints and their projection.
+
+        Args:
+            pose: (B, pose_dim) or (B, 16, 6) (see ``ManoHeadOutput.pose``).
+            betas: (B, 10).
+            root_uv: (B, 2) the root's pixel in the crop.
+            log_depth: (B,) the normalised log-depth d (within +-3).
+            K: as for `forward`.
+        """
+        batch = betas.shape[0]
+        pose = pose.reshape(batch, -1)
         rot_mats = self.rotations(pose)
         mano = self.layer.forward_rotmats(rot_mats, betas)
         wrist = mano.joints_m[:, :1]
         joints_rel = mano.joints_m - wrist
         verts_rel = mano.verts_m - wrist
-
-        size = float(self.input_size)
-        root_uv = kp_px[:, 0] + size * cam[:, :2]
-        log_depth = _LOG_DEPTH_BOUND * torch.tanh(cam[:, 2] / _LOG_DEPTH_BOUND)
-        persp = camera_rows(K, batch, self.camera_mode, x)
-        k_default = default_intrinsics(self.input_size, x).expand(batch, 3, 3)
-        k_safe = k_default if K is None else torch.where(
-            persp[:, None, None], K.to(x.dtype).nan_to_num(0.0), k_default)
-        focal = torch.sqrt(k_safe[:, 0, 0] * k_safe[:, 1, 1])
-        depth = focal * self.crop_size_m / size * torch.exp(log_depth)  # (B,)
-        pixel = torch.cat([root_uv, torch.ones_like(root_uv[:, :1])], dim=1)  # (B, 3)
-        ray = torch.linalg.solve(k_safe, pixel[..., None])[..., 0]
-        root_m = depth[:, None] * ray / ray[:, 2:]
-        joints_cam = joints_rel + root_m[:, None]
-        verts_cam = verts_rel + root_m[:, None]
-        weak_scale = size / (self.crop_size_m * torch.exp(log_depth))
-        sel = persp[:, None, None]
-
-        def project(points_cam: Tensor, points_rel: Tensor) -> Tensor:
-            # Only the camera(s) the batch uses (a mixed batch computes both and selects).
-            if bool(persp.all()):
-                return perspective_project(points_cam, k_safe)
-            weak = weak_perspective_project(points_rel, weak_scale, root_uv)
-            if not bool(persp.any()):
-                return weak
-            return torch.where(sel, perspective_project(points_cam, k_safe), weak)
-
-        kp2d = project(joints_cam, joints_rel)
-        verts2d = project(verts_cam, verts_rel)
+        cam = self.camera(root_uv, log_depth, K, like=betas)
+        sel = cam.perspective[:, None, None]
         return ManoHeadOutput(
-            verts_m=torch.where(sel, verts_cam, verts_rel),
-            joints_m=torch.where(sel, joints_cam, joints_rel),
+            verts_m=torch.where(sel, verts_rel + cam.root_m[:, None], verts_rel),
+            joints_m=torch.where(sel, joints_rel + cam.root_m[:, None], joints_rel),
             joints_rel_m=joints_rel,
             verts_rel_m=verts_rel,
-            kp2d_px=kp2d,
-            verts2d_px=verts2d,
+            kp2d_px=cam.project(joints_rel),
+            verts2d_px=cam.project(verts_rel),
             pose=pose.reshape(batch, NUM_MANO_JOINTS, 6) if self.pose_mode == "rot6d" else pose,
             rot_mats=rot_mats,
             betas=betas,
             camera=torch.cat([root_uv, log_depth[:, None]], dim=1),
-            root_m=torch.where(persp[:, None], root_m, torch.zeros_like(root_m)),
-            scale_px_per_m=torch.where(persp, focal / depth, weak_scale),
-            perspective=persp,
-            mean_finger_rotmats=self.mean_finger_rotmats.to(x.dtype),
-        )
+            root_m=torch.where(cam.perspective[:, None], cam.root_m,
+                               torch.zeros_like(cam.root_m)),
+            scale_px_per_m=cam.scale_px_per_m,
+            perspective=cam.perspective,
+            mean_finger_rotmats=self.mean_finger_rotmats.to(betas.dtype),
+        )  # fmt: skip
+
+    def camera(self, root_uv: Tensor, log_depth: Tensor, K: Tensor | None, like: Tensor
+               ) -> CropCamera:  # fmt: skip
+        """The crop camera of a batch (module docstring), in ``like``'s dtype and device."""
+        batch = root_uv.shape[0]
+        size = float(self.input_size)
+        persp = camera_rows(K, batch, self.camera_mode, like)
+        k_default = default_intrinsics(self.input_size, like).expand(batch, 3, 3)
+        k_safe = k_default if K is None else torch.where(
+            persp[:, None, None], K.to(like.dtype).nan_to_num(0.0), k_default)
+        focal = torch.sqrt(k_safe[:, 0, 0] * k_safe[:, 1, 1])
+        depth = focal * self.crop_size_m / size * torch.exp(log_depth)  # (B,)
+        pixel = torch.cat([root_uv, torch.ones_like(root_uv[:, :1])], dim=1)  # (B, 3)
+        ray = torch.linalg.solve(k_safe, pixel[..., None])[..., 0]
+        weak_scale = size / (self.crop_size_m * torch.exp(log_depth))
+        return CropCamera(perspective=persp, K=k_safe, root_m=depth[:, None] * ray / ray[:, 2:],
+                          root_uv=root_uv, weak_scale=weak_scale,
+                          scale_px_per_m=torch.where(persp, focal / depth, weak_scale))
+
+    def fit(self, start: ManoHeadOutput, kp2d_px: Tensor, weights: Tensor, K: Tensor | None,
+            steps: int, config: ManoFitConfig | None = None) -> ManoHeadOutput:  # fmt: skip
+        """Test-time fit: the head's hand refined so that its projection meets keypoints.
+
+        Adam on the pose, shape and camera, starting at ``start`` (the head's regression),
+        minimising the weighted mean squared reprojection error to ``kp2d_px`` in units of
+        the input side plus priors that keep the finger rotations near the regressed ones
+        and the shape near the mean (`ManoFitConfig`). The network's weights are untouched
+        (gradients flow to the hand's parameters only), so this also runs under
+        ``torch.no_grad()`` (it enables gradients inside).
+
+        Args:
+            start: the head's output for the batch.
+            kp2d_px: (B, 21, 2) target keypoints in crop pixels (the heatmap decode).
+            weights: (B, 21) per-joint weights (the heatmap peaks: confident joints count more).
+            K: as for `forward`.
+            steps: Adam steps (0 returns ``start``).
+        """
+        if steps < 0:
+            raise ValueError(f"MANO fit steps must be >= 0, got {steps}")
+        if steps == 0:
+            return start
+        cfg = config or ManoFitConfig()
+        size = float(self.input_size)
+        target = kp2d_px.detach().to(start.kp2d_px.dtype)
+        w = weights.detach().to(target.dtype).clamp(min=0.0)
+        rot0 = start.rot_mats.detach()
+        with torch.enable_grad():
+            pose = start.pose.detach().reshape(len(target), -1).clone().requires_grad_(True)
+            betas = start.betas.detach().clone().requires_grad_(True)
+            root_uv = start.camera[:, :2].detach().clone().requires_grad_(True)
+            log_depth = start.camera[:, 2].detach().clone().requires_grad_(True)
+            params = [pose, betas, root_uv, log_depth]
+            opt = torch.optim.Adam([
+                {"params": [pose], "lr": cfg.lr_pose}, {"params": [betas], "lr": cfg.lr_shape},
+                {"params": [root_uv], "lr": cfg.lr_root_px},
+                {"params": [log_depth], "lr": cfg.lr_depth}])  # fmt: skip
+            for _ in range(steps):
+                # The joints alone (no mesh) until the last step.
+                rot_mats = self.rotations(pose)
+                joints = self.layer.joints_rotmats(rot_mats, betas)
+                kp2d = self.camera(root_uv, log_depth, K, like=betas).project(
+                    joints - joints[:, :1])
+                reproj = keypoint_reprojection_loss(kp2d / size, target / size, w)
+                prior = (cfg.w_pose * (rot_mats - rot0).pow(2).flatten(1).mean(1)
+                         + cfg.w_shape * betas.pow(2).mean(1))  # fmt: skip
+                grads = torch.autograd.grad((reproj + prior).sum(), params)
+                for param, grad in zip(params, grads, strict=True):
+                    param.grad = grad
+                opt.step()
+                with torch.no_grad():
+                    log_depth.clamp_(-_LOG_DEPTH_BOUND, _LOG_DEPTH_BOUND)
+        with torch.no_grad():
+            return self.hand(pose.detach(), betas.detach(), root_uv.detach(), log_depth.detach(),
+                             K)
 
 
 def scale_intrinsics(K: Tensor, from_size: int, to_size: int) -> Tensor:

@@ -122,13 +122,18 @@ class TorchBackend:
         probe_layer: with ``probe_grid``, also return the pooled features of this
             `utils.side_probe.FEATURE_LAYERS` layer (``RawOutput.probe_features``).
         probe_grid: their pooling grid.
+        mano_fit_steps: the MANO head's test-time fit to the heatmap keypoints
+            (`models.mano_head.ManoHead.fit`; 0: the regression as it is).
     """
 
     name = "torch"
 
     def __init__(self, model: torch.nn.Module, probe_layer: str | None = None,
-                 probe_grid: int | None = None) -> None:  # fmt: skip
+                 probe_grid: int | None = None, mano_fit_steps: int = 0) -> None:  # fmt: skip
+        if mano_fit_steps < 0:
+            raise BackendError(f"MANO fit steps must be >= 0, got {mano_fit_steps}")
         self.model = model
+        self.mano_fit_steps = mano_fit_steps
         self.has_flow = getattr(model, "flow", None) is not None
         self.has_residual = getattr(model, "residual", None) is not None
         head = getattr(model, "mano", None)
@@ -148,7 +153,8 @@ class TorchBackend:
         if self.mano_faces is None:
             out = self.model(x)
         elif with_mano:
-            out = self.model(x, K=None if K is None else K.to(self.device))
+            out = self.model(x, K=None if K is None else K.to(self.device),
+                             mano_fit_steps=self.mano_fit_steps)
         else:
             out = self.model(x, with_mano=False)
 

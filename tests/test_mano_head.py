@@ -272,3 +272,52 @@ def test_scale_intrinsics_matches_resizing_the_crop() -> None:
     expected = (perspective_project(points, K) + 0.5) * 0.5 - 0.5
     torch.testing.assert_close(perspective_project(points, small), expected)
     assert scale_intrinsics(K, SIZE, SIZE) is K
+
+
+def test_joints_without_the_mesh_match_the_full_layer(head: ManoHead) -> None:
+    torch.manual_seed(1)
+    rot = head.rotations(torch.randn(3, head.pose_dim) * 0.3 + head.mlp[-1].bias[:head.pose_dim])
+    betas = torch.randn(3, 10)
+    full = head.layer.forward_rotmats(rot, betas).joints_m
+    torch.testing.assert_close(head.layer.joints_rotmats(rot, betas), full, atol=1e-6, rtol=0)
+
+
+def test_fit_brings_the_projection_to_the_keypoints(head: ManoHead) -> None:
+    # Targets: the projection of another hand of the same model (reachable), both cameras.
+    torch.manual_seed(2)
+    features = torch.randn(4, head.encoder[0].in_channels, SIZE // 4, SIZE // 4)
+    kp, peaks = decoded_keypoints(torch.rand(4, 21, 2) * 8 + 4)
+    K = crop_K(4)
+    K[2:] = float("nan")  # rows 2-3: weak perspective
+    with torch.no_grad():
+        start = head(features, kp, peaks, K)
+        other = head.hand(start.pose + 0.2 * torch.randn_like(start.pose), start.betas,
+                          start.camera[:, :2] + 2.0, start.camera[:, 2] + 0.1, K)
+        weights = torch.ones(4, 21)
+        fitted = head.fit(start, other.kp2d_px, weights, K, steps=150)
+    before = (start.kp2d_px - other.kp2d_px).norm(dim=-1).mean(dim=1)
+    after = (fitted.kp2d_px - other.kp2d_px).norm(dim=-1).mean(dim=1)
+    assert torch.all(after < 0.25 * before), (before, after)
+    assert fitted.perspective.tolist() == [True, True, False, False]
+    # The mesh is the fitted hand's: its joints and vertices agree with a fresh evaluation.
+    again = head.hand(fitted.pose, fitted.betas, fitted.camera[:, :2], fitted.camera[:, 2], K)
+    torch.testing.assert_close(again.verts2d_px, fitted.verts2d_px)
+    assert all(p.grad is None for p in head.parameters())  # the network is untouched
+    assert head.fit(start, other.kp2d_px, weights, K, steps=0) is start
+    with pytest.raises(ValueError, match=">= 0"):
+        head.fit(start, other.kp2d_px, weights, K, steps=-1)
+
+
+def test_handflow_fit_steps_follow_the_heatmaps() -> None:
+    torch.manual_seed(3)
+    model = build_model(tiny_cfg()).eval()
+    image = torch.rand(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        plain = model(image, K=crop_K(2))
+        fitted = model(image, K=crop_K(2), mano_fit_steps=60)
+    kp, _ = model.codec.decode_torch(plain.heatmaps[-1])
+    assert torch.equal(plain.heatmaps[-1], fitted.heatmaps[-1])
+    # An untrained model's keypoints are scattered, not a hand: closer, not reached.
+    before = (plain.mano.kp2d_px - kp).norm(dim=-1).mean()
+    after = (fitted.mano.kp2d_px - kp).norm(dim=-1).mean()
+    assert after < 0.75 * before

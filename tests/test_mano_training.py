@@ -97,6 +97,24 @@ def test_run_py_3d_metrics_vis_and_predictions(trained: Path, data_root: Path,
     assert preds[0]["mano"]["perspective"] is False and preds[0]["mano"]["mpjpe_mm"] is None
 
 
+def test_run_py_mano_fit_steps(trained: Path, data_root: Path, tmp_path: Path,
+                               capsys) -> None:  # fmt: skip
+    def projected(out: Path, *flags: str) -> np.ndarray:
+        assert run.main(["--checkpoint", str(trained), "--fine_tune", "synth", "--data_root",
+                         str(data_root), "--device", "cpu", "-j", "0", "-b", "4", "--out",
+                         str(out), *flags]) == 0  # fmt: skip
+        preds = json.loads((out / "predictions.json").read_text())
+        return np.array([p["mano"]["kp2d_px"] for p in preds])
+
+    plain = projected(tmp_path / "plain")
+    fitted = projected(tmp_path / "fit", "--mano_fit_steps", "10")
+    assert plain.shape == fitted.shape and not np.allclose(plain, fitted)
+    metrics = json.loads((tmp_path / "fit" / "metrics.json").read_text())
+    assert np.isfinite(metrics["metrics_mano_2d"]["epe_mean_px"])
+    assert run.main(["--checkpoint", str(trained), "--mano_fit_steps", "-1"]) == 2
+    assert "--mano_fit_steps must be >= 0" in capsys.readouterr().err
+
+
 def test_auto_without_mano_is_off_and_says_why(
     data_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

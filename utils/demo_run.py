@@ -34,7 +34,8 @@ def build_predictor(args: argparse.Namespace, model: torch.nn.Module | None,
     if args.onnx:
         return Predictor.from_onnx(args.onnx, threads=args.threads, **kwargs)
     return Predictor.from_model(model, None if info is None else info.data_config, calibration,
-                                side_probe=None if info is None else info.side_probe, **kwargs)
+                                side_probe=None if info is None else info.side_probe,
+                                mano_fit_steps=args.mano_fit_steps, **kwargs)  # fmt: skip
 
 
 def check_demo_images(args: argparse.Namespace) -> list[ImageInput]:

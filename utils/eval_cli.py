@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--flip_test", action="store_true",
                    help="also report metrics with heatmaps averaged over the image and its "
                    "mirror")
+    g.add_argument("--mano_fit_steps", type=int, default=0,
+                   help="refine the MANO head's hand for N Adam steps so that its projection "
+                   "meets the heatmap keypoints (0: the head's regression; about 50 is "
+                   "enough, README: The MANO head)")
     g.add_argument("--bbox_factor", type=float, default=1.2,
                    help="PCK box = ground-truth keypoint box enlarged by this factor (MMPose)")
     g.add_argument("--frame_ids", default=None, metavar="A-B[,C...]",
@@ -202,7 +206,7 @@ def validate_args(args: argparse.Namespace) -> None:
     """Refuse option values that cannot work, with the allowed range (before any work)."""
     for name, low in (("batch_size", 1), ("workers", 0), ("max_batches", 1), ("max_vis", 1),
                       ("synth_num_test", 1), ("hg_stacks", 1), ("hg_blocks", 1),
-                      ("max_pixels", 1)):  # fmt: skip
+                      ("max_pixels", 1), ("mano_fit_steps", 0)):  # fmt: skip
         value = getattr(args, name)
         if value is not None and value < low:
             raise CliError(f"--{name} must be >= {low}, got {value}")

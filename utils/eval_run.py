@@ -88,7 +88,8 @@ def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: CheckpointI
     result = evaluate(model, loader, flip_test=args.flip_test, max_batches=args.max_batches,
                       on_batch=chain_hooks(writer, collector), progress=progress,
                       bbox_factor=args.bbox_factor, calibration=calibration,
-                      confidence_threshold=threshold)  # fmt: skip
+                      confidence_threshold=threshold,
+                      mano_fit_steps=args.mano_fit_steps)  # fmt: skip
     hand = None
     if collector is not None:
         hand = hand_vs_nohand(model, collector.scores(),

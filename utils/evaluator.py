@@ -343,6 +343,7 @@ def evaluate(
     progress: Callable[[Iterable], Iterable] | None = None,
     calibration: Calibration | None = None,
     confidence_threshold: tuple[str, float] | None = None,
+    mano_fit_steps: int = 0,
 ) -> EvalResult:
     """Evaluate a HandFlowNet-like model on a loader of collated samples.
 
@@ -364,12 +365,15 @@ def evaluate(
         calibration: maps to calibrated joint confidence and hand_present, or None.
         confidence_threshold: (per-image score name, value): also report PCK/AUC of the
             images scoring at least the value (``EvalResult.confidence.threshold``).
+        mano_fit_steps: the MANO head's test-time fit to the heatmap keypoints
+            (`models.mano_head.ManoHead.fit`; 0: its regression).
 
     Returns:
         An :class:`EvalResult`.
     """
     cfg = model.cfg
-    predictor = Predictor.from_model(model, calibration=calibration)
+    predictor = Predictor.from_model(model, calibration=calibration,
+                                     mano_fit_steps=mano_fit_steps)  # fmt: skip
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -383,14 +383,16 @@ class Predictor:
     @classmethod
     def from_model(cls, model: torch.nn.Module, data_config: Mapping[str, Any] | None = None,
                    calibration: Calibration | None = None, *, crop_factor: float | None = None,
-                   side_probe: SideProbe | None = None, **kwargs: Any) -> Predictor:  # fmt: skip
+                   side_probe: SideProbe | None = None, mano_fit_steps: int = 0,
+                   **kwargs: Any) -> Predictor:  # fmt: skip
         """A predictor of a torch HandFlowNet; ``data_config`` is the checkpoint's
         config['data'] (its crop_factor frames the crops unless ``crop_factor`` is given);
-        ``side_probe`` the checkpoint's `CheckpointInfo.side_probe`."""
+        ``side_probe`` the checkpoint's `CheckpointInfo.side_probe`; ``mano_fit_steps`` the
+        MANO head's test-time fit (`TorchBackend`)."""
         if crop_factor is None:
             crop_factor = float((data_config or {}).get("crop_factor", DEFAULT_CROP_FACTOR))
-        backend = (TorchBackend(model) if side_probe is None
-                   else TorchBackend(model, side_probe.layer, side_probe.grid))  # fmt: skip
+        layer, grid = (None, None) if side_probe is None else (side_probe.layer, side_probe.grid)
+        backend = TorchBackend(model, layer, grid, mano_fit_steps=mano_fit_steps)
         return cls(backend, model.cfg, crop_factor=crop_factor, calibration=calibration,
                    side_probe=side_probe, **kwargs)
 
