@@ -106,7 +106,7 @@ def test_run_py_mano_fit_steps(trained: Path, data_root: Path, tmp_path: Path,
         preds = json.loads((out / "predictions.json").read_text())
         return np.array([p["mano"]["kp2d_px"] for p in preds])
 
-    plain = projected(tmp_path / "plain")
+    plain = projected(tmp_path / "plain", "--mano_fit_steps", "0")
     fitted = projected(tmp_path / "fit", "--mano_fit_steps", "10")
     assert plain.shape == fitted.shape and not np.allclose(plain, fitted)
     metrics = json.loads((tmp_path / "fit" / "metrics.json").read_text())

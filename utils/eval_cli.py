@@ -19,6 +19,7 @@ import torch
 
 import datasets
 from datasets.synthetic import DEFAULT_DIFFICULTY, DIFFICULTIES
+from models.mano_head import DEFAULT_MANO_FIT_STEPS
 from utils.checkpoint_io import BEST_NAME
 from utils.demo import DemoOptions
 from utils.eval_data import EvalDataConfig
@@ -87,10 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--flip_test", action="store_true",
                    help="also report metrics with heatmaps averaged over the image and its "
                    "mirror")
-    g.add_argument("--mano_fit_steps", type=int, default=0,
-                   help="refine the MANO head's hand for N Adam steps so that its projection "
-                   "meets the heatmap keypoints (0: the head's regression; about 50 is "
-                   "enough, README: The MANO head)")
+    g.add_argument("--mano_fit_steps", type=int, default=DEFAULT_MANO_FIT_STEPS,
+                   help="models with a MANO head: refine its hand for N Adam steps so that "
+                   "its projection meets the heatmap keypoints (0: the head's regression "
+                   "alone; README: The MANO head, Test-time fit)")
     g.add_argument("--bbox_factor", type=float, default=1.2,
                    help="PCK box = ground-truth keypoint box enlarged by this factor (MMPose)")
     g.add_argument("--frame_ids", default=None, metavar="A-B[,C...]",
