@@ -86,7 +86,9 @@ def test_detect_finds_two_hands_and_keeps_max_hands() -> None:
     predictor = red_square_predictor()
     hands_xywh = [(40, 50, 50, 60), (220, 120, 60, 70)]
     image = image_with_squares(hands_xywh)
-    det = detect_hands(predictor, image, DetectConfig(max_hands=2))
+    # 2 x 2 tiles: none cuts a square (finer tiles propose cut squares too, which this
+    # backend reads as smaller red areas; the default's test is below).
+    det = detect_hands(predictor, image, DetectConfig(max_hands=2, tiles=2, max_proposals=6))
     assert det.score_name == "heatmap_peak_mean" and det.min_score == 0.3
     assert len(det.hands) == 2 and det.note is None
     found = sorted((h.keypoint_box_xywh for h in det.hands), key=lambda b: b[0])
@@ -96,6 +98,11 @@ def test_detect_finds_two_hands_and_keeps_max_hands() -> None:
     assert all(s == pytest.approx(1.0, abs=0.05) for s in det.hand_scores)
     one = detect_hands(predictor, image, DetectConfig(max_hands=1))
     assert len(one.hands) == 1
+    default = detect_hands(predictor, image, DetectConfig())
+    assert len(default.hands) == 2 and len(default.proposals) > len(det.proposals)
+    for hand, (x, y, w, h) in zip(sorted(default.hands, key=lambda h: h.kp2d_px[0, 0]),
+                                  hands_xywh, strict=True):  # fmt: skip
+        assert box_iou(hand.keypoint_box_xywh[None], np.array([[x, y, w, h]]))[0, 0] > 0.5
 
 
 def test_no_hand_is_reported_as_such() -> None:
@@ -154,3 +161,4 @@ def test_config_check_names_the_option() -> None:
     with pytest.raises(ValueError, match="--nms_iou must be in"):
         DetectConfig(nms_iou=1.5).check()
     DetectConfig().check()
+

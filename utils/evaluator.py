@@ -397,8 +397,8 @@ def evaluate(
             crop_size = int(batch["image"].shape[-1])
             affines = model_affines(_np(batch["affine"]), crop_size, cfg.input_size)
             K = model_intrinsics(batch, cfg.input_size, device) if has_mano else None
-            raw = predictor.backend(image, K=K)
-            crops = predictor.decode(raw, affines)
+            crops = predictor.run_crops(image, affines, K)
+            raw = crops.raw
             kp_crop, errors = score_batch(crops, batch, acc, cfg.input_size)
             n += len(crops)
             _score_confidence(conf_acc, batch, crops, kp_crop, errors, bbox_factor)

@@ -57,10 +57,10 @@ class DetectConfig:
     min_mask_cells: int = 2  # smallest mask component (heatmap cells) that proposes a box
     peak_threshold: float = 0.3  # coarse-pass heatmap peak of a joint that proposes a box
     min_peak_joints: int = 6  # joints above peak_threshold needed for a heatmap proposal
-    tiles: int = 2  # tiles per side of the second coarse scale (0 or 1: whole image only)
+    tiles: int = 4  # tiles per side of the second coarse scale (0 or 1: whole image only)
     tile_overlap: float = 0.25  # overlap of neighbouring tiles, fraction of a tile side
     nms_iou: float = 0.3  # boxes overlapping more than this (IoU) are the same hand
-    max_proposals: int = 6  # crop passes per image at most
+    max_proposals: int = 12  # crop passes per image at most
     refine: bool = True  # one re-crop framed on the crop pass's keypoints
 
     def check(self) -> None:
