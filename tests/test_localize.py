@@ -12,6 +12,7 @@ from utils.crop import crop_to_original, warp_mask
 from utils.localize import (
     DetectConfig,
     box_iou,
+    box_nesting,
     boxes_from_mask,
     coarse_affines,
     detect_hands,
@@ -37,6 +38,17 @@ def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
     assert nms(boxes, scores, 0.5) == [3, 1, 2]
     assert nms(boxes, scores, 1.0) == [3, 1, 0, 2]
     assert nms(np.zeros((0, 4)), np.zeros(0), 0.3) == []
+
+
+def test_nested_boxes_are_one_hand() -> None:
+    a = np.array([[0, 0, 10, 10]])
+    b = np.array([[2, 2, 4, 4], [5, 0, 10, 10], [20, 20, 5, 5], [2, 2, 0, 0]])
+    np.testing.assert_allclose(box_nesting(a, b), [[1.0, 0.5, 0.0, 0.0]])
+    # A small box inside a big one: IoU 0.16 keeps both, the nesting rule keeps the better.
+    boxes, scores = np.array([[0, 0, 10, 10], [2, 2, 4, 4]]), np.array([0.9, 0.95])
+    assert nms(boxes, scores, 0.3) == [1, 0]
+    assert nms(boxes, scores, 0.3, nesting_threshold=0.6) == [1]
+    assert nms(boxes, scores, 0.3, nesting_threshold=1.0) == [1, 0]
 
 
 def test_boxes_from_a_synthetic_mask() -> None:

@@ -17,11 +17,12 @@
    the model scores higher) unless ``side`` forces it.
 5. Each hand's presence score (`Predictor.hand_score`: the calibrated P(hand present) when
    the checkpoint has one, else the mean heatmap peak) must reach ``min_hand_score``; the
-   hands left are suppressed by overlap of their keypoint boxes and the best ``max_hands``
-   kept. None left: "no hand found", with the reason in `Detection.note`.
+   hands left are suppressed by overlap of their keypoint boxes (IoU above ``nms_iou``, or
+   a box mostly inside a better one's, `NESTED_HAND`) and the best ``max_hands`` kept.
+   None left: "no hand found", with the reason in `Detection.note`.
 
 Everything here is numpy and OpenCV on top of `utils.predictor.Predictor`; `nms`,
-`box_iou` and `boxes_from_mask` are pure functions.
+`box_iou`, `box_nesting` and `boxes_from_mask` are pure functions.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ from utils.predictor import HandPrediction, Predictor, PredictorError, points_bo
 # so a read hand's peaks sit well above it; check it with bench/bench_detect.py).
 DEFAULT_MIN_SCORES = {"hand_present": 0.5, "joint_confidence_mean": 0.5,
                       "heatmap_peak_mean": 0.3, "hand_mask_mean": 0.3}  # fmt: skip
+
+
+# Two found hands whose keypoint boxes overlap by more than this share of the smaller box are
+# one hand (a crop of part of a hand reads a small hand inside the whole one).
+NESTED_HAND = 0.5
 
 
 @dataclass(frozen=True)
@@ -150,11 +156,26 @@ def box_iou(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / union, 0.0)
 
 
-def nms(boxes_xywh: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
+def box_nesting(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
+    """(N, M) intersection over the smaller box's area (1: one box lies inside the other;
+    0 for empty boxes)."""
+    a = np.asarray(a_xywh, np.float64).reshape(-1, 4)
+    b = np.asarray(b_xywh, np.float64).reshape(-1, 4)
+    area_a, area_b = a[:, 2] * a[:, 3], b[:, 2] * b[:, 3]
+    iou = box_iou(a, b)
+    inter = iou * (area_a[:, None] + area_b[None]) / (1.0 + iou)
+    smaller = np.minimum(area_a[:, None], area_b[None])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(smaller > 0, inter / smaller, 0.0)
+
+
+def nms(boxes_xywh: np.ndarray, scores: np.ndarray, iou_threshold: float,
+        nesting_threshold: float | None = None) -> list[int]:  # fmt: skip
     """Greedy non-maximum suppression: indices kept, best score first.
 
-    A box is dropped when its IoU with a better-scoring kept box exceeds ``iou_threshold``.
-    Ties keep the earlier box.
+    A box is dropped when its IoU with a better-scoring kept box exceeds ``iou_threshold``
+    or, with ``nesting_threshold``, when the two boxes' `box_nesting` does (a box that lies
+    mostly inside another). Ties keep the earlier box.
     """
     boxes = np.asarray(boxes_xywh, np.float64).reshape(-1, 4)
     scores = np.asarray(scores, np.float64).reshape(-1)
@@ -162,9 +183,11 @@ def nms(boxes_xywh: np.ndarray, scores: np.ndarray, iou_threshold: float) -> lis
         raise ValueError(f"nms: {len(boxes)} boxes for {len(scores)} scores")
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
     iou = box_iou(boxes, boxes)
+    nested = box_nesting(boxes, boxes) if nesting_threshold is not None else None
     kept: list[int] = []
     for i in order:
-        if all(iou[i, k] <= iou_threshold for k in kept):
+        if all(iou[i, k] <= iou_threshold
+               and (nested is None or nested[i, k] <= nesting_threshold) for k in kept):
             kept.append(i)
     return kept
 
@@ -311,12 +334,14 @@ def read_hands(predictor: Predictor, image_rgb: np.ndarray, boxes_xywh: Sequence
 
 def select_hands(candidates: Sequence[HandPrediction], scores: Sequence[float], min_score: float,
                  max_hands: int, nms_iou: float) -> list[int]:  # fmt: skip
-    """Indices of the hands kept: score >= min_score, NMS on keypoint boxes, best max_hands."""
+    """Indices of the hands kept: score >= min_score, NMS on keypoint boxes (a hand whose
+    box lies mostly inside a better one's is the same hand read from a part of it,
+    `NESTED_HAND`), best max_hands."""
     ok = [i for i, s in enumerate(scores) if s >= min_score]
     if not ok:
         return []
     boxes = np.stack([candidates[i].keypoint_box_xywh for i in ok])
-    kept = nms(boxes, np.asarray([scores[i] for i in ok]), nms_iou)
+    kept = nms(boxes, np.asarray([scores[i] for i in ok]), nms_iou, NESTED_HAND)
     return [ok[k] for k in kept[:max_hands]]
 
 
