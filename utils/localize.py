@@ -140,8 +140,10 @@ class Detection:
 # --- pure box maths ---------------------------------------------------------------------------
 
 
-def box_iou(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
-    """(N, M) intersection over union of two sets of (x, y, w, h) boxes (0 for empty ones)."""
+def _intersections(a_xywh: np.ndarray, b_xywh: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """(N, M) intersection areas of two sets of (x, y, w, h) boxes, and their (N,), (M,)
+    areas."""
     a = np.asarray(a_xywh, np.float64).reshape(-1, 4)
     b = np.asarray(b_xywh, np.float64).reshape(-1, 4)
     ax1, ay1 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
@@ -150,8 +152,13 @@ def box_iou(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
                  0, None)  # fmt: skip
     ih = np.clip(np.minimum(ay1[:, None], by1[None]) - np.maximum(a[:, None, 1], b[None, :, 1]),
                  0, None)  # fmt: skip
-    inter = iw * ih
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
+    return iw * ih, a[:, 2] * a[:, 3], b[:, 2] * b[:, 3]
+
+
+def box_iou(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
+    """(N, M) intersection over union of two sets of (x, y, w, h) boxes (0 for empty ones)."""
+    inter, area_a, area_b = _intersections(a_xywh, b_xywh)
+    union = area_a[:, None] + area_b[None] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, inter / union, 0.0)
 
@@ -159,11 +166,7 @@ def box_iou(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
 def box_nesting(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
     """(N, M) intersection over the smaller box's area (1: one box lies inside the other;
     0 for empty boxes)."""
-    a = np.asarray(a_xywh, np.float64).reshape(-1, 4)
-    b = np.asarray(b_xywh, np.float64).reshape(-1, 4)
-    area_a, area_b = a[:, 2] * a[:, 3], b[:, 2] * b[:, 3]
-    iou = box_iou(a, b)
-    inter = iou * (area_a[:, None] + area_b[None]) / (1.0 + iou)
+    inter, area_a, area_b = _intersections(a_xywh, b_xywh)
     smaller = np.minimum(area_a[:, None], area_b[None])
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(smaller > 0, inter / smaller, 0.0)

@@ -465,6 +465,24 @@ PER_JOINT_METRICS: dict[str, Callable[[MetricInputs], np.ndarray]] = {
     "epe_median_px": lambda m: m.zb.per_joint_epe_median_px,
     "acc_hm": lambda m: m.acc_hm[1],
 }
+class _MetricValue:
+    """A `MetricsSummary` attribute read from its ``values`` by the attribute's name;
+    ``missing`` where the value is None (NaN for the figures every evaluation has)."""
+
+    def __init__(self, missing: float | None) -> None:
+        self.missing = missing
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, summary: MetricsSummary | None, owner: type | None = None
+                ) -> float | None:  # fmt: skip
+        if summary is None:
+            return self.missing
+        value = summary.values.get(self.name)
+        return self.missing if value is None else value
+
+
 @dataclass
 class MetricsSummary:
     """Everything :class:`MetricAccumulator` reports. Pixel values in original pixels.
@@ -487,49 +505,16 @@ class MetricsSummary:
     zb_pck_curve: list[float] = field(default_factory=list)
     per_joint: dict[str, list[float | None]] = field(default_factory=dict)
 
-    def _always(self, name: str) -> float:
-        value = self.values.get(name)
-        return float("nan") if value is None else value
-
-    @property
-    def pck(self) -> float:
-        return self._always("pck")
-
-    @property
-    def auc(self) -> float:
-        return self._always("auc")
-
-    @property
-    def epe_mean_px(self) -> float:
-        return self._always("epe_mean_px")
-
-    @property
-    def zb_auc(self) -> float:
-        return self._always("zb_auc")
-
-    @property
-    def zb_epe_mean_px(self) -> float:
-        return self._always("zb_epe_mean_px")
-
-    @property
-    def zb_epe_median_px(self) -> float:
-        return self._always("zb_epe_median_px")
-
-    @property
-    def acc_hm(self) -> float | None:
-        return self.values.get("acc_hm")
-
-    @property
-    def loglik_epe_spearman(self) -> float | None:
-        return self.values.get("loglik_epe_spearman")
-
-    @property
-    def loglik_epe_pvalue(self) -> float | None:
-        return self.values.get("loglik_epe_pvalue")
-
-    @property
-    def mean_log_likelihood(self) -> float | None:
-        return self.values.get("mean_log_likelihood")
+    pck = _MetricValue(float("nan"))
+    auc = _MetricValue(float("nan"))
+    epe_mean_px = _MetricValue(float("nan"))
+    zb_auc = _MetricValue(float("nan"))
+    zb_epe_mean_px = _MetricValue(float("nan"))
+    zb_epe_median_px = _MetricValue(float("nan"))
+    acc_hm = _MetricValue(None)
+    loglik_epe_spearman = _MetricValue(None)
+    loglik_epe_pvalue = _MetricValue(None)
+    mean_log_likelihood = _MetricValue(None)
 
     def to_dict(self) -> dict:
         out = {"num_samples": self.num_samples, "num_keypoints": self.num_keypoints,
@@ -565,13 +550,11 @@ class MetricAccumulator:
         bbox_factor: float = MMPOSE_BBOX_FACTOR,
         zb_thresholds_px: np.ndarray = ZB_THRESHOLDS_PX,
         heatmap_width: int = 64,
-        metrics: dict[str, MetricFn] | None = None,
     ) -> None:
         self.pck_thr = pck_thr
         self.bbox_factor = bbox_factor
         self.zb_thresholds_px = np.asarray(zb_thresholds_px, np.float64)
         self.heatmap_width = heatmap_width
-        self.metrics = METRICS if metrics is None else metrics
         self._errors: list[np.ndarray] = []
         self._norms: list[np.ndarray] = []
         self._hm_errors: list[np.ndarray] = []
@@ -636,7 +619,7 @@ class MetricAccumulator:
     def compute(self) -> MetricsSummary:
         """Metrics over everything added so far."""
         m = self.inputs()
-        values = {name: _opt(fn(m)) for name, fn in self.metrics.items()}
+        values = {name: _opt(fn(m)) for name, fn in METRICS.items()}
         return MetricsSummary(
             num_samples=int(m.errors_px.shape[0]),
             num_keypoints=int((~np.isnan(m.errors_px)).sum()),
