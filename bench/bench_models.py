@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from models import HandFlowCriterion, HandFlowNet, ModelConfig, build_model, prepare_for_inference
 from models.flow import FlowHead
+from models.handflow import INFERENCE_COMPILE_OPTIONS
 from training.engine import clip_gradients, gradient_groups
 
 MATCH_TOL = 1e-4
@@ -140,8 +141,9 @@ def make_variant(base: HandFlowNet, name: str) -> tuple[HandFlowNet, HandFlowNet
     eager_channels_last: the same weights in channels_last; default: what run.py uses
     (prepare_for_inference: BatchNorm folded, channels_last); default_bf16: the same under
     bf16 autocast (training: bf16 forward as --precision bf16); default_no_flow: default
-    without the flow head; compile_channels_last: default + torch.compile; compile_bf16:
-    default_bf16 + torch.compile (the training step of both compile variants is eager).
+    without the flow head; compile_channels_last: default + torch.compile with
+    compile_for_inference's options (frozen weights); compile_bf16: default_bf16 compiled
+    alike (the training step of both compile variants is eager).
     """
     if name not in VARIANTS:
         raise ValueError(f"unknown variant {name!r}; known: {VARIANTS}")
@@ -157,7 +159,8 @@ def make_variant(base: HandFlowNet, name: str) -> tuple[HandFlowNet, HandFlowNet
         prepare_for_inference(infer, "channels_last", precision="bf16" if bf16 else "fp32")
     else:
         infer = infer.to(memory_format=fmt)
-    runner = torch.compile(infer) if name.startswith("compile") else infer
+    runner = (torch.compile(infer, options=INFERENCE_COMPILE_OPTIONS) if name.startswith("compile")
+              else infer)
     return train_model, infer, runner, bf16
 
 

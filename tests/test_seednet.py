@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import HandFlowNet, ModelConfig, SeedNet, build_model, prepare_for_inference
+from models import (
+    HandFlowNet,
+    ModelConfig,
+    SeedNet,
+    build_model,
+    compile_for_inference,
+    prepare_for_inference,
+)
 
 # BiHand's SeedNet(nstacks=2, nblocks=1, njoints=21), per the reference key list.
 BIHAND_SEEDNET_PARAMS = 11_222_700
@@ -175,6 +182,22 @@ def test_bf16_inference_is_close_and_float32_out() -> None:
     assert float((got.heatmaps[-1] - expected.heatmaps[-1]).abs().max()) < 0.05 * peak
     with pytest.raises(ValueError, match="precision"):
         prepare_for_inference(model, precision="fp16")
+
+
+@pytest.mark.slow
+def test_compiled_inference_with_frozen_weights_matches_eager() -> None:
+    """run.py --compile: inductor with frozen weights gives eager's outputs (a tiny model, so
+    the compile takes seconds, not minutes)."""
+    model = build_model(ModelConfig.preset("small", channels=8, input_size=64,
+                                           flow_steps=2)).eval()  # fmt: skip
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(images)
+        got = compile_for_inference(model)(images)
+    torch.testing.assert_close(got.heatmaps[-1], expected.heatmaps[-1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.masks[-1], expected.masks[-1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.flow.log_likelihood, expected.flow.log_likelihood, rtol=1e-5,
+                               atol=1e-3)
 
 
 def test_a_heatmap_flow_models_the_final_heatmaps_and_the_mask_probability() -> None:
