@@ -185,6 +185,8 @@ def test_bf16_inference_is_close_and_float32_out() -> None:
 
 
 @pytest.mark.slow
+# Inductor imports torch.jit internals that warn about their own deprecation.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_compiled_inference_with_frozen_weights_matches_eager() -> None:
     """run.py --compile: inductor with frozen weights gives eager's outputs (a tiny model, so
     the compile takes seconds, not minutes)."""
