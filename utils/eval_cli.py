@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SeedNet's arithmetic: bf16 autocast is several times faster on CPUs "
                    "with AVX512-BF16/AMX (see the README's speed figures for its accuracy)")
     g.add_argument("--compile", action="store_true",
-                   help="torch.compile the model: the fastest path measured on CPU, but its "
-                   "first batches compile for 1-3 minutes, so it pays off on long evaluations")
+                   help="torch.compile the model with frozen weights: the fastest path "
+                   "measured on CPU, but its first batches compile for 1-3 minutes (less once "
+                   "inductor's on-disk cache holds them), so it pays off on long evaluations")
     g = p.add_argument_group("evaluation")
     g.add_argument("--fine_tune", default="rhd", choices=tuple(datasets.REGISTRY),
                    help="dataset to evaluate on (the ancestor's flag name): "
