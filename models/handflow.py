@@ -253,8 +253,9 @@ def prepare_for_inference(model: HandFlowNet, memory_format: str | None = None,
 
 # Inductor's freezing: calls under no_grad treat the weights as constants, so their bf16
 # casts are folded once and the convolutions get weights prepacked for oneDNN with their
-# elementwise neighbours fused in. Measured on the 2-core CPU (`bench.bench_models`, batch 8):
-# +6 % (bf16) and +14 % (float32) inference on the default preset, for a longer first compile.
+# elementwise neighbours fused in. Measured on the 2-core CPU (batch 8, README *Figures*):
+# +7 % float32 inference on the default preset, no measurable change in bf16 or on the real
+# preset.
 INFERENCE_COMPILE_OPTIONS = {"freezing": True}
 
 
