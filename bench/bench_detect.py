@@ -12,7 +12,10 @@ Protocol (the issue's, side by side with MediaPipe's full pipeline on the same f
   (`utils.localize.detect_hands`, up to --max_hands hands). The scored hand is the one with
   more mask pixels (the RHD reader's choice). It is *found* when a found hand's keypoint box
   overlaps the box of its visible labelled joints with IoU >= --match_iou (default 0.3);
-  the best-overlapping found hand is scored. Detection rate = found / frames.
+  the best-overlapping found hand is scored. Detection rate = found / frames. Also the rate
+  of frames where some crop-pass candidate (before the presence threshold and NMS) matches
+  the hand, and the median presence score of the hand's best candidate in the frames that
+  selection lost: where the misses happen.
 * PCK@0.2 with the 1.0x box (MMPose's: 0.2 x the longer side of the box of the labelled
   joints inside the image), over all frames, visible joints; a missed hand counts with
   every joint wrong. Also the crop pass alone with the labelled box and side given.
@@ -143,7 +146,8 @@ def score_rhd(predictor: Predictor, realdata: Path, config: DetectConfig, min_io
     ds = datasets.build_dataset("rhd", realdata, "test", train_aug=False, frame_ids=frame_ids,
                                 cache_dir=False)  # fmt: skip
     errors, crop_errors, norms = [], [], []
-    found = side_ok = 0
+    found = side_ok = read_by_candidate = 0
+    lost_scores: list[float] = []  # frames lost at selection: the hand's best candidate score
     votes: dict[str, int] = {}
     num_hands = []
     dets = []
@@ -160,6 +164,12 @@ def score_rhd(predictor: Predictor, realdata: Path, config: DetectConfig, min_io
         dets.append((det, box))
         num_hands.append(len(det.hands))
         k = None if box is None else match(det.hands, box, min_iou)
+        read = None if box is None else match([h for h, _ in det.candidates], box, min_iou)
+        if read is not None:
+            read_by_candidate += 1
+            if k is None:
+                lost_scores.append(max(score for h, score in det.candidates
+                                       if box_iou(h.keypoint_box_xywh, box)[0, 0] >= min_iou))
         err = np.full(len(gt), np.inf)
         if k is not None:
             found += 1
@@ -178,6 +188,8 @@ def score_rhd(predictor: Predictor, realdata: Path, config: DetectConfig, min_io
     crop_pck, _ = pck_from_errors(np.stack(crop_errors), np.asarray(norms))
     return {
         "frames": n, "found": found, "detection_rate": found / n, "pck_1.0x": pck,
+        "read_by_a_candidate": read_by_candidate / n,
+        "lost_at_selection_median_score": float(np.median(lost_scores)) if lost_scores else None,
         "pck_1.0x_labelled_box": crop_pck, "side_accuracy_found": side_ok / max(found, 1),
         "side_accuracy_all": side_ok / n, "mean_hands_found": float(np.mean(num_hands)),
         "side_accuracy_by_score_labelled_box": {k: v / n for k, v in votes.items()},
@@ -336,6 +348,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"   MediaPipe {100 * MEDIAPIPE['rhd_detection']:.1f} %")
     print(f"  PCK@0.2, 1.0x box, misses fail {fmt(rhd['pck_1.0x'], TARGETS['rhd_pck_1.0x'], False)}"
           f"   MediaPipe {MEDIAPIPE['rhd_pck_1.0x']:.3f}")
+    lost = rhd["lost_at_selection_median_score"]
+    print(f"  read by a crop-pass candidate  {fmt(rhd['read_by_a_candidate'])} (before selection; "
+          f"the hands lost at selection scored a median {'-' if lost is None else f'{lost:.3f}'}"
+          f" on {predictor.hand_score})")
     print(f"  PCK@0.2, labelled box + side   {fmt(rhd['pck_1.0x_labelled_box'], None, False)}")
     print(f"  left/right, found hands        {fmt(rhd['side_accuracy_found'], TARGETS['side'])}")
     print(f"  left/right, all frames         {fmt(rhd['side_accuracy_all'], TARGETS['side'])}")
