@@ -68,7 +68,7 @@ from utils.eval_cli import (
 from utils.image_io import read_image_rgb, read_label_image
 from utils.localize import DetectConfig, Detection, box_iou, detect_hands, select_hands
 from utils.metrics import gt_bbox_size, pck_from_errors
-from utils.predictor import Predictor, choose_side, points_box_xywh
+from utils.predictor import HandPrediction, Predictor, choose_side, points_box_xywh
 from utils.track import TrackConfig
 
 # MediaPipe Hands 0.10.21, full pipeline, RHD evaluation frames 0-135 (from the issue).
@@ -98,6 +98,16 @@ def match(hands: list, box_xywh: np.ndarray, min_iou: float) -> int | None:
     iou = box_iou(np.stack([h.keypoint_box_xywh for h in hands]), box_xywh)[:, 0]
     best = int(np.argmax(iou))
     return best if iou[best] >= min_iou else None
+
+
+def matching_scores(candidates: list[tuple[HandPrediction, float]], box_xywh: np.ndarray,
+                    min_iou: float) -> list[float]:  # fmt: skip
+    """Presence scores of the candidates whose keypoint box overlaps ``box_xywh`` by >= min_iou."""
+    if not candidates:
+        return []
+    iou = box_iou(np.stack([h.keypoint_box_xywh for h, _ in candidates]), box_xywh)[:, 0]
+    return [score for (_, score), overlap in zip(candidates, iou, strict=True)
+            if overlap >= min_iou]  # fmt: skip
 
 
 def side_votes(predictor: Predictor, image: np.ndarray, box_xywh: np.ndarray) -> dict[str, str]:
@@ -164,12 +174,11 @@ def score_rhd(predictor: Predictor, realdata: Path, config: DetectConfig, min_io
         dets.append((det, box))
         num_hands.append(len(det.hands))
         k = None if box is None else match(det.hands, box, min_iou)
-        read = None if box is None else match([h for h, _ in det.candidates], box, min_iou)
-        if read is not None:
+        on_hand = [] if box is None else matching_scores(det.candidates, box, min_iou)
+        if on_hand:
             read_by_candidate += 1
             if k is None:
-                lost_scores.append(max(score for h, score in det.candidates
-                                       if box_iou(h.keypoint_box_xywh, box)[0, 0] >= min_iou))
+                lost_scores.append(max(on_hand))
         err = np.full(len(gt), np.inf)
         if k is not None:
             found += 1
