@@ -147,6 +147,17 @@ def test_init_weights_fine_tunes_a_checkpoint_with_new_heads(data_root: Path,
     assert saved["train"]["init_weights"] == str(source)
     assert saved["model"]["mano_enabled"] and saved["model"]["preset_name"] == "small"
 
+    # Another input size: the convolutions carry over, heatmaps follow the new size.
+    finer = main(tiny_args(data_root, tmp_path / "finer", "--init_weights", str(source),
+                           "--input_size", "192", "--epochs", "1", "--max_steps_per_epoch",
+                           "1", "-lr", "1e-12")).model  # fmt: skip
+    assert (finer.cfg.input_size, finer.cfg.heatmap_size) == (192, 48)
+    for name, param in finer.seednet.named_parameters():
+        torch.testing.assert_close(param.detach(), src[f"seednet.{name}"].float())
+    assert finer.eval()(torch.zeros(1, 3, 192, 192)).heatmaps[-1].shape[-1] == 48
+    with pytest.raises(ValueError, match="input_size must be divisible by"):
+        model_config_from(config_from_args(["--preset", "small", "--input_size", "160"]))
+
     with pytest.raises(ValueError, match="architecture is the file's"):
         config_and_validate(["--init_weights", str(source), "-hgs", "1"])
     with pytest.raises(ValueError, match="no such file or folder"):

@@ -135,6 +135,11 @@ class TrainConfig:
     # Hourglass stacks / residual blocks per stack; None keeps the preset's value.
     hg_stacks: int | None = field(default=None, metadata=_opt("hourglass stacks", "-hgs"))
     hg_blocks: int | None = field(default=None, metadata=_opt("hourglass blocks", "-hgb"))
+    # Input side in pixels (a multiple of 64; heatmaps are a quarter of it); None keeps the
+    # preset's. With --init_weights it changes the resolution of a trained model: the
+    # convolutions carry over, the feature flow (shaped by the feature size) starts fresh.
+    input_size: int | None = field(
+        default=None, metadata=_opt("model input side in pixels (a multiple of 64)"))
     # Joints predicted; only the canonical 21 are supported.
     njoints: int = field(default=21, metadata=_opt("number of joints (21)", "-nj"))
     # Flow head overrides (None keeps the preset's value); flow_steps 0 disables the flow head.
@@ -490,6 +495,7 @@ OPTION_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "flow_clamp": (0, None, False),
     "hg_stacks": (1, None, True),
     "hg_blocks": (1, None, True),
+    "input_size": (64, None, True),
     "flow_steps": (0, None, True),
     "flow_pool": (1, None, True),
     "max_nonfinite_steps": (1, None, True),

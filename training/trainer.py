@@ -185,8 +185,11 @@ def model_config_from(cfg: TrainConfig) -> ModelConfig:
 
 
 def head_overrides(cfg: TrainConfig) -> dict[str, Any]:
-    """The ModelConfig fields of the flow and MANO flags given on the command line."""
+    """The ModelConfig fields of the input size, flow and MANO flags given on the command
+    line (those that may differ from an --init_weights model's)."""
     overrides: dict[str, Any] = {}
+    if cfg.input_size is not None:
+        overrides.update(input_size=cfg.input_size, heatmap_size=None)
     if cfg.flow_steps is not None:
         overrides["flow_enabled"] = cfg.flow_steps > 0
         if cfg.flow_steps > 0:
