@@ -142,6 +142,23 @@ def test_calibration_round_trip_and_errors() -> None:
         Calibration.from_dict(bad, "ckpt.pth.tar")
 
 
+def test_one_map_refit_keeps_the_other_and_its_record() -> None:
+    old = Calibration(joint=PlattMap("heatmap_peak", 3.0, -1.0, 10),
+                      hand_present=PlattMap("heatmap_peak_mean", 9.0, -4.0, 20),
+                      fitted_on={"dataset": "coco", "split": "val"})  # the older single record
+    new = Calibration(joint=PlattMap("heatmap_peak", 6.0, -1.5, 30),
+                      hand_present=PlattMap("heatmap_peak_mean", 20.0, -8.0, 40),
+                      fitted_on={"joint": {"dataset": "synth"}, "hand_present": {"dataset": "x"}})
+    merged = old.with_maps(new, ["joint"])
+    assert merged.joint == new.joint and merged.hand_present == old.hand_present
+    assert merged.fitted_on == {"joint": {"dataset": "synth"},
+                                "hand_present": {"dataset": "coco", "split": "val"}}
+    assert old.with_maps(new, ["hand_present"]).joint == old.joint
+    assert Calibration().with_maps(new, ["joint"]).hand_present is None
+    with pytest.raises(ValueError, match="unknown calibration maps"):
+        old.with_maps(new, ["mask"])
+
+
 def test_accumulator_by_hand() -> None:
     acc = ConfidenceAccumulator(kept_fractions=(1.0, 0.5))
     norms = np.full(2, 10.0)

@@ -4,6 +4,7 @@ predictions and the own-image demo use it; without one they say so."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -55,7 +56,8 @@ def _eval(ckpt: Path, data_root: Path, out: Path, *extra: str) -> int:
 def test_calibrate_stores_plain_floats_in_the_checkpoint(calibrated: Path) -> None:
     ckpt = load_checkpoint(calibrated / BEST_NAME)  # still loads with weights_only=True
     cal = ckpt["calibration"]
-    assert cal["version"] == 1 and cal["fitted_on"]["split"] == "val"
+    assert cal["version"] == 1 and cal["fitted_on"]["joint"]["split"] == "val"
+    assert cal["fitted_on"]["hand_present"]["nohand"]["num"] == 4
     assert cal["joint"]["score"] == "heatmap_peak"
     assert isinstance(cal["joint"]["a"], float) and isinstance(cal["joint"]["b"], float)
     assert cal["hand_present"]["score"] in ("flow_loglik", "heatmap_peak_mean", "hand_mask_mean")
@@ -64,6 +66,25 @@ def test_calibrate_stores_plain_floats_in_the_checkpoint(calibrated: Path) -> No
     # The model itself is unchanged.
     fresh = build_model(ModelConfig.preset("small"))
     fresh.load_state_dict(ckpt["model"])
+
+
+def test_calibrate_one_map_keeps_the_stored_other(calibrated: Path, data_root: Path,
+                                                  tmp_path: Path) -> None:  # fmt: skip
+    folder = tmp_path / "ckp"
+    shutil.copytree(calibrated, folder)
+    before = load_checkpoint(folder / BEST_NAME)["calibration"]
+    rc = run.main(["--checkpoint", str(folder), "--calibrate", "joint", "--fine_tune", "synth",
+                   "--split", "test", "--data_root", str(data_root), "-j", "0", "-b", "4",
+                   "--device", "cpu", "--out", str(tmp_path / "out")])  # fmt: skip
+    assert rc == 0
+    after = load_checkpoint(folder / BEST_NAME)["calibration"]
+    assert after["hand_present"] == before["hand_present"]
+    assert after["joint"] != before["joint"]  # refit on the 4 test frames, not the 2 val
+    assert after["fitted_on"]["joint"]["split"] == "test"
+    assert after["fitted_on"]["hand_present"] == before["fitted_on"]["hand_present"]
+    # The presence map needs its negatives.
+    assert run.main(["--checkpoint", str(folder), "--calibrate", "hand_present",
+                     "--fine_tune", "synth", "--data_root", str(data_root)]) == 2
 
 
 def test_eval_with_calibration(calibrated: Path, data_root: Path, tmp_path: Path,

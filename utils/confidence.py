@@ -42,6 +42,8 @@ ECE_BINS = 10
 FAILURE_JOINT_FRACTION = 0.5  # an image fails when fewer than this share of its joints is right
 KEPT_FRACTIONS = tuple(round(1.0 - 0.1 * i, 1) for i in range(10))  # 1.0, 0.9, ..., 0.1
 CALIBRATION_VERSION = 1
+# The maps a calibration holds; `Calibration.fitted_on` keeps one record per map.
+CALIBRATION_MAPS = ("joint", "hand_present")
 JOINT_CALIBRATION_SCORE = "heatmap_peak"
 NO_JOINT_CALIBRATION = (
     "no calibration in the checkpoint: per-joint confidence is not available (fit one with "
@@ -370,7 +372,9 @@ class Calibration:
     Attributes:
         joint: heatmap peak -> P(joint within PCK@0.2), or None.
         hand_present: a per-image score -> P(a hand is in the crop), or None.
-        fitted_on: what it was fitted on (dataset/split, negatives), for the record.
+        fitted_on: what each map was fitted on (dataset/split, negatives), for the record:
+            ``{map name: record}`` (files written before the maps could be refit one at a
+            time hold one record for both).
     """
 
     joint: PlattMap | None = None
@@ -406,6 +410,29 @@ class Calibration:
             raise ValueError(f"{where}: the joint calibration must map "
                              f"{JOINT_CALIBRATION_SCORE!r}, got {out.joint.score!r}")
         return out
+
+    def with_maps(self, new: Calibration, maps: Sequence[str]) -> Calibration:
+        """This calibration with ``maps`` (of `CALIBRATION_MAPS`) and their records taken
+        from ``new``: a map refit on other data keeps the other map as it was."""
+        unknown = sorted(set(maps) - set(CALIBRATION_MAPS))
+        if unknown:
+            raise ValueError(f"unknown calibration maps {unknown}; expected {CALIBRATION_MAPS}")
+        kept = self.map_records()
+        records = {name: (new.map_records() if name in maps else kept).get(name)
+                   for name in CALIBRATION_MAPS}
+        return Calibration(
+            joint=new.joint if "joint" in maps else self.joint,
+            hand_present=new.hand_present if "hand_present" in maps else self.hand_present,
+            fitted_on={k: v for k, v in records.items() if v is not None},
+        )
+
+    def map_records(self) -> dict[str, dict[str, Any]]:
+        """``fitted_on`` as one record per map present (an older file's single record is
+        the record of each of its maps)."""
+        present = [n for n in CALIBRATION_MAPS if getattr(self, n) is not None]
+        if set(self.fitted_on) <= set(CALIBRATION_MAPS):
+            return {n: dict(self.fitted_on[n]) for n in present if n in self.fitted_on}
+        return {n: dict(self.fitted_on) for n in present}
 
     def joint_confidence(self, heatmap_peak: np.ndarray) -> np.ndarray | None:
         """(..., K) heatmap peaks -> P(joint correct) in [0, 1], or None without a map."""

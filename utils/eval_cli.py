@@ -21,6 +21,7 @@ import datasets
 from datasets.synthetic import DEFAULT_DIFFICULTY, DIFFICULTIES
 from models.mano_head import DEFAULT_MANO_FIT_STEPS
 from utils.checkpoint_io import BEST_NAME
+from utils.confidence import CALIBRATION_MAPS
 from utils.demo import DemoOptions
 from utils.eval_data import EvalDataConfig
 from utils.image_io import MAX_IMAGE_PIXELS, MAX_PIXELS_ENV
@@ -108,10 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results folder (default: <checkpoint folder>/eval_<dataset>_<split>, "
                    "or <checkpoint folder>/demo for --image)")
     g = p.add_argument_group("confidence (README: Evaluating, Confidence)")
-    g.add_argument("--calibrate", action="store_true",
+    g.add_argument("--calibrate", nargs="?", const="all", default=None,
+                   choices=("all", *CALIBRATION_MAPS), metavar="MAP",
                    help="fit the calibration (heatmap peak -> P(joint correct); with "
                    "--hand_vs_nohand also a per-image score -> P(hand present)) on --split "
-                   "(use val) and store it in the checkpoint file; no evaluation")
+                   "(use val) and store it in the checkpoint file; no evaluation. 'joint' or "
+                   "'hand_present' refits that map only and keeps the stored other one, so "
+                   "each can come from its own data")
     g.add_argument("--hand_vs_nohand", action="store_true",
                    help="also score the hand crops against crops without a hand (synthetic "
                    "backgrounds, plus background patches of --nohand_coco) and report the "
@@ -245,6 +249,9 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.calibrate and (args.image or args.video):
         raise CliError("--calibrate fits on a dataset split; it does not take --image or "
                        "--video")
+    if args.calibrate == "hand_present" and not args.hand_vs_nohand:
+        raise CliError("--calibrate hand_present fits the presence map on hand and no-hand "
+                       "crops: add --hand_vs_nohand (and --nohand_coco for real patches)")
     if args.nohand_num < 1:
         raise CliError(f"--nohand_num must be >= 1, got {args.nohand_num}")
 

@@ -20,7 +20,7 @@ from models import CheckpointInfo
 from models.mano_head import mano_label
 from utils import mano_eval
 from utils.checkpoint_io import load_checkpoint, save_checkpoint
-from utils.confidence import Calibration
+from utils.confidence import CALIBRATION_MAPS, Calibration
 from utils.eval_cli import CliError, eval_data
 from utils.eval_data import eval_loader, nohand_loader
 from utils.eval_outputs import write_outputs
@@ -128,11 +128,13 @@ def calibrate_on_split(args: argparse.Namespace, model: torch.nn.Module,
               "optimistic (calibrate on --split val)", file=sys.stderr)
     dataset, loader = eval_loader(eval_data(args), model.cfg, info.data_config)
     negatives = negatives_loader(args, model.cfg.input_size) if args.hand_vs_nohand else None
-    fitted_on = {"dataset": args.fine_tune, "split": args.split, "num_images": len(dataset),
-                 "max_batches": args.max_batches,
-                 "nohand": None if negatives is None else {
-                     "coco": list(args.nohand_coco or ()), "num": args.nohand_num,
-                     "seed": args.nohand_seed}}  # fmt: skip
+    split = {"dataset": args.fine_tune, "split": args.split, "num_images": len(dataset),
+             "max_batches": args.max_batches}
+    fitted_on = {"joint": split}
+    if negatives is not None:
+        fitted_on["hand_present"] = {**split, "nohand": {
+            "coco": list(args.nohand_coco or ()), "num": args.nohand_num,
+            "seed": args.nohand_seed}}  # fmt: skip
     print(f"calibrating {info.checkpoint} on {args.fine_tune}/{args.split} "
           f"({len(dataset)} samples)", flush=True)  # fmt: skip
     try:
@@ -145,13 +147,20 @@ def calibrate_on_split(args: argparse.Namespace, model: torch.nn.Module,
 
 def run_calibrate(args: argparse.Namespace, model: torch.nn.Module, info: CheckpointInfo,
                   out: Path) -> int:  # fmt: skip
-    """--calibrate: fit the calibration on --split and store it in the checkpoint file."""
+    """--calibrate [MAP]: fit the calibration on --split and store it in the checkpoint file
+    (with a MAP name only that map; the stored other one is kept)."""
     fit = calibrate_on_split(args, model, info)
     path = info.checkpoint
     ckpt = load_checkpoint(path)
-    ckpt["calibration"] = fit.calibration.to_dict()
+    calibration, what = fit.calibration, "calibration"
+    if args.calibrate != "all":
+        stored = Calibration.from_dict(ckpt.get("calibration"), str(path)) or Calibration()
+        calibration = stored.with_maps(calibration, [args.calibrate])
+        kept = [n for n in CALIBRATION_MAPS if n != args.calibrate and getattr(stored, n)]
+        what = f"{args.calibrate} map" + "".join(f" (the stored {n} map kept)" for n in kept)
+    ckpt["calibration"] = calibration.to_dict()
     save_checkpoint(ckpt, path)
     write_json(out / "calibration.json", fit.to_dict())
     print(format_calibration_fit(fit))
-    print(f"stored the calibration in {path} and wrote {out / 'calibration.json'}")
+    print(f"stored the {what} in {path} and wrote {out / 'calibration.json'}")
     return 0

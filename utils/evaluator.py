@@ -659,7 +659,7 @@ def fit_calibration(
         negatives: crops without a hand (`datasets.negatives.NoHandDataset`), or None.
         max_batches: per loader, stop after this many batches.
         bbox_factor: PCK box enlargement.
-        fitted_on: what the data was, stored with the calibration.
+        fitted_on: what the data was, stored with the calibration (``{map name: record}``).
     """
     peaks: list[np.ndarray] = []
     correct: list[np.ndarray] = []
