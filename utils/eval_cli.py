@@ -113,9 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=("all", *CALIBRATION_MAPS), metavar="MAP",
                    help="fit the calibration (heatmap peak -> P(joint correct); with "
                    "--hand_vs_nohand also a per-image score -> P(hand present)) on --split "
-                   "(use val) and store it in the checkpoint file; no evaluation. 'joint' or "
+                   "(use val) and store it in the checkpoint file; no evaluation. MAP 'joint' or "
                    "'hand_present' refits that map only and keeps the stored other one, so "
-                   "each can come from its own data")
+                   "each can come from its own data ('all' when MAP is not given)")
     g.add_argument("--hand_vs_nohand", action="store_true",
                    help="also score the hand crops against crops without a hand (synthetic "
                    "backgrounds, plus background patches of --nohand_coco) and report the "
