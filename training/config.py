@@ -137,7 +137,7 @@ class TrainConfig:
     hg_blocks: int | None = field(default=None, metadata=_opt("hourglass blocks", "-hgb"))
     # Input side in pixels (a multiple of 64; heatmaps are a quarter of it); None keeps the
     # preset's. With --init_weights it changes the resolution of a trained model: the
-    # convolutions carry over, the feature flow (shaped by the feature size) starts fresh.
+    # convolutions carry over, and so does every head whose shapes do not depend on it.
     input_size: int | None = field(
         default=None, metadata=_opt("model input side in pixels (a multiple of 64)"))
     # Joints predicted; only the canonical 21 are supported.

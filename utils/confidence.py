@@ -417,9 +417,8 @@ class Calibration:
         unknown = sorted(set(maps) - set(CALIBRATION_MAPS))
         if unknown:
             raise ValueError(f"unknown calibration maps {unknown}; expected {CALIBRATION_MAPS}")
-        kept = self.map_records()
-        records = {name: (new.map_records() if name in maps else kept).get(name)
-                   for name in CALIBRATION_MAPS}
+        kept, fitted = self.map_records(), new.map_records()
+        records = {name: (fitted if name in maps else kept).get(name) for name in CALIBRATION_MAPS}
         return Calibration(
             joint=new.joint if "joint" in maps else self.joint,
             hand_present=new.hand_present if "hand_present" in maps else self.hand_present,
