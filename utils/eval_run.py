@@ -156,7 +156,8 @@ def run_calibrate(args: argparse.Namespace, model: torch.nn.Module, info: Checkp
     if args.calibrate != "all":
         stored = Calibration.from_dict(ckpt.get("calibration"), str(path)) or Calibration()
         calibration = stored.with_maps(calibration, [args.calibrate])
-        kept = [n for n in CALIBRATION_MAPS if n != args.calibrate and getattr(stored, n)]
+        kept = [n for n in CALIBRATION_MAPS
+                if n != args.calibrate and getattr(stored, n) is not None]
         what = f"{args.calibrate} map" + "".join(f" (the stored {n} map kept)" for n in kept)
     ckpt["calibration"] = calibration.to_dict()
     save_checkpoint(ckpt, path)
