@@ -57,7 +57,8 @@ def run_export(args: argparse.Namespace, model: torch.nn.Module, info: Checkpoin
     path = Path(args.export_onnx)
     print(f"exporting {info.checkpoint} to {path}", flush=True)
     report = export_onnx(model.cpu(), path, data_config=info.data_config,
-                         calibration=info.calibration, source=str(info.checkpoint))
+                         calibration=info.calibration, side_probe=info.side_probe,
+                         source=str(info.checkpoint))
     print(report.summary())
     return 0
 

@@ -275,7 +275,8 @@ def onnx_speed(model: torch.nn.Module, predictor: Predictor, info: CheckpointInf
     from models.export_onnx import export_onnx
 
     report = export_onnx(model.cpu(), folder / "model.onnx", data_config=info.data_config,
-                         calibration=info.calibration, check_batches=(1, 2))
+                         calibration=info.calibration, side_probe=info.side_probe,
+                         check_batches=(1, 2))
     onnx_predictor = Predictor.from_onnx(report.path, threads=threads,
                                          crop_factor=predictor.crop_factor)  # fmt: skip
     image = read_image_rgb(photo)

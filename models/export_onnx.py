@@ -5,13 +5,17 @@ The file takes ``image`` (B, 3, S, S) RGB in [0, 1] (normalisation inside, as in
 a dynamic batch axis and returns ``heatmaps`` (B, J, S/4, S/4) and ``mask_logits``
 (B, 1, S/4, S/4) of the last stack, plus, for a model with a flow head, ``log_likelihood``
 (B,) and ``loglik_map`` (B, h, w), and for a model with the residual flow head
-``residual_log_sigma`` (B, J). The MANO head is not exported. FrEIA's AllInOneBlock traces
+``residual_log_sigma`` (B, J), and, given the checkpoint's side probe, ``probe_features``
+(B, D): the pooled backbone features the probe reads, so that the file decides left from
+right as the torch model does (the probe itself goes into the metadata). The MANO head is
+not exported. FrEIA's AllInOneBlock traces
 with the TorchScript-based exporter (``torch.onnx.export(dynamo=False)``; the dynamo exporter
 needs onnxscript, which is not a dependency). Should a head ever fail to trace, the export
 leaves it out, keeps the rest and says why (`ExportReport.note`).
 
 The file's metadata holds what `utils.predictor.Predictor.from_onnx` needs: the model
-config, the checkpoint's data config (crop framing) and its calibration, as JSON.
+config, the checkpoint's data config (crop framing), its calibration and its side probe, as
+JSON.
 
 `export_onnx` runs the file with onnxruntime on random inputs at two batch sizes and reports
 the largest differences to PyTorch (`ExportReport`).
@@ -38,18 +42,23 @@ from models.runtime import (
     ONNX_META_CALIBRATION,
     ONNX_META_DATA,
     ONNX_META_MODEL,
+    ONNX_META_SIDE_PROBE,
     ONNX_META_SOURCE,
     ONNX_OUTPUTS,
+    ONNX_PROBE_OUTPUT,
     ONNX_RESIDUAL_OUTPUT,
     OnnxBackend,
     TorchBackend,
 )
+from utils.side_probe import FeatureTap, SideProbe
 
 DEFAULT_OPSET = 17
 # Tolerances of the check against PyTorch: heatmaps and mask logits absolute; the
-# log-likelihood relative (a float32 sum over C x h x w terms, e.g. 65,536 for the default
-# model, is only good to ~1e-7 of its magnitude per term); the residual head's log sigma is
-# absolute.
+# log-likelihoods relative to their largest magnitude in the batch (each is a float32 sum of
+# many terms that partly cancel, C per pixel of the map and C x h x w, e.g. 65,536 for the
+# default model, per image: it is only good to ~1e-7 of the terms' magnitude, so a small
+# pixel of the map can differ by more than 1e-4 of itself); the residual head's log sigma
+# and the side probe's pooled features are absolute.
 ABS_TOLERANCE = 1e-4
 REL_TOLERANCE = 1e-4
 ONNX_INSTALL_HINT = "onnx is not installed: pip install -r requirements-onnx.txt"
@@ -63,11 +72,13 @@ class _ExportWrapper(nn.Module):
     """HandFlowNet -> a tuple of plain tensors (ONNX outputs cannot be dataclasses), in the
     order of `output_names`."""
 
-    def __init__(self, model: nn.Module, with_flow: bool, with_residual: bool = False) -> None:
+    def __init__(self, model: nn.Module, with_flow: bool, with_residual: bool = False,
+                 probe_tap: FeatureTap | None = None) -> None:  # fmt: skip
         super().__init__()
         self.model = model
         self.with_flow = with_flow
         self.with_residual = with_residual
+        self.probe_tap = probe_tap
         # The exporter restores the wrapper's mode afterwards: a new module is in training
         # mode, and train() is refused by a model whose BatchNorms were folded.
         self.train(False)
@@ -80,7 +91,8 @@ class _ExportWrapper(nn.Module):
     @property
     def output_names(self) -> tuple[str, ...]:
         return (ONNX_OUTPUTS if self.with_flow else ONNX_OUTPUTS[:2]) + (
-            (ONNX_RESIDUAL_OUTPUT,) if self.with_residual else ())
+            (ONNX_RESIDUAL_OUTPUT,) if self.with_residual else ()) + (
+            (ONNX_PROBE_OUTPUT,) if self.probe_tap is not None else ())
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # A head left out is not run either, so one that does not trace is not traced.
@@ -91,6 +103,8 @@ class _ExportWrapper(nn.Module):
             outputs += [out.flow.log_likelihood, out.flow.loglik_map]
         if self.with_residual:
             outputs.append(out.residual.log_sigma)
+        if self.probe_tap is not None:
+            outputs.append(self.probe_tap.take())
         return tuple(outputs)
 
 
@@ -104,7 +118,7 @@ class ExportReport:
         flow_exported: the flow head's outputs are in the file.
         residual_exported: the residual flow head's output is in the file.
         max_abs_diff: output -> largest |onnxruntime - torch| over the check batches.
-        max_rel_diff: output -> largest |difference| / max(|torch|, 1).
+        max_rel_diff: output -> largest |difference| / max(largest |torch|, 1).
         checked_batches: the batch sizes checked.
         seconds: export time.
         note: why a head of the model is missing, when one is.
@@ -135,7 +149,7 @@ class ExportReport:
         lines = [f"wrote {self.path} ({', '.join(self.outputs)}; dynamic batch axis) in "
                  f"{self.seconds:.1f} s"]
         for name in self.max_abs_diff:
-            lines.append(f"  {name:<15} onnxruntime vs torch: max abs diff "
+            lines.append(f"  {name:<18} onnxruntime vs torch: max abs diff "
                          f"{self.max_abs_diff[name]:.2e}, max rel diff "
                          f"{self.max_rel_diff[name]:.2e} (batches "
                          f"{', '.join(map(str, self.checked_batches))})")
@@ -174,29 +188,34 @@ def compare_backends(model: nn.Module, path: Path, batch_sizes: tuple[int, ...] 
     """(max abs diff, max rel diff) per output of the ONNX file vs the torch model on random
     images."""
     onnx_backend = OnnxBackend(path)
-    torch_backend = TorchBackend(model)
+    # The torch side pools the probe's features only for this check: its hook goes after.
+    torch_backend = TorchBackend(model, onnx_backend.probe_layer, onnx_backend.probe_grid)
     rng = np.random.default_rng(seed)
     size = model.cfg.input_size
     abs_diff: dict[str, float] = {}
     rel_diff: dict[str, float] = {}
-    for batch in batch_sizes:
-        images = rng.uniform(0.0, 1.0, size=(batch, 3, size, size)).astype(np.float32)
-        ours, ref = onnx_backend(images), torch_backend(images)
-        for name in onnx_backend.output_names:
-            a, b = getattr(ours, name), getattr(ref, name)
-            if a.shape != b.shape:
-                raise OnnxExportError(f"{path}: output {name} has shape {a.shape} for batch "
-                                      f"{batch}, torch gives {b.shape}")
-            diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
-            abs_diff[name] = max(abs_diff.get(name, 0.0), float(diff.max()))
-            rel = diff / np.maximum(np.abs(b.astype(np.float64)), 1.0)
-            rel_diff[name] = max(rel_diff.get(name, 0.0), float(rel.max()))
+    try:
+        for batch in batch_sizes:
+            images = rng.uniform(0.0, 1.0, size=(batch, 3, size, size)).astype(np.float32)
+            ours, ref = onnx_backend(images), torch_backend(images)
+            for name in onnx_backend.output_names:
+                a, b = getattr(ours, name), getattr(ref, name)
+                if a.shape != b.shape:
+                    raise OnnxExportError(f"{path}: output {name} has shape {a.shape} for "
+                                          f"batch {batch}, torch gives {b.shape}")
+                diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+                abs_diff[name] = max(abs_diff.get(name, 0.0), float(diff.max()))
+                rel = diff.max() / max(float(np.abs(b).max()), 1.0)
+                rel_diff[name] = max(rel_diff.get(name, 0.0), float(rel))
+    finally:
+        torch_backend.close()
     return abs_diff, rel_diff
 
 
 def export_onnx(model: nn.Module, path: Path | str, *, data_config: Mapping[str, Any] | None = None,
                 calibration: Mapping[str, Any] | None = None, source: str | None = None,
-                opset: int = DEFAULT_OPSET, with_flow: bool = True, with_residual: bool = True,
+                side_probe: SideProbe | None = None, opset: int = DEFAULT_OPSET,
+                with_flow: bool = True, with_residual: bool = True,
                 check_batches: tuple[int, ...] = (1, 3)) -> ExportReport:  # fmt: skip
     """Write ``model`` as ONNX and check it against PyTorch with onnxruntime.
 
@@ -206,6 +225,8 @@ def export_onnx(model: nn.Module, path: Path | str, *, data_config: Mapping[str,
         data_config: the checkpoint's config['data'] (crop framing), stored as metadata.
         calibration: the checkpoint's calibration dict, stored as metadata.
         source: the checkpoint file, stored as metadata.
+        side_probe: the checkpoint's side probe (`CheckpointInfo.side_probe`): its features
+            become the output ``probe_features`` and the probe is stored as metadata.
         opset: ONNX opset.
         with_flow: include the flow head's outputs when the model has one.
         with_residual: include the residual flow head's output when the model has one.
@@ -240,17 +261,22 @@ def export_onnx(model: nn.Module, path: Path | str, *, data_config: Mapping[str,
                                       (False, False)) if f or not flow_required]
     errors: list[str] = []
     start = time.perf_counter()
-    with torch.no_grad():
-        for with_f, with_r in dict.fromkeys(candidates):
-            wrapper = _ExportWrapper(model, with_f, with_r)
-            try:
-                _trace(wrapper, example, path, opset)
-                break
-            except torch.onnx.errors.OnnxExporterError as e:
-                errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
-        else:
-            what = "SeedNet and its flow decoder" if flow_required else "SeedNet"
-            raise OnnxExportError(f"ONNX export of {what} failed: {errors[-1]}")
+    tap = None if side_probe is None else FeatureTap(model, side_probe.layer, side_probe.grid)
+    try:
+        with torch.no_grad():
+            for with_f, with_r in dict.fromkeys(candidates):
+                wrapper = _ExportWrapper(model, with_f, with_r, tap)
+                try:
+                    _trace(wrapper, example, path, opset)
+                    break
+                except torch.onnx.errors.OnnxExporterError as e:
+                    errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            else:
+                what = "SeedNet and its flow decoder" if flow_required else "SeedNet"
+                raise OnnxExportError(f"ONNX export of {what} failed: {errors[-1]}")
+    finally:
+        if tap is not None:
+            tap.remove()
     if errors:
         if flow and not wrapper.with_flow:
             notes.append(f"the flow head did not export ({errors[0]}); the file gives no "
@@ -264,6 +290,7 @@ def export_onnx(model: nn.Module, path: Path | str, *, data_config: Mapping[str,
         ONNX_META_DATA: json.dumps(dict(data_config or {})),
         ONNX_META_CALIBRATION: json.dumps(calibration),
         ONNX_META_SOURCE: source or "",
+        ONNX_META_SIDE_PROBE: json.dumps(None if side_probe is None else side_probe.to_dict()),
     })  # fmt: skip
     report = ExportReport(path=path, outputs=wrapper.output_names,
                           flow_exported=wrapper.with_flow,

@@ -11,6 +11,7 @@ names below are the file's contract) and checks it against `TorchBackend`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -27,10 +28,14 @@ ONNX_META_MODEL = "handflow.model_config"
 ONNX_META_DATA = "handflow.data_config"
 ONNX_META_CALIBRATION = "handflow.calibration"
 ONNX_META_SOURCE = "handflow.source_checkpoint"
+# The checkpoint's side probe (`SideProbe.to_dict()`), when the file outputs its features.
+ONNX_META_SIDE_PROBE = "handflow.side_probe"
 ONNX_INPUT = "image"
 ONNX_OUTPUTS = ("heatmaps", "mask_logits", "log_likelihood", "loglik_map")
 # The residual flow head's output, after the others when the model has the head.
 ONNX_RESIDUAL_OUTPUT = "residual_log_sigma"
+# The side probe's pooled features (B, D), last, when the export was given a probe.
+ONNX_PROBE_OUTPUT = "probe_features"
 ONNX_INSTALL_HINT = ("onnxruntime is not installed: pip install -r requirements-onnx.txt "
                      "(README: Photos, folders and videos)")
 
@@ -52,7 +57,7 @@ class RawOutput:
             fraction of the crop side, `models.residual_flow`), or None without that head.
         mano: the MANO head's output (torch, CPU), or None (no head; the ONNX backend).
         probe_features: (B, D) pooled features of the side probe's layer, or None (no probe
-            asked for; the ONNX backend).
+            asked for, or an ONNX file exported without one).
     """
 
     heatmaps: np.ndarray
@@ -143,6 +148,13 @@ class TorchBackend:
         self._tap = None if probe_layer is None else FeatureTap(model, probe_layer,
                                                                 probe_grid or 1)
 
+    def close(self) -> None:
+        """Remove the probe's feature hook from the model; the backend then returns no probe
+        features."""
+        if self._tap is not None:
+            self._tap.remove()
+            self._tap = None
+
     @torch.no_grad()
     def __call__(self, images: np.ndarray | torch.Tensor, K: torch.Tensor | None = None,
                  with_mano: bool = True) -> RawOutput:  # fmt: skip
@@ -186,7 +198,6 @@ class OnnxBackend:
 
     name = "onnx"
     mano_faces = None  # the export holds the 2D outputs only
-    probe_layer = probe_grid = None  # nor the backbone features a side probe reads
 
     def __init__(self, path: Path | str, threads: int | None = None) -> None:
         try:
@@ -215,6 +226,17 @@ class OnnxBackend:
         self.has_flow = "log_likelihood" in names
         self.has_residual = ONNX_RESIDUAL_OUTPUT in names
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        # The features of the side probe exported with the model (layer and grid as stored),
+        # or none: `Predictor.from_onnx` reads the probe itself from the same metadata.
+        self.probe_layer = self.probe_grid = None
+        if ONNX_PROBE_OUTPUT in names:
+            try:
+                probe = json.loads(self.metadata[ONNX_META_SIDE_PROBE])
+                self.probe_layer, self.probe_grid = str(probe["layer"]), int(probe["grid"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise BackendError(f"{self.path}: output {ONNX_PROBE_OUTPUT!r} without a "
+                                   f"readable '{ONNX_META_SIDE_PROBE}' metadata entry "
+                                   f"({e})") from e
 
     def __call__(self, images: np.ndarray, K: torch.Tensor | None = None,
                  with_mano: bool = True) -> RawOutput:  # fmt: skip
@@ -227,4 +249,5 @@ class OnnxBackend:
         return RawOutput(heatmaps=by_name["heatmaps"], mask_logits=by_name["mask_logits"],
                          log_likelihood=by_name.get("log_likelihood"),
                          loglik_map=by_name.get("loglik_map"),
-                         residual_log_sigma=by_name.get(ONNX_RESIDUAL_OUTPUT))  # fmt: skip
+                         residual_log_sigma=by_name.get(ONNX_RESIDUAL_OUTPUT),
+                         probe_features=by_name.get(ONNX_PROBE_OUTPUT))  # fmt: skip

@@ -1,6 +1,7 @@
 """ONNX export (models/export_onnx.py) and the Predictor's onnxruntime backend, on tiny random
 models: outputs within 1e-4 of PyTorch, the same keypoints and sides through the Predictor,
-the run.py commands, a model without flow, the fallback when the flow does not trace."""
+the run.py commands, a model without flow, the fallback when the flow does not trace, the side
+probe's features in the file."""
 
 from __future__ import annotations
 
@@ -21,11 +22,17 @@ import run  # noqa: E402
 from models import ModelConfig, build_model, prepare_for_inference  # noqa: E402
 from models import export_onnx as export_module  # noqa: E402
 from models.export_onnx import ABS_TOLERANCE, REL_TOLERANCE, export_onnx  # noqa: E402
-from models.runtime import BackendError, OnnxBackend, TorchBackend  # noqa: E402
+from models.runtime import (  # noqa: E402
+    ONNX_META_SIDE_PROBE,
+    BackendError,
+    OnnxBackend,
+    TorchBackend,
+)
 from tests.fake_backends import image_with_squares  # noqa: E402
 from training.checkpoint import BEST_NAME, CHECKPOINT_VERSION, save_checkpoint  # noqa: E402
 from utils.confidence import Calibration, PlattMap  # noqa: E402
 from utils.predictor import Predictor  # noqa: E402
+from utils.side_probe import FEATURE_LAYERS, SideProbe, num_features  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +99,7 @@ def test_run_py_exports_and_runs_the_onnx_model(tmp_path: Path, capsys) -> None:
     path = tmp_path / "exported" / "model.onnx"
     assert run.main(["--checkpoint", str(tmp_path / "ckp"), "--export_onnx", str(path)]) == 0
     printed = capsys.readouterr().out
-    assert f"wrote {path}" in printed and "log_likelihood  onnxruntime vs torch" in printed
+    assert f"wrote {path}" in printed and "log_likelihood     onnxruntime vs torch" in printed
     image = tmp_path / "photo.png"
     cv2.imwrite(str(image), image_with_squares([(60, 60, 80, 80)]))
     common = ["--image", str(image), "--bbox", "60", "60", "80", "80"]
@@ -175,3 +182,61 @@ def test_bad_onnx_files_name_the_file(tmp_path: Path, capsys) -> None:
         Predictor.from_onnx(tmp_path / "missing.onnx")
     assert run.main(["--onnx", str(bad), "--image", str(bad)]) == 2
     assert str(bad) in capsys.readouterr().err
+
+
+def _probe_for(model: torch.nn.Module, layer: str = "stack0_hourglass", grid: int = 2
+               ) -> SideProbe:  # fmt: skip
+    rng = np.random.default_rng(3)
+    return SideProbe(layer=layer, grid=grid, bias=0.1,
+                     weight=rng.normal(size=num_features(layer, grid, model.cfg.channels)))
+
+
+def test_the_side_probe_travels_in_the_file_and_decides_as_in_torch(
+        small_model, tmp_path: Path) -> None:  # fmt: skip
+    probe = _probe_for(small_model)
+    path = tmp_path / "probe.onnx"
+    report = export_onnx(small_model, path, side_probe=probe)
+    assert report.outputs[-1] == "probe_features" and report.within_tolerance()
+    # Neither the export nor its check leaves a feature hook on the model.
+    hooked = small_model.get_submodule(FEATURE_LAYERS[probe.layer].module)
+    assert not hooked._forward_hooks
+    onnx_backend = OnnxBackend(path)
+    assert (onnx_backend.probe_layer, onnx_backend.probe_grid) == (probe.layer, probe.grid)
+    images = np.random.default_rng(6).uniform(0, 1, size=(3, 3, 128, 128)).astype(np.float32)
+    torch_backend = TorchBackend(small_model, probe.layer, probe.grid)
+    np.testing.assert_allclose(onnx_backend(images).probe_features,
+                               torch_backend(images).probe_features, atol=ABS_TOLERANCE, rtol=0)
+    torch_backend.close()
+    onnx_pred = Predictor.from_onnx(path)
+    torch_pred = Predictor.from_model(small_model, {"crop_factor": 2.0}, side_probe=probe)
+    assert onnx_pred.side_score == "side_probe" == torch_pred.side_score
+    np.testing.assert_allclose(onnx_pred.side_probe.weight, probe.weight)
+    image = image_with_squares([(40, 50, 60, 60), (200, 100, 70, 80)])
+    boxes = [(40, 50, 60, 60), (200, 100, 70, 80), (0, 0, 320, 240)]
+    for a, b in zip(torch_pred.predict(image, boxes, None), onnx_pred.predict(image, boxes, None),
+                    strict=True):  # fmt: skip
+        assert a.side == b.side and a.side_score_name == b.side_score_name == "side_probe"
+        assert a.side_probe == pytest.approx(b.side_probe, abs=1e-3)
+        assert a.side_confidence == pytest.approx(b.side_confidence, abs=1e-4)
+
+
+def test_probe_features_without_their_metadata_name_the_file(small_model,
+                                                             tmp_path: Path) -> None:
+    import onnx
+
+    path = tmp_path / "probe.onnx"
+    export_onnx(small_model, path, side_probe=_probe_for(small_model), check_batches=())
+    proto = onnx.load(str(path))
+    kept = [e for e in proto.metadata_props if e.key != ONNX_META_SIDE_PROBE]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    onnx.save(proto, str(path))
+    with pytest.raises(BackendError, match=f"{path}.*probe_features.*{ONNX_META_SIDE_PROBE}"):
+        OnnxBackend(path)
+
+
+def test_a_file_without_the_probe_offers_no_side_probe(exported: Path) -> None:
+    backend = OnnxBackend(exported)
+    assert "probe_features" not in backend.output_names and backend.probe_layer is None
+    predictor = Predictor.from_onnx(exported)
+    assert predictor.side_probe is None and "side_probe" not in predictor.available_scores

@@ -128,8 +128,9 @@ def test_the_predictor_uses_the_probe_when_present_and_falls_back_without() -> N
     assert plain.side_probe is None and plain.side_score_name == "flow_loglik"
     with pytest.raises(PredictorError, match="side_probe"):
         Predictor.from_model(model, side_score="side_probe")
-    # A backend without backbone features (the fake one, like the ONNX one) cannot take it.
-    with pytest.raises(PredictorError, match="only the torch backend"):
+    # A backend without the probe's features (the fake one, like an ONNX file exported
+    # without the probe) cannot take it.
+    with pytest.raises(PredictorError, match="does not return the side probe's features"):
         red_square_predictor(side_probe=probe)
 
 

@@ -166,9 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hand side: auto lets the model decide (the crop or its mirror, "
                    "whichever it scores higher); left/right force it")
     g.add_argument("--side_score", default=None, choices=PER_IMAGE_SCORES,
-                   help="score compared by the side decision (default: side_probe when the "
-                   "checkpoint has one, fitted by training/fit_side_probe.py; else flow_loglik "
-                   "with a flow head, else heatmap_peak_mean; --onnx has no side_probe)")
+                   help="score compared by the side decision (default: side_probe when the model "
+                   "file has one, fitted by training/fit_side_probe.py; else flow_loglik "
+                   "with a flow head, else heatmap_peak_mean)")
     g.add_argument("--max_hands", type=int, default=det.max_hands,
                    help="find at most this many hands per image or frame")
     g.add_argument("--hand_score", default=None, choices=PER_IMAGE_SCORES,

@@ -49,6 +49,7 @@ from models.runtime import (
     ONNX_META_CALIBRATION,
     ONNX_META_DATA,
     ONNX_META_MODEL,
+    ONNX_META_SIDE_PROBE,
     Backend,
     BackendError,
     OnnxBackend,
@@ -350,7 +351,8 @@ class Predictor:
         max_batch: crops per backend call.
         side_probe: the checkpoint's left/right probe (`utils.side_probe.SideProbe`), or
             None; the backend must return its features (`TorchBackend` built with its layer
-            and grid, as `from_model` does).
+            and grid, as `from_model` does; an ONNX file exported with the probe, as
+            `from_onnx` reads it).
     """
 
     backend: Backend
@@ -374,7 +376,8 @@ class Predictor:
                 self.backend, "probe_grid", None)) != (probe.layer, probe.grid):  # fmt: skip
             raise PredictorError(f"the {self.backend.name} backend does not return the side "
                                  f"probe's features ({probe.layer}, {probe.grid}x{probe.grid} "
-                                 "grid; only the torch backend has backbone features)")
+                                 "grid): build the torch backend with them, or export the "
+                                 "ONNX file with the probe")
         if self.side_score is None:
             self.side_score = ("side_probe" if probe is not None else "flow_loglik"
                                if self.backend.has_flow else "heatmap_peak_mean")  # fmt: skip
@@ -400,7 +403,8 @@ class Predictor:
     def from_onnx(cls, path: Path | str, threads: int | None = None, *,
                   crop_factor: float | None = None, **kwargs: Any) -> Predictor:  # fmt: skip
         """A predictor of an ONNX file written by `models.export_onnx` (its metadata holds
-        the model config, the crop framing and the calibration)."""
+        the model config, the crop framing, the calibration and the side probe, whose
+        features the file outputs)."""
         backend = OnnxBackend(path, threads=threads)
         meta = backend.metadata
         try:
@@ -411,9 +415,14 @@ class Predictor:
         except (KeyError, TypeError, ValueError) as e:
             raise PredictorError(f"{path}: missing or bad '{ONNX_META_MODEL}' metadata ({e}); "
                                  "export it with `python run.py --export_onnx`") from e
+        side_probe = None
+        if backend.probe_layer is not None:
+            side_probe = SideProbe.from_dict(json.loads(meta[ONNX_META_SIDE_PROBE]),
+                                             f"ONNX file {path}", cfg.channels)
         if crop_factor is None:
             crop_factor = float(data_config.get("crop_factor", DEFAULT_CROP_FACTOR))
-        return cls(backend, cfg, crop_factor=crop_factor, calibration=calibration, **kwargs)
+        return cls(backend, cfg, crop_factor=crop_factor, calibration=calibration,
+                   side_probe=side_probe, **kwargs)
 
     # --- scores ---------------------------------------------------------------------------
 
