@@ -68,7 +68,7 @@ from utils.eval_cli import (
 from utils.image_io import read_image_rgb, read_label_image
 from utils.localize import DetectConfig, Detection, box_iou, detect_hands, select_hands
 from utils.metrics import gt_bbox_size, pck_from_errors
-from utils.predictor import HandPrediction, Predictor, choose_side, points_box_xywh
+from utils.predictor import HandPrediction, Predictor, choose_side, visible_keypoint_box
 from utils.track import TrackConfig
 
 # MediaPipe Hands 0.10.21, full pipeline, RHD evaluation frames 0-135 (from the issue).
@@ -80,15 +80,6 @@ REPO = Path(__file__).resolve().parents[1]
 # width shows a hand larger than the frame, which nothing can track.)
 CLIP_PHOTO = Path("assets/examples/two_hands.jpg")
 CLIP_SCENE_WIDTH = 384
-
-
-def labelled_box(kp2d_px: np.ndarray, visible: np.ndarray, width: int, height: int
-                 ) -> np.ndarray | None:  # fmt: skip
-    """Box of the visible labelled joints inside the image, or None when there is none."""
-    kp = np.asarray(kp2d_px)
-    inside = (visible & (kp[:, 0] >= 0) & (kp[:, 0] < width) & (kp[:, 1] >= 0)
-              & (kp[:, 1] < height))  # fmt: skip
-    return points_box_xywh(kp[inside]) if inside.any() else None
 
 
 def match(hands: list, box_xywh: np.ndarray, min_iou: float) -> int | None:
@@ -169,7 +160,7 @@ def score_rhd(predictor: Predictor, realdata: Path, config: DetectConfig, min_io
         hand = choose_hand(record, read_label_image(record.mask_path))
         gt, visible = np.asarray(hand.kp2d_px), np.asarray(hand.visible, bool)
         norms.append(float(gt_bbox_size(gt[None], np.array([width, height]), 1.0)[0]))
-        box = labelled_box(gt, visible, width, height)
+        box = visible_keypoint_box(gt, visible, width, height)
         det = detect_hands(predictor, image, config)
         dets.append((det, box))
         num_hands.append(len(det.hands))
@@ -220,7 +211,7 @@ def score_hgcnn(predictor: Predictor, realdata: Path, config: DetectConfig, min_
         image = read_image_rgb(record.image_path)
         height, width = image.shape[:2]
         hand = record.hands[0]
-        box = labelled_box(hand.kp2d_px, np.asarray(hand.visible, bool), width, height)
+        box = visible_keypoint_box(hand.kp2d_px, hand.visible, width, height)
         det = detect_hands(predictor, image, config)
         found += box is not None and match(det.hands, box, min_iou) is not None
         best_left += bool(det.hands) and det.hands[0].side == "left"

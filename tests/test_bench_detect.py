@@ -13,6 +13,7 @@ from bench import bench_detect
 from models import ModelConfig, build_model
 from tests.test_track import hand
 from training.checkpoint import BEST_NAME, CHECKPOINT_VERSION, save_checkpoint
+from utils.predictor import visible_keypoint_box
 
 
 def test_a_found_hand_is_the_best_overlap_above_the_threshold() -> None:
@@ -22,9 +23,9 @@ def test_a_found_hand_is_the_best_overlap_above_the_threshold() -> None:
     assert bench_detect.match(hands, box + np.array([200.0, 0, 0, 0]), 0.3) is None
     assert bench_detect.match([], box, 0.3) is None
     kp = np.array([[-5.0, 10.0], [20.0, 30.0], [50.0, 60.0]])
-    np.testing.assert_allclose(bench_detect.labelled_box(kp, np.array([True, True, False]), 64,
-                                                         64), [20.5, 30.5, 0.0, 0.0])
-    assert bench_detect.labelled_box(kp, np.zeros(3, bool), 64, 64) is None
+    np.testing.assert_allclose(visible_keypoint_box(kp, np.array([True, True, False]), 64, 64),
+                               [20.5, 30.5, 0.0, 0.0])
+    assert visible_keypoint_box(kp, np.zeros(3, bool), 64, 64) is None
 
 
 @pytest.mark.realdata

@@ -38,7 +38,7 @@ from models import load_model, prepare_for_inference, resolve_checkpoint  # noqa
 from models.runtime import TorchBackend  # noqa: E402
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
 from utils.image_io import DatasetLayoutError, read_image_rgb, read_label_image  # noqa: E402
-from utils.predictor import Predictor, choose_side, points_box_xywh  # noqa: E402
+from utils.predictor import Predictor, choose_side, visible_keypoint_box  # noqa: E402
 from utils.progress import progress_bar  # noqa: E402
 from utils.side_probe import (  # noqa: E402
     DEFAULT_C_GRID,
@@ -69,15 +69,6 @@ def crop_features(backend: TorchBackend, dataset: Any, batch_size: int, desc: st
     return np.concatenate(expected), np.concatenate(mirror)
 
 
-def labelled_box(kp2d_px: np.ndarray, visible: np.ndarray, width: int, height: int
-                 ) -> np.ndarray | None:  # fmt: skip
-    """Box of the visible labelled joints inside the image (bench_detect's rule), or None."""
-    kp = np.asarray(kp2d_px)
-    inside = (np.asarray(visible, bool) & (kp[:, 0] >= 0) & (kp[:, 0] < width)
-              & (kp[:, 1] >= 0) & (kp[:, 1] < height))  # fmt: skip
-    return points_box_xywh(kp[inside]) if inside.any() else None
-
-
 def side_accuracy(predictor: Predictor, items: list[tuple[Path, np.ndarray, str]], desc: str
                   ) -> dict[str, float]:  # fmt: skip
     """Left/right accuracy per side score over (image, labelled box, true side) items; a
@@ -101,8 +92,8 @@ def rhd_items(realdata: Path) -> list[tuple[Path, np.ndarray | None, str]]:
         record = ds.record(i)
         hand = choose_hand(record, read_label_image(record.mask_path))
         width, height = read_image_rgb(record.image_path).shape[1::-1]
-        items.append((record.image_path, labelled_box(hand.kp2d_px, hand.visible, width,
-                                                      height), hand.side))
+        box = visible_keypoint_box(hand.kp2d_px, hand.visible, width, height)
+        items.append((record.image_path, box, hand.side))
     return items
 
 
@@ -113,8 +104,8 @@ def hgcnn_items(realdata: Path) -> list[tuple[Path, np.ndarray | None, str]]:
         record = ds.record(i)
         hand = record.hands[0]
         width, height = read_image_rgb(record.image_path).shape[1::-1]
-        items.append((record.image_path, labelled_box(hand.kp2d_px, hand.visible, width,
-                                                      height), "left"))
+        box = visible_keypoint_box(hand.kp2d_px, hand.visible, width, height)
+        items.append((record.image_path, box, "left"))
     return items
 
 

@@ -96,6 +96,16 @@ def points_box_xywh(points_px: np.ndarray) -> np.ndarray:
     return np.array([lo[0] + 0.5, lo[1] + 0.5, hi[0] - lo[0], hi[1] - lo[1]])
 
 
+def visible_keypoint_box(kp2d_px: np.ndarray, visible: np.ndarray, width: int, height: int
+                         ) -> np.ndarray | None:  # fmt: skip
+    """(4,) box of the visible labelled keypoints inside a ``width`` x ``height`` image (the
+    hand box the benchmarks give the model), or None when there is none."""
+    kp = np.asarray(kp2d_px)
+    inside = (np.asarray(visible, bool) & (kp[:, 0] >= 0) & (kp[:, 0] < width)
+              & (kp[:, 1] >= 0) & (kp[:, 1] < height))  # fmt: skip
+    return points_box_xywh(kp[inside]) if inside.any() else None
+
+
 def crop_affine(image_wh: tuple[int, int], box_xywh: Sequence[float] | None, side: str,
                 crop_factor: float, size: int) -> np.ndarray:  # fmt: skip
     """(3, 3) affine from the original image to the model input.
