@@ -4,11 +4,10 @@ PyTorch.
 The file takes ``image`` (B, 3, S, S) RGB in [0, 1] (normalisation inside, as in torch) with
 a dynamic batch axis and returns ``heatmaps`` (B, J, S/4, S/4) and ``mask_logits``
 (B, 1, S/4, S/4) of the last stack, plus, for a model with a flow head, ``log_likelihood``
-(B,) and ``loglik_map`` (B, h, w), and for a model with the residual flow head
+(B,) and ``loglik_map`` (B, h, w), for a model with the residual flow head
 ``residual_log_sigma`` (B, J), and, given the checkpoint's side probe, ``probe_features``
 (B, D): the pooled backbone features the probe reads, so that the file decides left from
-right as the torch model does (the probe itself goes into the metadata). The MANO head is
-not exported. FrEIA's AllInOneBlock traces
+right as the torch model does. The MANO head is not exported. FrEIA's AllInOneBlock traces
 with the TorchScript-based exporter (``torch.onnx.export(dynamo=False)``; the dynamo exporter
 needs onnxscript, which is not a dependency). Should a head ever fail to trace, the export
 leaves it out, keeps the rest and says why (`ExportReport.note`).
@@ -53,12 +52,11 @@ from models.runtime import (
 from utils.side_probe import FeatureTap, SideProbe
 
 DEFAULT_OPSET = 17
-# Tolerances of the check against PyTorch: heatmaps and mask logits absolute; the
-# log-likelihoods relative to their largest magnitude in the batch (each is a float32 sum of
-# many terms that partly cancel, C per pixel of the map and C x h x w, e.g. 65,536 for the
-# default model, per image: it is only good to ~1e-7 of the terms' magnitude, so a small
-# pixel of the map can differ by more than 1e-4 of itself); the residual head's log sigma
-# and the side probe's pooled features are absolute.
+# Tolerances of the check against PyTorch: heatmaps, mask logits, the residual head's log
+# sigma and the side probe's pooled features absolute; the log-likelihoods relative to their
+# largest magnitude in the batch. Those are float32 sums of terms that partly cancel (C per
+# pixel of the map, C x h x w per image: 65,536 for the default model), good to about 1e-7
+# of the terms' size, so a small pixel of the map can be off by more than 1e-4 of itself.
 ABS_TOLERANCE = 1e-4
 REL_TOLERANCE = 1e-4
 ONNX_INSTALL_HINT = "onnx is not installed: pip install -r requirements-onnx.txt"
