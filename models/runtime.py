@@ -226,13 +226,16 @@ class OnnxBackend:
         self.has_flow = "log_likelihood" in names
         self.has_residual = ONNX_RESIDUAL_OUTPUT in names
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        # The features of the side probe exported with the model (layer and grid as stored),
-        # or none: `Predictor.from_onnx` reads the probe itself from the same metadata.
+        # The side probe exported with the model (its stored dict, which
+        # `Predictor.from_onnx` turns into the probe) and the layer and grid of the features
+        # the file outputs for it; None without one.
+        self.side_probe_entry: dict | None = None
         self.probe_layer = self.probe_grid = None
         if ONNX_PROBE_OUTPUT in names:
             try:
-                probe = json.loads(self.metadata[ONNX_META_SIDE_PROBE])
-                self.probe_layer, self.probe_grid = str(probe["layer"]), int(probe["grid"])
+                self.side_probe_entry = json.loads(self.metadata[ONNX_META_SIDE_PROBE])
+                self.probe_layer = str(self.side_probe_entry["layer"])
+                self.probe_grid = int(self.side_probe_entry["grid"])
             except (KeyError, TypeError, ValueError) as e:
                 raise BackendError(f"{self.path}: output {ONNX_PROBE_OUTPUT!r} without a "
                                    f"readable '{ONNX_META_SIDE_PROBE}' metadata entry "

@@ -49,7 +49,6 @@ from models.runtime import (
     ONNX_META_CALIBRATION,
     ONNX_META_DATA,
     ONNX_META_MODEL,
-    ONNX_META_SIDE_PROBE,
     Backend,
     BackendError,
     OnnxBackend,
@@ -425,10 +424,8 @@ class Predictor:
         except (KeyError, TypeError, ValueError) as e:
             raise PredictorError(f"{path}: missing or bad '{ONNX_META_MODEL}' metadata ({e}); "
                                  "export it with `python run.py --export_onnx`") from e
-        side_probe = None
-        if backend.probe_layer is not None:
-            side_probe = SideProbe.from_dict(json.loads(meta[ONNX_META_SIDE_PROBE]),
-                                             f"ONNX file {path}", cfg.channels)
+        side_probe = SideProbe.from_dict(backend.side_probe_entry, f"ONNX file {path}",
+                                         cfg.channels)
         if crop_factor is None:
             crop_factor = float(data_config.get("crop_factor", DEFAULT_CROP_FACTOR))
         return cls(backend, cfg, crop_factor=crop_factor, calibration=calibration,
