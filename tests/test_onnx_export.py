@@ -30,10 +30,11 @@ from models.runtime import (  # noqa: E402
     TorchBackend,
 )
 from tests.fake_backends import image_with_squares  # noqa: E402
+from tests.test_side_probe import _probe_for  # noqa: E402
 from training.checkpoint import BEST_NAME, CHECKPOINT_VERSION, save_checkpoint  # noqa: E402
 from utils.confidence import Calibration, PlattMap  # noqa: E402
 from utils.predictor import Predictor  # noqa: E402
-from utils.side_probe import FEATURE_LAYERS, SideProbe, num_features  # noqa: E402
+from utils.side_probe import FEATURE_LAYERS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -185,16 +186,9 @@ def test_bad_onnx_files_name_the_file(tmp_path: Path, capsys) -> None:
     assert str(bad) in capsys.readouterr().err
 
 
-def _probe_for(model: torch.nn.Module, layer: str = "stack0_hourglass", grid: int = 2
-               ) -> SideProbe:  # fmt: skip
-    rng = np.random.default_rng(3)
-    return SideProbe(layer=layer, grid=grid, bias=0.1,
-                     weight=rng.normal(size=num_features(layer, grid, model.cfg.channels)))
-
-
 def test_the_side_probe_travels_in_the_file_and_decides_as_in_torch(
         small_model, tmp_path: Path) -> None:  # fmt: skip
-    probe = _probe_for(small_model)
+    probe = _probe_for(small_model.cfg, seed=3)
     path = tmp_path / "probe.onnx"
     report = export_onnx(small_model, path, side_probe=probe)
     assert report.outputs[-1] == "probe_features" and report.within_tolerance()
@@ -226,7 +220,8 @@ def test_probe_features_without_their_metadata_name_the_file(small_model,
     import onnx
 
     path = tmp_path / "probe.onnx"
-    export_onnx(small_model, path, side_probe=_probe_for(small_model), check_batches=())
+    export_onnx(small_model, path, side_probe=_probe_for(small_model.cfg, seed=3),
+                check_batches=())
     proto = onnx.load(str(path))
     kept = [e for e in proto.metadata_props if e.key != ONNX_META_SIDE_PROBE]
     del proto.metadata_props[:]
