@@ -56,6 +56,7 @@ __all__ = [
     "MixedDataset", "RHDReader", "STBReader", "build_dataset", "build_datasets",
     "crop_to_original", "dataset_root", "COCOReader", "HGCNNRealReader", "REGISTRY",
     "DatasetSpec", "ReaderOptions", "WeightedMixture", "register_dataset", "dataset_spec",
+    "split_by_source",
 ]  # fmt: skip
 
 # The synthetic generator renders in OpenCV's convention already (pixel centres at integers).
@@ -108,8 +109,28 @@ class ConcatReader:
         return int(self._starts[-1])
 
     def record(self, index: int) -> FrameRecord:
-        part = int(np.searchsorted(self._starts, index, side="right")) - 1
+        part = int(self.part_of(np.array([index]))[0])
         return self.readers[part].record(index - int(self._starts[part]))
+
+    def part_of(self, indices: np.ndarray) -> np.ndarray:
+        """The position of the reader that holds each record index."""
+        return np.searchsorted(self._starts, np.asarray(indices), side="right") - 1
+
+
+def split_by_source(dataset: HandDataset) -> list[HandDataset]:
+    """One dataset per reader of a combined dataset (several ``--coco_json`` files), in order.
+
+    The parts keep the combined dataset's records, so its train/val split: a combined
+    reader's split keys depend on each reader's position, and splitting the built dataset
+    (rather than building each file alone) keeps them. A dataset of one reader is its own
+    only part.
+    """
+    reader = dataset.reader
+    if not isinstance(reader, ConcatReader):
+        return [dataset]
+    part = reader.part_of(dataset.indices)
+    return [dataset.subset(dataset.indices[part == p], sub.name)
+            for p, sub in enumerate(reader.readers)]
 
 
 def _rhd_reader(name: str, offset: float) -> Callable[..., Any]:

@@ -39,6 +39,7 @@ All keypoint arrays are in the canonical 21-joint order of `utils.joints`.
 
 from __future__ import annotations
 
+import copy
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -240,6 +241,9 @@ class HandDataset(Dataset):
         aug: augmentation ranges (used when ``train_aug``).
         codec: heatmap codec (default: ``HeatmapCodec.for_input_size(crop.out_size)``); the
             mask target has its heatmap size.
+
+    Attributes:
+        name: the reader's name (a `subset` has its own), as logs and mixtures show it.
     """
 
     def __init__(self, reader: Reader, indices: Sequence[int] | np.ndarray | None = None, *,
@@ -254,6 +258,7 @@ class HandDataset(Dataset):
         self.aug = aug or AugmentConfig()
         self.codec = codec or HeatmapCodec.for_input_size(self.crop.out_size)
         self.epoch = 0
+        self.name = reader.name
         self._stream = zlib.crc32(reader.name.encode())
 
     def __len__(self) -> int:
@@ -266,6 +271,20 @@ class HandDataset(Dataset):
     def record(self, index: int) -> FrameRecord:
         """The reader record behind sample ``index``."""
         return self.reader.record(int(self.indices[index]))
+
+    def subset(self, indices: Sequence[int] | np.ndarray, name: str) -> HandDataset:
+        """The same dataset over other reader records, named ``name``.
+
+        Args:
+            indices: reader record indices (the reader's, not this dataset's).
+            name: the subset's name, which also seeds its augmentation stream, so that two
+                subsets of one reader draw different augmentations for the same index.
+        """
+        out = copy.copy(self)
+        out.indices = np.asarray(indices, dtype=np.int64)
+        out.name = name
+        out._stream = zlib.crc32(name.encode())
+        return out
 
     def rng(self, index: int) -> np.random.Generator:
         """The augmentation generator of sample ``index`` in the current epoch."""

@@ -20,8 +20,8 @@ from datasets import (
     WeightedMixture,
     build_dataset,
 )
-from training.config import config_from_args
-from training.trainer import run_training
+from training.config import config_from_args, validate_config
+from training.trainer import build_split, model_config_from, run_training
 from utils.joints import FINGER_JOINTS
 
 
@@ -184,6 +184,40 @@ def test_weighted_mixture_shares_and_determinism(tmp_path: Path) -> None:
         WeightedMixture([a, b], [0.0, 0.0])
     with pytest.raises(ValueError, match="one weight per dataset"):
         WeightedMixture([a, b], [1.0])
+
+
+def _image_paths(parts) -> set[str]:
+    return {str(ds.record(i).image_path) for ds in parts for i in range(len(ds))}
+
+
+def test_coco_weights_divide_the_coco_share_and_keep_the_split(tmp_path: Path) -> None:
+    a, b = write_coco(tmp_path / "a", 24, size=64), write_coco(tmp_path / "b", 16, size=64, seed=1)
+    argv = ["--datasets", "coco", "--coco_json", str(a), str(b), "--dataset_weights", "1",
+            "--epoch_size", "40", "--val_fraction", "0.25", "--data_root", str(tmp_path),
+            "--preset", "small", "--device", "cpu"]  # fmt: skip
+    plain = config_from_args(argv)
+    weighted = config_from_args([*argv, "--coco_weights", "3", "1"])
+    mcfg = model_config_from(plain)
+    mix = build_split(weighted, mcfg, "train")
+    # The same training records as without the weights (the combined reader's split), each
+    # file's in its own part.
+    records = _image_paths(build_split(plain, mcfg, "train").datasets)
+    assert _image_paths(mix.datasets) == records
+    for part, folder in zip(mix.datasets, (tmp_path / "a", tmp_path / "b"), strict=True):
+        assert _image_paths([part]) == {r for r in records if Path(r).parents[1] == folder}
+    assert mix.counts.tolist() == [30, 10]
+    names = [mix[i]["dataset"] for i in range(len(mix))]
+    assert names.count("coco/a") == 30 and names.count("coco/b") == 10
+    # The two files draw different augmentations for their samples of the same index.
+    assert mix.datasets[0].rng(0).uniform() != mix.datasets[1].rng(0).uniform()
+    for extra, message in ((["--coco_weights", "1"], "one weight per --coco_json"),
+                           (["--coco_weights", "1", "-1"], "finite, >= 0"),
+                           (["--coco_weights", "0", "0"], "not all 0")):
+        with pytest.raises(ValueError, match=message):
+            validate_config(config_from_args([*argv, *extra]))
+    unweighted = [x for x in argv if x not in ("--dataset_weights", "1")]
+    with pytest.raises(ValueError, match="divides the 'coco' entry"):
+        validate_config(config_from_args([*unweighted, "--coco_weights", "1", "1"]))
 
 
 def test_registered_dataset_trains_and_evaluates(tmp_path: Path) -> None:

@@ -74,6 +74,11 @@ class TrainConfig:
     coco_json: list[str] | None = field(
         default=None, metadata=_opt("COCO keypoint files for dataset 'coco'")
     )
+    # One sampling weight per --coco_json entry: coco's --dataset_weights share is divided
+    # among its files in these proportions (None: in proportion to their sizes).
+    coco_weights: list[float] | None = field(
+        default=None, metadata=_opt("sampling weight per --coco_json entry")
+    )
     # 'pseudo': the sources (sub-folders of <data_root>/pseudo) to read; None: all.
     pseudo_sources: list[str] | None = field(
         default=None, metadata=_opt("pseudo-label sources to use (default: all)")
@@ -572,6 +577,7 @@ def validate_config(cfg: TrainConfig) -> None:
     if cfg.dataset_weights is not None and len(cfg.dataset_weights) != len(cfg.datasets):
         raise ValueError(f"--dataset_weights needs one weight per --datasets entry "
                          f"({len(cfg.datasets)}), got {cfg.dataset_weights}")
+    check_coco_weights(cfg)
     if not 0.0 < cfg.val_fraction < 1.0:
         raise ValueError(f"--val_fraction must be in (0, 1), got {cfg.val_fraction}")
     for name in ("train_batch", "test_batch", "epochs"):
@@ -594,6 +600,22 @@ def validate_config(cfg: TrainConfig) -> None:
     check_option_ranges(cfg)
     check_mano_options(cfg)
     check_init_weights(cfg)
+
+
+def check_coco_weights(cfg: TrainConfig) -> None:
+    """--coco_weights: one weight per --coco_json entry, within a weighted mixture."""
+    if cfg.coco_weights is None:
+        return
+    if cfg.dataset_weights is None or "coco" not in cfg.datasets:
+        raise ValueError("--coco_weights divides the 'coco' entry's --dataset_weights share: "
+                         "give --datasets with coco and --dataset_weights")
+    if len(cfg.coco_weights) != len(cfg.coco_json or ()):
+        raise ValueError(f"--coco_weights needs one weight per --coco_json entry "
+                         f"({len(cfg.coco_json or ())}), got {cfg.coco_weights}")
+    weights = cfg.coco_weights
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"--coco_weights must be finite, >= 0 and not all 0, got "
+                         f"{cfg.coco_weights}")
 
 
 def check_init_weights(cfg: TrainConfig) -> None:

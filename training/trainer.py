@@ -31,7 +31,7 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from datasets import ReaderOptions, WeightedMixture, build_datasets, dataset_root
+from datasets import ReaderOptions, WeightedMixture, build_datasets, dataset_root, split_by_source
 from datasets.synthetic import generate
 from datasets.transforms import AugmentConfig
 from models import HandFlowCriterion, HandFlowNet, ModelConfig, build_model, set_memory_format
@@ -346,10 +346,30 @@ def build_split(cfg: TrainConfig, mcfg: ModelConfig, split: str) -> Dataset:
         aug=augment_config(cfg),
         options=reader_options(cfg),
     )
-    if weighted and cfg.epoch_size is not None:
+    if weighted and cfg.coco_weights is not None:
+        parts, weights = mixture_by_source(dataset.datasets, cfg)
+        dataset = WeightedMixture(parts, weights, cfg.epoch_size, seed=cfg.seed)
+    elif weighted and cfg.epoch_size is not None:
         dataset = WeightedMixture(dataset.datasets, cfg.dataset_weights, cfg.epoch_size,
                                   seed=cfg.seed)
+    if isinstance(dataset, WeightedMixture):
+        logger.info("training samples per epoch: %s", ", ".join(
+            f"{part.name} {count}" for part, count in zip(dataset.datasets,
+                                                                 dataset.counts, strict=True)))
     return dataset
+
+
+def mixture_by_source(parts: Sequence[Dataset], cfg: TrainConfig
+                      ) -> tuple[list[Dataset], list[float]]:  # fmt: skip
+    """The mixture's members and weights with 'coco' split into its files (--coco_weights):
+    the coco entry's --dataset_weights share divided in the files' proportions."""
+    index = cfg.datasets.index("coco")
+    sources = split_by_source(parts[index])
+    share = cfg.dataset_weights[index] / sum(cfg.coco_weights)
+    members = [*parts[:index], *sources, *parts[index + 1:]]
+    weights = [*cfg.dataset_weights[:index], *(w * share for w in cfg.coco_weights),
+               *cfg.dataset_weights[index + 1:]]
+    return members, weights
 
 
 def _loader_options(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
