@@ -43,8 +43,10 @@ def test_the_probe_fits_a_separable_toy_problem() -> None:
     assert weight[0] > 5 * np.abs(weight[1:]).max()
     fit = fit_side_probe(_toy_pairs(200, 0), _toy_pairs(100, 1), layer="stem", grid=1,
                          c_grid=(0.01, 1.0))  # fmt: skip
-    assert set(fit.by_c) == {0.01, 1.0}
-    assert fit.probe.metrics["val_pair"] == fit.by_c[fit.probe.c]["val_pair"] > 0.97
+    assert set(fit.by_setting) == {("crop", 0.01), ("crop", 1.0), ("pair", 0.01), ("pair", 1.0)}
+    chosen = fit.by_setting[(fit.probe.objective, fit.probe.c)]
+    assert fit.probe.metrics == chosen
+    assert chosen["val_pair"] == max(row["val_pair"] for row in fit.by_setting.values()) > 0.97
     with pytest.raises(ValueError, match="both classes"):
         fit_logistic(x, np.ones(400, bool), c=1.0)
 
@@ -56,6 +58,29 @@ def test_pool_grid_keeps_the_left_right_layout() -> None:
     np.testing.assert_allclose(pooled, [[1.0, 0.0, 1.0, 0.0]])
     np.testing.assert_allclose(pool_grid(torch.flip(features, dims=[-1]), 2).numpy(),
                                [[0.0, 1.0, 0.0, 1.0]])
+
+
+def test_the_pair_objective_scores_a_crop_against_its_mirror() -> None:
+    """A 'pair' probe is fitted on feature differences: no bias, and its decision and stated
+    confidence for (crop, mirror) are exactly the reverse of those for (mirror, crop)."""
+    train, val = _toy_pairs(200, 0), _toy_pairs(100, 1)
+    # A large offset shared by a crop and its mirror, varying from pair to pair: it cancels in
+    # the pair's difference, which the 'pair' objective fits on.
+    offset = np.random.default_rng(2).normal(0.0, 5.0, size=(200, 1)) * np.eye(5)[1]
+    train = (train[0] + offset, train[1] + offset)
+    fit = fit_side_probe(train, val, layer="stem", grid=1, c_grid=(1.0,), objectives=("pair",))
+    probe = fit.probe
+    assert probe.objective == "pair" and probe.bias == 0.0
+    assert probe.metrics["val_pair"] > 0.97 and "val_single" not in probe.metrics
+    forward = probe.log_odds(val[0]) - probe.log_odds(val[1])
+    np.testing.assert_allclose(probe.log_odds(val[1]) - probe.log_odds(val[0]), -forward)
+    restored = SideProbe.from_dict(probe.to_dict(), "x.pth", 5)
+    assert restored.objective == "pair"
+    bad = {**probe.to_dict(), "objective": "triplet"}
+    with pytest.raises(SideProbeError, match="x.pth: side probe objective 'triplet'"):
+        SideProbe.from_dict(bad, "x.pth", 5)
+    with pytest.raises(ValueError, match="objectives must be among"):
+        fit_side_probe(train, val, layer="stem", grid=1, objectives=("triplet",))
 
 
 def _probe_for(cfg: ModelConfig, seed: int = 0, layer: str = "stack0_hourglass",

@@ -178,11 +178,14 @@ def run(args: argparse.Namespace) -> int:
                          c_grid=args.c_grid, fitted_on=fitted_on)  # fmt: skip
     probe = fit.probe
     print(f"side probe: {args.layer} features on a {args.grid}x{args.grid} grid "
-          f"({probe.num_features} features), L2-regularised logistic regression")
-    for c, row in fit.by_c.items():
-        mark = "  <- chosen" if c == probe.c else ""
-        print(f"  C={c:g}: train {100 * row['train_pair']:.1f} %, val {100 * row['val_pair']:.1f} %"
-              f" (crop vs mirror; single crops {100 * row['val_single']:.1f} % val){mark}")
+          f"({probe.num_features} features), L2-regularised logistic regression; crop vs "
+          "mirror accuracy")
+    for (objective, c), row in fit.by_setting.items():
+        mark = "  <- chosen" if (objective, c) == (probe.objective, probe.c) else ""
+        single = (f" (single crops {100 * row['val_single']:.1f} % val)"
+                  if "val_single" in row else "")
+        print(f"  {objective:<4} C={c:g}: train {100 * row['train_pair']:.1f} %, val "
+              f"{100 * row['val_pair']:.1f} %{single}{mark}")
     if args.realdata.is_dir():
         predictor = Predictor(backend, model.cfg, crop_factor=split_kwargs["crop_factor"],
                               side_probe=probe)

@@ -17,13 +17,18 @@ joint and mask branches concatenated, 2 x channels) on a 2 x 2 grid.
 Fit (`fit_side_probe`): every training crop prepared the way the Predictor prepares it (a
 left hand mirrored) is a positive and its mirror a negative. The features are standardised
 and an L2-regularised logistic regression (penalty ``1 / (2 C N) |w|^2`` on the standardised
-weights, bias free) is minimised with L-BFGS; C is chosen on the validation crops. The
-standardisation is folded into the stored weights, so the probe is one dot product.
+weights, bias free) is minimised with L-BFGS. Two objectives (`OBJECTIVES`) are fitted:
+'crop' scores each crop on its own (the formula above), 'pair' scores the difference of a
+crop's and its mirror's features, P(crop, not its mirror, is the expected one) =
+sigmoid(weight . (f(crop) - f(mirror))), which is exactly how the Predictor decides and
+states its side confidence (bias 0 by symmetry). The objective and C with the best pair
+accuracy on the validation crops are kept. The standardisation is folded into the stored
+weights, so the probe is one dot product.
 
 Stored as plain lists and floats in the checkpoint (``ckpt['side_probe'] =
 SideProbe.to_dict()``), readable with ``torch.load(weights_only=True)``. Fitted by
 ``training/fit_side_probe.py``; used by `utils.predictor.Predictor` as the side score
-'side_probe' (torch backend only: an ONNX export carries no backbone features).
+'side_probe' (an ONNX export carries the probe and outputs the features it reads).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ SIDE_PROBE_VERSION = 1
 DEFAULT_LAYER = "stack0_hourglass"
 DEFAULT_GRID = 2
 DEFAULT_C_GRID = (0.01, 0.1, 1.0)
+# 'crop': each crop scored alone; 'pair': a crop against its mirror (see the module docstring).
+OBJECTIVES = ("crop", "pair")
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,8 @@ class SideProbe:
         weight: (D,) weights on the raw pooled features (standardisation folded in).
         bias: offset.
         c: the chosen inverse L2 strength.
+        objective: how it was fitted (`OBJECTIVES`); a 'pair' probe's log-odds mean
+            something only as a difference between a crop and its mirror.
         metrics: accuracies measured when it was fitted (train/val, for the record).
         fitted_on: what it was fitted on (files, split, counts), for the record.
     """
@@ -187,6 +196,7 @@ class SideProbe:
     weight: np.ndarray
     bias: float
     c: float = 1.0
+    objective: str = "crop"
     metrics: dict[str, Any] = field(default_factory=dict)
     fitted_on: dict[str, Any] = field(default_factory=dict)
 
@@ -206,7 +216,8 @@ class SideProbe:
         """Plain types only (lists and floats): `torch.load(weights_only=True)` reads it."""
         return {"version": SIDE_PROBE_VERSION, "method": "logistic", "layer": self.layer,
                 "grid": int(self.grid), "weight": [float(v) for v in self.weight],
-                "bias": float(self.bias), "c": float(self.c), "metrics": dict(self.metrics),
+                "bias": float(self.bias), "c": float(self.c), "objective": self.objective,
+                "metrics": dict(self.metrics),
                 "fitted_on": dict(self.fitted_on)}  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
@@ -237,6 +248,7 @@ class SideProbe:
             probe = cls(layer=str(data["layer"]), grid=int(data["grid"]),
                         weight=np.asarray(data["weight"], np.float64).reshape(-1),
                         bias=float(data["bias"]), c=float(data.get("c", 1.0)),
+                        objective=str(data.get("objective", "crop")),
                         metrics=dict(data.get("metrics") or {}),
                         fitted_on=dict(data.get("fitted_on") or {}))  # fmt: skip
         except (KeyError, TypeError, ValueError) as e:
@@ -245,6 +257,9 @@ class SideProbe:
         if probe.layer not in FEATURE_LAYERS:
             raise SideProbeError(f"{where}: side probe layer {probe.layer!r} is unknown; known: "
                                  f"{sorted(FEATURE_LAYERS)}")
+        if probe.objective not in OBJECTIVES:
+            raise SideProbeError(f"{where}: side probe objective {probe.objective!r} is unknown; "
+                                 f"known: {list(OBJECTIVES)}")
         if probe.grid < 1:
             raise SideProbeError(f"{where}: side probe grid must be >= 1, got {probe.grid}")
         expected = num_features(probe.layer, probe.grid, channels)
@@ -264,53 +279,69 @@ class ProbeFit:
     """What `fit_side_probe` returns: the probe and the accuracy at every C tried.
 
     Attributes:
-        probe: the probe at the chosen C.
-        by_c: C -> {'train_pair': ..., 'val_pair': ..., 'val_single': ...}.
+        probe: the probe at the chosen objective and C.
+        by_setting: (objective, C) -> {'train_pair': ..., 'val_pair': ...}, plus
+            'train_single' and 'val_single' (single crops on the right side of 0) for 'crop'.
     """
 
     probe: SideProbe
-    by_c: dict[float, dict[str, float]]
+    by_setting: dict[tuple[str, float], dict[str, float]]
 
 
-def _labelled(expected: np.ndarray, mirror: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x = np.concatenate([expected, mirror])
+def _labelled(expected: np.ndarray, mirror: np.ndarray, objective: str
+              ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    if objective == "pair":
+        diff = expected - mirror
+        x = np.concatenate([diff, -diff])
+    else:
+        x = np.concatenate([expected, mirror])
     return x, np.r_[np.ones(len(expected), bool), np.zeros(len(mirror), bool)]
 
 
 def fit_side_probe(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
                    layer: str, grid: int, c_grid: Sequence[float] = DEFAULT_C_GRID,
+                   objectives: Sequence[str] = OBJECTIVES,
                    fitted_on: Mapping[str, Any] | None = None) -> ProbeFit:  # fmt: skip
-    """Fit the probe at every C of ``c_grid`` and keep the best on the validation crops.
+    """Fit the probe for every objective and C and keep the best on the validation crops.
 
     Args:
         train: ((N, D) features of the crops as prepared, (N, D) of their mirrors).
         val: the same for the validation crops.
         layer, grid: how the features were pooled (stored with the probe).
-        c_grid: inverse L2 strengths tried; the best validation pair accuracy wins, ties go
-            to the smaller C (the stronger penalty).
+        c_grid: inverse L2 strengths tried.
+        objectives: the `OBJECTIVES` tried. The best validation pair accuracy wins; ties go
+            to the earlier objective, then to the smaller C (the stronger penalty).
         fitted_on: stored with the probe.
 
     Returns:
         A `ProbeFit`.
     """
-    x, y = _labelled(*train)
-    results: dict[float, dict[str, float]] = {}
-    best: tuple[float, float, SideProbe] | None = None
-    for c in sorted(float(v) for v in c_grid):
-        weight, bias = fit_logistic(x, y, c)
-        probe = SideProbe(layer=layer, grid=grid, weight=weight, bias=bias, c=c)
-        tr = [probe.log_odds(f) for f in train]
-        va = [probe.log_odds(f) for f in val]
-        row = {"train_pair": pair_accuracy(*tr), "val_pair": pair_accuracy(*va),
-               "train_single": float(((tr[0] > 0).mean() + (tr[1] < 0).mean()) / 2),
-               "val_single": float(((va[0] > 0).mean() + (va[1] < 0).mean()) / 2)}  # fmt: skip
-        results[c] = row
-        if best is None or row["val_pair"] > best[0]:
-            best = (row["val_pair"], c, probe)
-    probe = best[2]
-    probe.metrics = dict(results[probe.c])
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown or not objectives:
+        raise ValueError(f"objectives must be among {list(OBJECTIVES)}, got {list(objectives)}")
+    results: dict[tuple[str, float], dict[str, float]] = {}
+    best: tuple[float, SideProbe] | None = None
+    for objective in objectives:
+        x, y = _labelled(*train, objective)
+        for c in sorted(float(v) for v in c_grid):
+            weight, bias = fit_logistic(x, y, c)
+            # A pair probe is antisymmetric: its fitted bias is 0 up to rounding.
+            probe = SideProbe(layer=layer, grid=grid, weight=weight,
+                              bias=bias if objective == "crop" else 0.0, c=c,
+                              objective=objective)  # fmt: skip
+            tr = [probe.log_odds(f) for f in train]
+            va = [probe.log_odds(f) for f in val]
+            row = {"train_pair": pair_accuracy(*tr), "val_pair": pair_accuracy(*va)}
+            if objective == "crop":
+                row["train_single"] = float(((tr[0] > 0).mean() + (tr[1] < 0).mean()) / 2)
+                row["val_single"] = float(((va[0] > 0).mean() + (va[1] < 0).mean()) / 2)
+            results[(objective, c)] = row
+            if best is None or row["val_pair"] > best[0]:
+                best = (row["val_pair"], probe)
+    probe = best[1]
+    probe.metrics = dict(results[(probe.objective, probe.c)])
     probe.fitted_on = dict(fitted_on or {})
-    return ProbeFit(probe=probe, by_c=results)
+    return ProbeFit(probe=probe, by_setting=results)
 
 
 __all__ = [
@@ -318,6 +349,7 @@ __all__ = [
     "DEFAULT_LAYER",
     "FEATURE_LAYERS",
     "FeatureTap",
+    "OBJECTIVES",
     "ProbeFit",
     "SideProbe",
     "SideProbeError",
