@@ -353,9 +353,9 @@ def build_split(cfg: TrainConfig, mcfg: ModelConfig, split: str) -> Dataset:
         dataset = WeightedMixture(dataset.datasets, cfg.dataset_weights, cfg.epoch_size,
                                   seed=cfg.seed)
     if isinstance(dataset, WeightedMixture):
-        logger.info("training samples per epoch: %s", ", ".join(
-            f"{part.name} {count}" for part, count in zip(dataset.datasets,
-                                                                 dataset.counts, strict=True)))
+        shares = zip(dataset.datasets, dataset.counts, strict=True)
+        logger.info("training samples per epoch: %s",
+                    ", ".join(f"{part.name} {count}" for part, count in shares))
     return dataset
 
 
