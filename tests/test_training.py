@@ -26,7 +26,13 @@ from training.checkpoint import (
     snapshot_name,
 )
 from training.config import TrainConfig, config_from_args, validate_config
-from training.engine import EpochProgress, TrainingDivergedError, train_one_epoch
+from training.engine import (
+    EpochProgress,
+    TrainingDivergedError,
+    native_bf16,
+    resolve_precision,
+    train_one_epoch,
+)
 from training.train_seednet_fastflow import main
 from training.trainer import model_config_from, warn_compat_flags
 from utils.crop import crop_to_original
@@ -190,6 +196,22 @@ def test_time_budget_stops_with_validation_and_checkpoint(data_root: Path, tmp_p
     ckpt = load_checkpoint(out / LAST_NAME)
     assert (ckpt["epoch"], ckpt["step"]) == (0, 0)
     assert (out / BEST_NAME).is_file()
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_precision_auto_is_bf16_only_where_native(data_root: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  native: bool) -> None:  # fmt: skip
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    cpu = torch.device("cpu")
+    assert native_bf16(cpu) is native
+    assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    out = tmp_path / "ckp"
+    main(tiny_args(data_root, out, "--precision", "auto", "--time_budget_min", "0.0001"))
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["train"]["precision"] == ("bf16" if native else "fp32")
 
 
 def _pck(output_heatmaps: torch.Tensor, batch: dict, codec: HeatmapCodec) -> float:

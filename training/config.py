@@ -33,7 +33,7 @@ from models.config import FLOW_INPUTS
 PRESETS = ("default", "small", "real")
 # --mano_model values other than a path.
 MANO_CHOICES = ("off", "auto", "synthetic")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 LR_SCHEDULES = ("step", "cosine")
 
 
@@ -228,7 +228,8 @@ class TrainConfig:
     # Mixed precision (CUDA only; ignored with a warning on CPU).
     amp: bool = field(default=False, metadata=_opt("mixed precision on CUDA"))
     # bf16 autocast of the network's forward pass (weights, losses and the flow stay
-    # float32); on CPUs with AVX512-BF16/AMX it is several times faster.
+    # float32); on CPUs with AVX512-BF16/AMX it is several times faster, on others several
+    # times slower. 'auto': bf16 where the device computes it natively (engine.native_bf16).
     precision: str = field(default="fp32", metadata=_opt("forward precision",
                                                          choices=PRECISIONS))
     # 'step' (StepLR, the ancestor's) or 'cosine' (per epoch down to 1 % over --epochs).
@@ -311,7 +312,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         "workers": 1,
     },
     # The shipped real-photo model (README, model card): pseudo-labelled photos mixed with
-    # synthetic frames, tight crops, strong augmentation, bf16 on CPU.
+    # synthetic frames, tight crops, strong augmentation, bf16 where it is native.
     "real": {
         "train_batch": 32,
         "test_batch": 64,
@@ -324,7 +325,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         "scale_jitter": 0.25,
         "center_jitter": 0.1,
         "occlusion_prob": 0.3,
-        "precision": "bf16",
+        "precision": "auto",
         "threads": 2,
         "workers": 1,
     },

@@ -133,6 +133,24 @@ def describe_frames(batch: Mapping[str, Any]) -> str:
     return ", ".join(f"{n}:{i}" for n, i in zip(names, ids, strict=False))
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively: a CPU with AVX512-BF16 or AMX, or a CUDA GPU
+    with bf16 units. Elsewhere bf16 is emulated: on an AVX2-only Zen 3 the real preset's
+    bf16 training step ran 8x slower than float32 (README, *Speed*)."""
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """--precision -> 'fp32' or 'bf16'; 'auto' is bf16 where `device` computes it natively."""
+    if name != "auto":
+        return name
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 def forward_autocast(device: torch.device, amp: bool, bf16: bool) -> torch.autocast:
     """The autocast context of the forward pass: CUDA AMP (float16), bf16, or none."""
     if bf16:

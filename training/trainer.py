@@ -87,6 +87,7 @@ from training.engine import (
     EpochResult,
     TrainingDivergedError,
     evaluate,
+    resolve_precision,
     train_one_epoch,
 )
 from training.lock import RunLock
@@ -636,7 +637,11 @@ def _run(
     cfg: TrainConfig, info: DistInfo, device: torch.device, hooks: RunHooks, start: float
 ) -> TrainResult:
     """This process's part of the run: seed, then evaluate a file or set up, restore, fit."""
-    cfg = dataclasses.replace(cfg, device=str(device))
+    precision = resolve_precision(cfg.precision, device)
+    if cfg.precision == "auto" and info.is_main:
+        logger.info("--precision auto: %s on %s (%s)", precision, device,
+                    "native bf16" if precision == "bf16" else "no native bf16")  # fmt: skip
+    cfg = dataclasses.replace(cfg, device=str(device), precision=precision)
     warn_compat_flags(cfg, device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
