@@ -25,7 +25,7 @@ from utils.checkpoint_io import BEST_NAME
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("hands_subhi", "ti1k", "rhd_train", "sign_digits")
 AUGMENT = ["--crop_factor", "1.5", "--rotation_deg", "60", "--scale_jitter", "0.25",
-           "--center_jitter", "0.1", "--occlusion_prob", "0.3", "--precision", "bf16"]
+           "--center_jitter", "0.1", "--occlusion_prob", "0.3", "--precision", "auto"]
 
 
 def runs() -> dict[str, tuple[str, ...]]:
