@@ -227,7 +227,10 @@ def test_an_evaluation_and_a_photo_run_give_the_same_keypoints(synth_test):
         side = "left" if sample["flipped"] else "right"
         hand = predictor.predict_affines(image, [affine], [side], [np.zeros(4)])[0]
         np.testing.assert_allclose(hand.kp2d_px, evaluated.kp2d_px, atol=0.05)
-        np.testing.assert_allclose(hand.scores, evaluated.scores, atol=1e-4)
+        # The two crops can differ by one grey level (on an AVX2 Zen 3 in one pixel of 49,152;
+        # the sample's affine comes back in float32), which moved one joint's peak of this
+        # random network by 1.8e-4.
+        np.testing.assert_allclose(hand.scores, evaluated.scores, atol=1e-3)
         assert hand.log_likelihood == pytest.approx(evaluated.log_likelihood, rel=1e-4)
 
 
