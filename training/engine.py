@@ -136,7 +136,7 @@ def describe_frames(batch: Mapping[str, Any]) -> str:
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bf16 natively: a CPU with AVX512-BF16 or AMX, or a CUDA GPU
     with bf16 units. Elsewhere bf16 is emulated: on an AVX2-only Zen 3 the real preset's
-    bf16 training step ran 8x slower than float32 (README, *Speed*)."""
+    bf16 training step ran 8x slower than float32 (README, *Models*, its figures)."""
     if device.type == "cpu":
         return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     if device.type == "cuda":
