@@ -212,6 +212,10 @@ def test_precision_auto_is_bf16_only_where_native(data_root: Path, tmp_path: Pat
     main(tiny_args(data_root, out, "--precision", "auto", "--time_budget_min", "0.0001"))
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["train"]["precision"] == ("bf16" if native else "fp32")
+    if not native:
+        with pytest.warns(UserWarning, match="without native bf16"):
+            main(tiny_args(data_root, tmp_path / "bf16", "--precision", "bf16",
+                           "--time_budget_min", "0.0001"))  # fmt: skip
 
 
 def _pck(output_heatmaps: torch.Tensor, batch: dict, codec: HeatmapCodec) -> float:

@@ -87,6 +87,7 @@ from training.engine import (
     EpochResult,
     TrainingDivergedError,
     evaluate,
+    native_bf16,
     resolve_precision,
     train_one_epoch,
 )
@@ -641,6 +642,13 @@ def _run(
     if cfg.precision == "auto" and info.is_main:
         logger.info("--precision auto: %s on %s (%s)", precision, device,
                     "native bf16" if precision == "bf16" else "no native bf16")  # fmt: skip
+    elif cfg.precision == "bf16" and info.is_main and not native_bf16(device):
+        warnings.warn(
+            f"--precision bf16 on {device} without native bf16 (no AVX512-BF16/AMX on a CPU): "
+            f"expect it several times slower than fp32; --precision auto picks fp32 here",
+            UserWarning,
+            stacklevel=2,
+        )
     cfg = dataclasses.replace(cfg, device=str(device), precision=precision)
     warn_compat_flags(cfg, device)
     if cfg.threads is not None:
