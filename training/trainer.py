@@ -263,7 +263,8 @@ def loss_weights(cfg: TrainConfig, mcfg: ModelConfig) -> dict[str, float]:
 
 
 def warn_compat_flags(cfg: TrainConfig, device: torch.device) -> None:
-    """The ancestor flags that are accepted but have no effect this round, and AMP on CPU."""
+    """The ancestor flags that are accepted but have no effect this round, AMP on CPU, and
+    bf16 where it is emulated."""
     extra = [m for m in cfg.net_modules if m != "seed"]
     if extra:
         warnings.warn(
@@ -281,6 +282,13 @@ def warn_compat_flags(cfg: TrainConfig, device: torch.device) -> None:
     if cfg.amp and device.type != "cuda":
         warnings.warn(
             f"--amp is for CUDA only; training in float32 on {device.type}",
+            UserWarning,
+            stacklevel=2,
+        )
+    if cfg.precision == "bf16" and not native_bf16(device):
+        warnings.warn(
+            f"--precision bf16 on {device} without native bf16 (no AVX512-BF16/AMX on a CPU): "
+            f"expect it several times slower than fp32; --precision auto picks fp32 here",
             UserWarning,
             stacklevel=2,
         )
@@ -642,13 +650,6 @@ def _run(
     if cfg.precision == "auto" and info.is_main:
         logger.info("--precision auto: %s on %s (%s)", precision, device,
                     "native bf16" if precision == "bf16" else "no native bf16")  # fmt: skip
-    elif cfg.precision == "bf16" and info.is_main and not native_bf16(device):
-        warnings.warn(
-            f"--precision bf16 on {device} without native bf16 (no AVX512-BF16/AMX on a CPU): "
-            f"expect it several times slower than fp32; --precision auto picks fp32 here",
-            UserWarning,
-            stacklevel=2,
-        )
     cfg = dataclasses.replace(cfg, device=str(device), precision=precision)
     warn_compat_flags(cfg, device)
     if cfg.threads is not None:
