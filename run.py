@@ -58,6 +58,7 @@ def run_export(args: argparse.Namespace, model: torch.nn.Module, info: Checkpoin
     print(f"exporting {info.checkpoint} to {path}", flush=True)
     report = export_onnx(model.cpu(), path, data_config=info.data_config,
                          calibration=info.calibration, side_probe=info.side_probe,
+                         presence_probe=info.presence_probe,
                          source=str(info.checkpoint))
     print(report.summary())
     return 0

@@ -41,6 +41,7 @@ from models.runtime import (
     ONNX_META_CALIBRATION,
     ONNX_META_DATA,
     ONNX_META_MODEL,
+    ONNX_META_PRESENCE_PROBE,
     ONNX_META_SIDE_PROBE,
     ONNX_META_SOURCE,
     ONNX_OUTPUTS,
@@ -49,6 +50,7 @@ from models.runtime import (
     OnnxBackend,
     TorchBackend,
 )
+from utils.presence_probe import PresenceProbe
 from utils.side_probe import FeatureTap, SideProbe
 
 DEFAULT_OPSET = 17
@@ -212,7 +214,8 @@ def compare_backends(model: nn.Module, path: Path, batch_sizes: tuple[int, ...] 
 
 def export_onnx(model: nn.Module, path: Path | str, *, data_config: Mapping[str, Any] | None = None,
                 calibration: Mapping[str, Any] | None = None, source: str | None = None,
-                side_probe: SideProbe | None = None, opset: int = DEFAULT_OPSET,
+                side_probe: SideProbe | None = None,
+                presence_probe: PresenceProbe | None = None, opset: int = DEFAULT_OPSET,
                 with_flow: bool = True, with_residual: bool = True,
                 check_batches: tuple[int, ...] = (1, 3)) -> ExportReport:  # fmt: skip
     """Write ``model`` as ONNX and check it against PyTorch with onnxruntime.
@@ -225,6 +228,8 @@ def export_onnx(model: nn.Module, path: Path | str, *, data_config: Mapping[str,
         source: the checkpoint file, stored as metadata.
         side_probe: the checkpoint's side probe (`CheckpointInfo.side_probe`): its features
             become the output ``probe_features`` and the probe is stored as metadata.
+        presence_probe: the checkpoint's presence probe (`CheckpointInfo.presence_probe`),
+            likewise; with a side probe too, both must read the same features.
         opset: ONNX opset.
         with_flow: include the flow head's outputs when the model has one.
         with_residual: include the residual flow head's output when the model has one.
@@ -259,7 +264,13 @@ def export_onnx(model: nn.Module, path: Path | str, *, data_config: Mapping[str,
                                       (False, False)) if f or not flow_required]
     errors: list[str] = []
     start = time.perf_counter()
-    tap = None if side_probe is None else FeatureTap(model, side_probe.layer, side_probe.grid)
+    probes = [p for p in (side_probe, presence_probe) if p is not None]
+    if len({(p.layer, p.grid) for p in probes}) > 1:
+        raise OnnxExportError(
+            f"the side probe reads {side_probe.layer} on a {side_probe.grid}x{side_probe.grid} "
+            f"grid, the presence probe {presence_probe.layer} on a {presence_probe.grid}x"
+            f"{presence_probe.grid} grid: the file outputs one set of features; refit one")
+    tap = FeatureTap(model, probes[0].layer, probes[0].grid) if probes else None
     try:
         with torch.no_grad():
             for with_f, with_r in dict.fromkeys(candidates):
@@ -289,6 +300,8 @@ def export_onnx(model: nn.Module, path: Path | str, *, data_config: Mapping[str,
         ONNX_META_CALIBRATION: json.dumps(calibration),
         ONNX_META_SOURCE: source or "",
         ONNX_META_SIDE_PROBE: json.dumps(None if side_probe is None else side_probe.to_dict()),
+        ONNX_META_PRESENCE_PROBE: json.dumps(None if presence_probe is None
+                                             else presence_probe.to_dict()),
     })  # fmt: skip
     report = ExportReport(path=path, outputs=wrapper.output_names,
                           flow_exported=wrapper.with_flow,

@@ -33,6 +33,7 @@ from utils.checkpoint_io import (
     read_checkpoint_file,
     strip_module_prefix,
 )
+from utils.presence_probe import PresenceProbe
 from utils.side_probe import SideProbe, SideProbeError
 
 KIND_2DHANDFLOW = "2dhandflow"
@@ -53,6 +54,8 @@ class CheckpointInfo:
         calibration: the stored calibration (`utils.confidence.Calibration.to_dict`), or None.
         side_probe: the stored left/right probe (`utils.side_probe.SideProbe`, checked against
             the model's feature size), or None.
+        presence_probe: the stored hand/no-hand probe (`utils.presence_probe.PresenceProbe`,
+            checked likewise), or None.
     """
 
     checkpoint: Path
@@ -62,6 +65,7 @@ class CheckpointInfo:
     epoch: int | None = None
     calibration: dict[str, Any] | None = None
     side_probe: SideProbe | None = None
+    presence_probe: PresenceProbe | None = None
 
     @property
     def is_bihand(self) -> bool:
@@ -70,8 +74,8 @@ class CheckpointInfo:
 
     def to_dict(self) -> dict[str, Any]:
         """The entries of run.py's metrics.json (plain types); BiHand's files have no epoch,
-        data config or calibration entries; 'side_probe' (its summary, no weights) only when
-        the checkpoint has one."""
+        data config or calibration entries; 'side_probe' and 'presence_probe' (their
+        summaries, no weights) only when the checkpoint has them."""
         entries: dict[str, Any] = {"checkpoint": str(self.checkpoint), "kind": self.kind}
         if not self.is_bihand:
             entries["epoch"] = self.epoch
@@ -81,6 +85,8 @@ class CheckpointInfo:
             entries["calibration"] = self.calibration
         if self.side_probe is not None:
             entries["side_probe"] = self.side_probe.summary()
+        if self.presence_probe is not None:
+            entries["presence_probe"] = self.presence_probe.summary()
         return entries
 
 
@@ -179,14 +185,16 @@ def load_model(path: str | Path, device: str | torch.device | None = None
         model = build_model(cfg)
         load_weights(model, ckpt["model"], path)
         data = ckpt["config"].get("data")
+        where = f"checkpoint {path}"
         try:
-            probe = SideProbe.from_dict(ckpt.get("side_probe"), f"checkpoint {path}", cfg.channels)
+            side = SideProbe.from_dict(ckpt.get("side_probe"), where, cfg.channels)
+            presence = PresenceProbe.from_dict(ckpt.get("presence_probe"), where, cfg.channels)
         except SideProbeError as e:
             raise CheckpointError(str(e)) from e
         info = CheckpointInfo(checkpoint=path, kind=KIND_2DHANDFLOW, model_config=cfg,
                               data_config=data,
                               epoch=ckpt.get("epoch"), calibration=ckpt.get("calibration"),
-                              side_probe=probe)
+                              side_probe=side, presence_probe=presence)
     if device is not None:
         model = model.to(device)
     return model, info

@@ -28,8 +28,10 @@ ONNX_META_MODEL = "handflow.model_config"
 ONNX_META_DATA = "handflow.data_config"
 ONNX_META_CALIBRATION = "handflow.calibration"
 ONNX_META_SOURCE = "handflow.source_checkpoint"
-# The checkpoint's side probe (`SideProbe.to_dict()`), when the file outputs its features.
+# The checkpoint's side probe (`SideProbe.to_dict()`) and presence probe
+# (`PresenceProbe.to_dict()`), when the file outputs the features they read ("null" without).
 ONNX_META_SIDE_PROBE = "handflow.side_probe"
+ONNX_META_PRESENCE_PROBE = "handflow.presence_probe"
 ONNX_INPUT = "image"
 ONNX_OUTPUTS = ("heatmaps", "mask_logits", "log_likelihood", "loglik_map")
 # The residual flow head's output, after the others when the model has the head.
@@ -226,20 +228,25 @@ class OnnxBackend:
         self.has_flow = "log_likelihood" in names
         self.has_residual = ONNX_RESIDUAL_OUTPUT in names
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        # The side probe exported with the model (its stored dict, which
-        # `Predictor.from_onnx` turns into the probe) and the layer and grid of the features
-        # the file outputs for it; None without one.
+        # The probes exported with the model (their stored dicts, which
+        # `Predictor.from_onnx` turns into probes) and the layer and grid of the features
+        # the file outputs for them; None without them. Files written before the presence
+        # probe have no entry for it.
         self.side_probe_entry: dict | None = None
+        self.presence_probe_entry: dict | None = None
         self.probe_layer = self.probe_grid = None
         if ONNX_PROBE_OUTPUT in names:
             try:
                 self.side_probe_entry = json.loads(self.metadata[ONNX_META_SIDE_PROBE])
-                self.probe_layer = str(self.side_probe_entry["layer"])
-                self.probe_grid = int(self.side_probe_entry["grid"])
+                self.presence_probe_entry = json.loads(
+                    self.metadata.get(ONNX_META_PRESENCE_PROBE, "null"))
+                entry = self.side_probe_entry or self.presence_probe_entry
+                self.probe_layer = str(entry["layer"])
+                self.probe_grid = int(entry["grid"])
             except (KeyError, TypeError, ValueError) as e:
                 raise BackendError(f"{self.path}: output {ONNX_PROBE_OUTPUT!r} without a "
-                                   f"readable '{ONNX_META_SIDE_PROBE}' metadata entry "
-                                   f"({e})") from e
+                                   f"readable '{ONNX_META_SIDE_PROBE}' or "
+                                   f"'{ONNX_META_PRESENCE_PROBE}' metadata entry ({e})") from e
 
     def __call__(self, images: np.ndarray, K: torch.Tensor | None = None,
                  with_mano: bool = True) -> RawOutput:  # fmt: skip

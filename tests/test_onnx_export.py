@@ -21,7 +21,7 @@ pytest.importorskip("onnxruntime", reason="the ONNX extra is not installed: pip 
 import run  # noqa: E402
 from models import ModelConfig, build_model, prepare_for_inference  # noqa: E402
 from models import export_onnx as export_module  # noqa: E402
-from models.export_onnx import ABS_TOLERANCE, REL_TOLERANCE, export_onnx  # noqa: E402
+from models.export_onnx import ABS_TOLERANCE, REL_TOLERANCE, OnnxExportError, export_onnx  # noqa: E402
 from models.runtime import (  # noqa: E402
     ONNX_META_SIDE_PROBE,
     BackendError,
@@ -229,6 +229,32 @@ def test_probe_features_without_their_metadata_name_the_file(small_model,
     onnx.save(proto, str(path))
     with pytest.raises(BackendError, match=f"{path}.*probe_features.*{ONNX_META_SIDE_PROBE}"):
         OnnxBackend(path)
+
+
+def test_the_presence_probe_travels_in_the_file_alone_or_with_the_side_probe(
+        small_model, tmp_path: Path) -> None:  # fmt: skip
+    from tests.test_presence_probe import _presence_for
+
+    presence = _presence_for(small_model.cfg, bias=0.3)
+    side = _probe_for(small_model.cfg, seed=3)
+    image = image_with_squares([(40, 50, 60, 60)])
+    torch_pred = Predictor.from_model(small_model, {"crop_factor": 2.0}, side_probe=side,
+                                      presence_probe=presence)  # fmt: skip
+    (expected,) = torch_pred.predict(image, [(40, 50, 60, 60)], "right")
+    for name, kwargs in (("alone", {}), ("both", {"side_probe": side})):
+        path = tmp_path / f"{name}.onnx"
+        report = export_onnx(small_model, path, presence_probe=presence, **kwargs)
+        assert report.outputs[-1] == "probe_features" and report.within_tolerance()
+        onnx_pred = Predictor.from_onnx(path)
+        assert onnx_pred.hand_score == "presence_probe"
+        assert (onnx_pred.side_probe is None) == (name == "alone")
+        np.testing.assert_allclose(onnx_pred.presence_probe.weight, presence.weight)
+        (got,) = onnx_pred.predict(image, [(40, 50, 60, 60)], "right")
+        assert got.presence_probe == pytest.approx(expected.presence_probe, abs=1e-4)
+    other = _probe_for(small_model.cfg, seed=3, grid=1)
+    with pytest.raises(OnnxExportError, match="one set of features"):
+        export_onnx(small_model, tmp_path / "mixed.onnx", side_probe=other,
+                    presence_probe=presence, check_batches=())  # fmt: skip
 
 
 def test_a_file_without_the_probe_offers_no_side_probe(exported: Path) -> None:

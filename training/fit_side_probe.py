@@ -32,13 +32,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-import datasets  # noqa: E402
-from datasets.base import choose_hand  # noqa: E402
-from models import load_model, prepare_for_inference, resolve_checkpoint  # noqa: E402
 from models.runtime import TorchBackend  # noqa: E402
-from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
-from utils.image_io import DatasetLayoutError, read_image_rgb, read_label_image  # noqa: E402
-from utils.predictor import Predictor, choose_side, visible_keypoint_box  # noqa: E402
+from training.probe_data import (  # noqa: E402
+    FitError,
+    hgcnn_items,
+    probe_setup,
+    rhd_items,
+    run_cli,
+    store_probe,
+)
+from utils.image_io import read_image_rgb  # noqa: E402
+from utils.predictor import Predictor, choose_side  # noqa: E402
 from utils.progress import progress_bar  # noqa: E402
 from utils.side_probe import (  # noqa: E402
     DEFAULT_C_GRID,
@@ -47,12 +51,6 @@ from utils.side_probe import (  # noqa: E402
     FEATURE_LAYERS,
     fit_side_probe,
 )
-
-RHD_FRAMES = range(136)
-
-
-class FitError(Exception):
-    """A user-facing problem, printed as one line."""
 
 
 def crop_features(backend: TorchBackend, dataset: Any, batch_size: int, desc: str
@@ -82,31 +80,6 @@ def side_accuracy(predictor: Predictor, items: list[tuple[Path, np.ndarray, str]
         for name in correct:
             correct[name] += choose_side(right.score(name), left.score(name), name)[0] == side
     return {name: votes / len(items) for name, votes in correct.items()}
-
-
-def rhd_items(realdata: Path) -> list[tuple[Path, np.ndarray | None, str]]:
-    ds = datasets.build_dataset("rhd", realdata, "test", train_aug=False,
-                                frame_ids=RHD_FRAMES, cache_dir=False)  # fmt: skip
-    items = []
-    for i in range(len(ds)):
-        record = ds.record(i)
-        hand = choose_hand(record, read_label_image(record.mask_path))
-        width, height = read_image_rgb(record.image_path).shape[1::-1]
-        box = visible_keypoint_box(hand.kp2d_px, hand.visible, width, height)
-        items.append((record.image_path, box, hand.side))
-    return items
-
-
-def hgcnn_items(realdata: Path) -> list[tuple[Path, np.ndarray | None, str]]:
-    ds = datasets.build_dataset("hgcnn_real", realdata, "test", train_aug=False)
-    items = []
-    for i in range(len(ds)):
-        record = ds.record(i)
-        hand = record.hands[0]
-        width, height = read_image_rgb(record.image_path).shape[1::-1]
-        box = visible_keypoint_box(hand.kp2d_px, hand.visible, width, height)
-        items.append((record.image_path, box, "left"))
-    return items
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -141,39 +114,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    path = resolve_checkpoint(args.checkpoint)
-    model, info = load_model(path)
-    if info.is_bihand:
-        raise FitError(f"{path} is BiHand's SeedNet format: the probe is stored in a "
-                       "2DHandFlow checkpoint")
-    ckpt = load_checkpoint(path)
-    train_cfg = ckpt["config"].get("train") or {}
-    coco_json = args.coco_json or train_cfg.get("coco_json")
-    if not coco_json:
-        raise FitError(f"{path} names no training coco_json: pass --coco_json FILE [FILE ...]")
-    data_cfg = info.data_config or {}
-    model = prepare_for_inference(model.to(torch.device(args.device)))
-    backend = TorchBackend(model, args.layer, args.grid)
-    split_kwargs = {"train_aug": False, "input_size": model.cfg.input_size,
-                    "sigma": data_cfg.get("sigma", 2.0),
-                    "crop_factor": data_cfg.get("crop_factor", 2.0),
-                    "val_fraction": train_cfg.get("val_fraction", 0.05),
-                    "split_seed": train_cfg.get("split_seed", 0),
-                    "options": datasets.ReaderOptions(coco_json=tuple(coco_json))}  # fmt: skip
+    setup = probe_setup(args.checkpoint, args.coco_json, args.data_root, args.layer, args.grid,
+                        args.device)  # fmt: skip
+    presence = setup.info.presence_probe
+    if presence is not None and (presence.layer, presence.grid) != (args.layer, args.grid):
+        raise FitError(f"{setup.path} has a presence probe on {presence.layer} "
+                       f"{presence.grid}x{presence.grid}; both probes read one set of features: "
+                       f"pass --layer {presence.layer} --grid {presence.grid}")
     features = {}
     for split in ("train", "val"):
-        try:
-            dataset = datasets.build_dataset("coco", args.data_root, split, **split_kwargs)
-        except DatasetLayoutError as e:
-            raise FitError(str(e)) from e
-        if len(dataset) == 0:
-            raise FitError(f"the {split} split of {', '.join(coco_json)} is empty")
-        print(f"{split}: {len(dataset)} crops (+ mirrors) of {', '.join(coco_json)}", flush=True)
-        features[split] = crop_features(backend, dataset, args.batch_size, f"{split} crops")
-    fitted_on = {"coco_json": list(coco_json), "split_seed": split_kwargs["split_seed"],
-                 "val_fraction": split_kwargs["val_fraction"],
-                 "crop_factor": split_kwargs["crop_factor"],
-                 "num_train": len(features["train"][0]), "num_val": len(features["val"][0])}
+        dataset = setup.crops(split)
+        print(f"{split}: {len(dataset)} crops (+ mirrors) of {', '.join(setup.coco_json)}",
+              flush=True)  # fmt: skip
+        features[split] = crop_features(setup.backend, dataset, args.batch_size, f"{split} crops")
+    fitted_on = setup.fitted_on(num_train=len(features["train"][0]),
+                                num_val=len(features["val"][0]))  # fmt: skip
     fit = fit_side_probe(features["train"], features["val"], layer=args.layer, grid=args.grid,
                          c_grid=args.c_grid, fitted_on=fitted_on)  # fmt: skip
     probe = fit.probe
@@ -187,8 +142,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {objective:<4} C={c:g}: train {100 * row['train_pair']:.1f} %, val "
               f"{100 * row['val_pair']:.1f} %{single}{mark}")
     if args.realdata.is_dir():
-        predictor = Predictor(backend, model.cfg, crop_factor=split_kwargs["crop_factor"],
-                              side_probe=probe)
+        predictor = Predictor(setup.backend, setup.model.cfg,
+                              crop_factor=setup.split_kwargs["crop_factor"], side_probe=probe)
         for name, items in (("rhd_0_135_labelled_box", rhd_items(args.realdata)),
                             ("hgcnn_real_labelled_box", hgcnn_items(args.realdata))):
             acc = side_accuracy(predictor, items, name)
@@ -197,22 +152,13 @@ def run(args: argparse.Namespace) -> int:
                 f"{k} {100 * v:.1f} %" for k, v in acc.items()))
     else:
         print(f"{args.realdata} not found: RHD and hand-graph-cnn accuracies skipped")
-    if args.dry_run:
-        print("--dry_run: nothing stored")
-        return 0
-    ckpt["side_probe"] = probe.to_dict()
-    save_checkpoint(ckpt, path)
-    print(f"stored the side probe in {path} (run.py now decides left/right with side_probe)")
+    store_probe(setup, "side_probe", probe, args.dry_run,
+                "run.py now decides left/right with side_probe")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (FitError, FileNotFoundError, CheckpointError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(run, parse_args(argv))
 
 
 if __name__ == "__main__":

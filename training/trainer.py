@@ -215,9 +215,9 @@ def init_source(cfg: TrainConfig) -> tuple[HandFlowNet, ModelConfig]:
     if changed:
         warnings.warn(f"--init_weights {info.checkpoint} was trained with other targets "
                       f"(trained, now): {changed}", UserWarning, stacklevel=2)
-    if info.calibration is not None or info.side_probe is not None:
-        logger.info("--init_weights: the calibration and side probe of %s are not carried "
-                    "over (refit them on the new weights)", info.checkpoint)
+    if (info.calibration, info.side_probe, info.presence_probe) != (None, None, None):
+        logger.info("--init_weights: the calibration and probes of %s are not carried over "
+                    "(refit them on the new weights)", info.checkpoint)
     return source, mcfg
 
 

@@ -35,6 +35,7 @@ def build_predictor(args: argparse.Namespace, model: torch.nn.Module | None,
         return Predictor.from_onnx(args.onnx, threads=args.threads, **kwargs)
     return Predictor.from_model(model, None if info is None else info.data_config, calibration,
                                 side_probe=None if info is None else info.side_probe,
+                                presence_probe=None if info is None else info.presence_probe,
                                 mano_fit_steps=args.mano_fit_steps, **kwargs)  # fmt: skip
 
 

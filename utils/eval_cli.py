@@ -172,8 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max_hands", type=int, default=det.max_hands,
                    help="find at most this many hands per image or frame")
     g.add_argument("--hand_score", default=None, choices=PER_IMAGE_SCORES,
-                   help="presence score of a hand (default: hand_present with a calibration, "
-                   "else heatmap_peak_mean)")
+                   help="presence score of a hand (default: presence_probe when the model "
+                   "file has one, fitted by training/fit_presence_probe.py; else hand_present "
+                   "with a calibration; else heatmap_peak_mean)")
     g.add_argument("--min_hand_score", type=float, default=None,
                    help="a hand scoring below this is not reported (default: 0.5 for "
                    "probabilities, 0.3 for heatmap_peak_mean and hand_mask_mean)")

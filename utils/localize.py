@@ -15,8 +15,9 @@
    a re-crop framed on the crop pass's own keypoints (as MediaPipe re-crops from its
    landmarks). The side is decided on the refined crop (the crop and its mirror, whichever
    the model scores higher) unless ``side`` forces it.
-5. Each hand's presence score (`Predictor.hand_score`: the calibrated P(hand present) when
-   the checkpoint has one, else the mean heatmap peak) must reach ``min_hand_score``; the
+5. Each hand's presence score (`Predictor.hand_score`: the presence probe's P(hand) when the
+   checkpoint has that probe, else the calibrated P(hand present) when it has that
+   calibration, else the mean heatmap peak) must reach ``min_hand_score``; the
    hands left are suppressed by overlap of their keypoint boxes (IoU above ``nms_iou``, or
    a box mostly inside a better one's, `NESTED_HAND`) and the best ``max_hands`` kept.
    None left: "no hand found", with the reason in `Detection.note`.
@@ -41,7 +42,7 @@ from utils.predictor import HandPrediction, Predictor, PredictorError, points_bo
 # Presence thresholds used when --min_hand_score is not given, per score. Probabilities get
 # 0.5; the uncalibrated mean heatmap peak / mask mean get 0.3 (a Gaussian target peaks at 1,
 # so a read hand's peaks sit well above it; check it with bench/bench_detect.py).
-DEFAULT_MIN_SCORES = {"hand_present": 0.5, "joint_confidence_mean": 0.5,
+DEFAULT_MIN_SCORES = {"presence_probe": 0.5, "hand_present": 0.5, "joint_confidence_mean": 0.5,
                       "heatmap_peak_mean": 0.3, "hand_mask_mean": 0.3}  # fmt: skip
 
 

@@ -59,6 +59,7 @@ from utils.confidence import Calibration, confidence_note, image_scores
 from utils.crop import as_3x3, crop_matrix, crop_to_original, flip_matrix, warp_image
 from utils.heatmap import HeatmapCodec
 from utils.joints import JOINT_NAMES
+from utils.presence_probe import PresenceProbe
 from utils.side_probe import SideProbe
 
 SIDES = ("left", "right")
@@ -67,7 +68,7 @@ DEFAULT_CROP_FACTOR = 2.0
 DEFAULT_MAX_BATCH = 16
 PER_IMAGE_SCORES = ("flow_loglik", "heatmap_peak_mean", "hand_mask_mean",
                     "joint_confidence_mean", "residual_confidence_mean", "hand_present",
-                    "side_probe")  # fmt: skip
+                    "presence_probe", "side_probe")  # fmt: skip
 # Side scores that are log-odds or log-densities: their difference gives P(side).
 LOG_SCORES = ("flow_loglik", "side_probe")
 
@@ -167,6 +168,8 @@ class HandPrediction:
             otherwise.
         side_probe: the side probe's log-odds that this crop shows the orientation the model
             expects (`utils.side_probe`), or None without a probe.
+        presence_probe: the presence probe's P(a hand is in the crop)
+            (`utils.presence_probe`), or None without that probe.
         residual_confidence: (21,) -log sigma of the residual flow head (sigma: the joint's
             predicted error scale as a fraction of the crop side; higher = more trusted), or
             None without that head.
@@ -190,6 +193,7 @@ class HandPrediction:
     side_score_name: str | None = None
     side_confidence: float | None = None
     side_probe: float | None = None
+    presence_probe: float | None = None
     residual_confidence: np.ndarray | None = None
     error_scale_px: np.ndarray | None = None
     mano: ManoHeadOutput | None = None
@@ -220,6 +224,8 @@ class HandPrediction:
             out["hand_present"] = self.hand_present
         if self.side_probe is not None:
             out["side_probe"] = self.side_probe
+        if self.presence_probe is not None:
+            out["presence_probe"] = self.presence_probe
         return out
 
     def score(self, name: str) -> float:
@@ -252,6 +258,7 @@ class HandPrediction:
             "hand_mask_mean": self.hand_mask_mean,
             "confidence": None if conf is None else np.round(conf, 5).tolist(),
             "hand_present": self.hand_present,
+            "presence_probe": self.presence_probe,
             "confidence_note": confidence_note(conf, self.hand_present),
             "error_scale_px": None if err is None else np.round(err, 3).tolist(),
             "residual_confidence_mean": (None if self.residual_confidence is None
@@ -276,6 +283,7 @@ class CropBatch:
         residual_confidence: (B, J) -log sigma of the residual flow head, or None.
         error_scale_px: (B, J) sigma in original pixels, or None.
         side_probe: (B,) the side probe's log-odds, or None.
+        presence_probe: (B,) the presence probe's P(hand), or None.
     """
 
     raw: RawOutput
@@ -289,6 +297,7 @@ class CropBatch:
     residual_confidence: np.ndarray | None = None
     error_scale_px: np.ndarray | None = None
     side_probe: np.ndarray | None = None
+    presence_probe: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.kp2d_px.shape[0]
@@ -312,6 +321,8 @@ class CropBatch:
             joint_confidence=row(self.joint_confidence),
             hand_present=None if self.hand_present is None else float(self.hand_present[i]),
             side_probe=None if self.side_probe is None else float(self.side_probe[i]),
+            presence_probe=(None if self.presence_probe is None
+                            else float(self.presence_probe[i])),
             residual_confidence=row(self.residual_confidence),
             error_scale_px=row(self.error_scale_px),
             mano=None if raw.mano is None else raw.mano.take(i),
@@ -362,6 +373,9 @@ class Predictor:
             None; the backend must return its features (`TorchBackend` built with its layer
             and grid, as `from_model` does; an ONNX file exported with the probe, as
             `from_onnx` reads it).
+        presence_probe: the checkpoint's hand/no-hand probe
+            (`utils.presence_probe.PresenceProbe`), or None; its features likewise (the same
+            layer and grid as the side probe's when both are given).
     """
 
     backend: Backend
@@ -371,6 +385,7 @@ class Predictor:
     side_score: str | None = None
     max_batch: int = DEFAULT_MAX_BATCH
     side_probe: SideProbe | None = None
+    presence_probe: PresenceProbe | None = None
     codec: HeatmapCodec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -380,40 +395,43 @@ class Predictor:
         if self.max_batch < 1:
             raise PredictorError(f"max_batch must be >= 1, got {self.max_batch}")
         self.codec = HeatmapCodec.for_model(self.cfg)
-        probe = self.side_probe
-        if probe is not None and (getattr(self.backend, "probe_layer", None), getattr(
-                self.backend, "probe_grid", None)) != (probe.layer, probe.grid):  # fmt: skip
-            raise PredictorError(f"the {self.backend.name} backend does not return the side "
-                                 f"probe's features ({probe.layer}, {probe.grid}x{probe.grid} "
-                                 "grid): build the torch backend with them, or export the "
-                                 "ONNX file with the probe")
+        features = (getattr(self.backend, "probe_layer", None),
+                    getattr(self.backend, "probe_grid", None))  # fmt: skip
+        for what, probe in (("side", self.side_probe), ("presence", self.presence_probe)):
+            if probe is not None and features != (probe.layer, probe.grid):
+                raise PredictorError(f"the {self.backend.name} backend does not return the "
+                                     f"{what} probe's features ({probe.layer}, {probe.grid}x"
+                                     f"{probe.grid} grid): build the torch backend with them, "
+                                     "or export the ONNX file with the probe")
         if self.side_score is None:
-            self.side_score = ("side_probe" if probe is not None else "flow_loglik"
+            self.side_score = ("side_probe" if self.side_probe is not None else "flow_loglik"
                                if self.backend.has_flow else "heatmap_peak_mean")  # fmt: skip
         self._check_score(self.side_score, "side score")
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, data_config: Mapping[str, Any] | None = None,
                    calibration: Calibration | None = None, *, crop_factor: float | None = None,
-                   side_probe: SideProbe | None = None, mano_fit_steps: int = 0,
+                   side_probe: SideProbe | None = None,
+                   presence_probe: PresenceProbe | None = None, mano_fit_steps: int = 0,
                    **kwargs: Any) -> Predictor:  # fmt: skip
         """A predictor of a torch HandFlowNet; ``data_config`` is the checkpoint's
         config['data'] (its crop_factor frames the crops unless ``crop_factor`` is given);
-        ``side_probe`` the checkpoint's `CheckpointInfo.side_probe`; ``mano_fit_steps`` the
-        MANO head's test-time fit (`TorchBackend`)."""
+        ``side_probe`` and ``presence_probe`` the checkpoint's (`CheckpointInfo`);
+        ``mano_fit_steps`` the MANO head's test-time fit (`TorchBackend`)."""
         if crop_factor is None:
             crop_factor = float((data_config or {}).get("crop_factor", DEFAULT_CROP_FACTOR))
-        layer, grid = (None, None) if side_probe is None else (side_probe.layer, side_probe.grid)
+        probe = side_probe or presence_probe
+        layer, grid = (None, None) if probe is None else (probe.layer, probe.grid)
         backend = TorchBackend(model, layer, grid, mano_fit_steps=mano_fit_steps)
         return cls(backend, model.cfg, crop_factor=crop_factor, calibration=calibration,
-                   side_probe=side_probe, **kwargs)
+                   side_probe=side_probe, presence_probe=presence_probe, **kwargs)
 
     @classmethod
     def from_onnx(cls, path: Path | str, threads: int | None = None, *,
                   crop_factor: float | None = None, **kwargs: Any) -> Predictor:  # fmt: skip
         """A predictor of an ONNX file written by `models.export_onnx` (its metadata holds
-        the model config, the crop framing, the calibration and the side probe, whose
-        features the file outputs)."""
+        the model config, the crop framing, the calibration and the probes, whose features
+        the file outputs)."""
         backend = OnnxBackend(path, threads=threads)
         meta = backend.metadata
         try:
@@ -424,12 +442,14 @@ class Predictor:
         except (KeyError, TypeError, ValueError) as e:
             raise PredictorError(f"{path}: missing or bad '{ONNX_META_MODEL}' metadata ({e}); "
                                  "export it with `python run.py --export_onnx`") from e
-        side_probe = SideProbe.from_dict(backend.side_probe_entry, f"ONNX file {path}",
-                                         cfg.channels)
+        where = f"ONNX file {path}"
+        side_probe = SideProbe.from_dict(backend.side_probe_entry, where, cfg.channels)
+        presence_probe = PresenceProbe.from_dict(backend.presence_probe_entry, where,
+                                                 cfg.channels)  # fmt: skip
         if crop_factor is None:
             crop_factor = float(data_config.get("crop_factor", DEFAULT_CROP_FACTOR))
         return cls(backend, cfg, crop_factor=crop_factor, calibration=calibration,
-                   side_probe=side_probe, **kwargs)
+                   side_probe=side_probe, presence_probe=presence_probe, **kwargs)
 
     # --- scores ---------------------------------------------------------------------------
 
@@ -445,15 +465,21 @@ class Predictor:
             names.append("residual_confidence_mean")
         if self.calibration is not None and self.calibration.hand_present is not None:
             names.append("hand_present")
+        if self.presence_probe is not None:
+            names.append("presence_probe")
         if self.side_probe is not None:
             names.append("side_probe")
         return tuple(names)
 
     @property
     def hand_score(self) -> str:
-        """The score that says whether a crop shows a hand: the calibrated P(hand present)
-        when the checkpoint has that calibration, else the mean heatmap peak."""
-        return "hand_present" if "hand_present" in self.available_scores else "heatmap_peak_mean"
+        """The score that says whether a crop shows a hand: the presence probe's P(hand)
+        when the checkpoint has that probe, else the calibrated P(hand present) when it has
+        that calibration, else the mean heatmap peak."""
+        for name in ("presence_probe", "hand_present"):
+            if name in self.available_scores:
+                return name
+        return "heatmap_peak_mean"
 
     def _check_score(self, name: str, what: str) -> None:
         if name not in self.available_scores:
@@ -521,6 +547,8 @@ class Predictor:
             batch.hand_present = self.calibration.hand_probability(batch.image_scores())
         if self.side_probe is not None:
             batch.side_probe = self.side_probe.log_odds(raw.probe_features)
+        if self.presence_probe is not None:
+            batch.presence_probe = self.presence_probe.probability(raw.probe_features)
         return batch
 
     def predict_affines(self, image_rgb: np.ndarray, affines: Sequence[np.ndarray],

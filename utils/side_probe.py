@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -176,8 +176,8 @@ def pair_accuracy(log_odds_expected: np.ndarray, log_odds_mirror: np.ndarray) ->
 
 
 @dataclass
-class SideProbe:
-    """P(the crop shows a right hand as the model expects it) = sigmoid(log_odds).
+class LinearProbe:
+    """log_odds = pooled_features @ weight + bias: what the side and presence probes share.
 
     Attributes:
         layer: the pooled feature layer (`FEATURE_LAYERS`).
@@ -185,9 +185,7 @@ class SideProbe:
         weight: (D,) weights on the raw pooled features (standardisation folded in).
         bias: offset.
         c: the chosen inverse L2 strength.
-        objective: how it was fitted (`OBJECTIVES`); a 'pair' probe's log-odds mean
-            something only as a difference between a crop and its mirror.
-        metrics: accuracies measured when it was fitted (train/val, for the record).
+        metrics: figures measured when it was fitted, for the record.
         fitted_on: what it was fitted on (files, split, counts), for the record.
     """
 
@@ -196,19 +194,19 @@ class SideProbe:
     weight: np.ndarray
     bias: float
     c: float = 1.0
-    objective: str = "crop"
     metrics: dict[str, Any] = field(default_factory=dict)
     fitted_on: dict[str, Any] = field(default_factory=dict)
+    what: ClassVar[str] = "probe"  # its name in messages
 
     @property
     def num_features(self) -> int:
         return int(self.weight.size)
 
     def log_odds(self, features: np.ndarray) -> np.ndarray:
-        """(N, D) pooled features -> (N,) log-odds of 'the expected orientation'."""
+        """(N, D) pooled features -> (N,) log-odds."""
         f = np.asarray(features, np.float64)
         if f.ndim != 2 or f.shape[1] != self.num_features:
-            raise SideProbeError(f"side probe expects (N, {self.num_features}) features, got "
+            raise SideProbeError(f"{self.what} expects (N, {self.num_features}) features, got "
                                  f"{f.shape}")
         return f @ self.weight + self.bias
 
@@ -216,8 +214,7 @@ class SideProbe:
         """Plain types only (lists and floats): `torch.load(weights_only=True)` reads it."""
         return {"version": SIDE_PROBE_VERSION, "method": "logistic", "layer": self.layer,
                 "grid": int(self.grid), "weight": [float(v) for v in self.weight],
-                "bias": float(self.bias), "c": float(self.c), "objective": self.objective,
-                "metrics": dict(self.metrics),
+                "bias": float(self.bias), "c": float(self.c), "metrics": dict(self.metrics),
                 "fitted_on": dict(self.fitted_on)}  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
@@ -226,6 +223,22 @@ class SideProbe:
         del out["weight"]
         out["num_features"] = self.num_features
         return out
+
+
+@dataclass
+class SideProbe(LinearProbe):
+    """P(the crop shows a right hand as the model expects it) = sigmoid(log_odds).
+
+    Attributes (besides `LinearProbe`'s):
+        objective: how it was fitted (`OBJECTIVES`); a 'pair' probe's log-odds mean
+            something only as a difference between a crop and its mirror.
+    """
+
+    objective: str = "crop"
+    what: ClassVar[str] = "side probe"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "objective": self.objective}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, where: str, channels: int
@@ -238,40 +251,60 @@ class SideProbe:
         """
         if data is None:
             return None
-        if not isinstance(data, Mapping) or data.get("method") != "logistic":
-            raise SideProbeError(f"{where}: 'side_probe' must be a dict with method "
-                                 f"'logistic', got {type(data).__name__}")
-        if int(data.get("version", 0)) > SIDE_PROBE_VERSION:
-            raise SideProbeError(f"{where}: side probe version {data['version']} is newer than "
-                                 f"this code's {SIDE_PROBE_VERSION}")
-        try:
-            probe = cls(layer=str(data["layer"]), grid=int(data["grid"]),
-                        weight=np.asarray(data["weight"], np.float64).reshape(-1),
-                        bias=float(data["bias"]), c=float(data.get("c", 1.0)),
-                        objective=str(data.get("objective", "crop")),
-                        metrics=dict(data.get("metrics") or {}),
-                        fitted_on=dict(data.get("fitted_on") or {}))  # fmt: skip
-        except (KeyError, TypeError, ValueError) as e:
-            raise SideProbeError(f"{where}: 'side_probe' needs 'layer', 'grid', 'weight' and "
-                                 f"'bias' ({e})") from e
-        if probe.layer not in FEATURE_LAYERS:
-            raise SideProbeError(f"{where}: side probe layer {probe.layer!r} is unknown; known: "
-                                 f"{sorted(FEATURE_LAYERS)}")
-        if probe.objective not in OBJECTIVES:
-            raise SideProbeError(f"{where}: side probe objective {probe.objective!r} is unknown; "
+        fields = read_probe_fields(data, where, channels, cls.what, "training/fit_side_probe.py")
+        objective = str(data.get("objective", "crop"))
+        if objective not in OBJECTIVES:
+            raise SideProbeError(f"{where}: side probe objective {objective!r} is unknown; "
                                  f"known: {list(OBJECTIVES)}")
-        if probe.grid < 1:
-            raise SideProbeError(f"{where}: side probe grid must be >= 1, got {probe.grid}")
-        expected = num_features(probe.layer, probe.grid, channels)
-        if probe.num_features != expected:
-            raise SideProbeError(
-                f"{where}: the side probe has {probe.num_features} weights, but layer "
-                f"{probe.layer!r} pooled on a {probe.grid}x{probe.grid} grid gives {expected} "
-                f"features for this model ({channels} channels): it was fitted on another "
-                "model; refit it with training/fit_side_probe.py")
-        if not (np.isfinite(probe.weight).all() and math.isfinite(probe.bias)):
-            raise SideProbeError(f"{where}: the side probe holds non-finite weights")
-        return probe
+        return cls(**fields, objective=objective)
+
+
+def read_probe_fields(data: Mapping[str, Any], where: str, channels: int, what: str,
+                      script: str) -> dict[str, Any]:  # fmt: skip
+    """The fields every stored logistic probe has, checked for a model of ``channels``:
+    layer, grid, weight, bias, c, metrics, fitted_on.
+
+    Args:
+        data: the stored entry.
+        where: the file it came from (for messages).
+        channels: the model's channels.
+        what: the probe's name in messages ('side probe').
+        script: the command that refits it (named when it belongs to another model).
+
+    Raises:
+        SideProbeError: malformed, newer than this code, or features of the wrong size for
+            this model (the message names ``where``).
+    """
+    if not isinstance(data, Mapping) or data.get("method") != "logistic":
+        raise SideProbeError(f"{where}: the {what} must be a dict with method 'logistic', got "
+                             f"{type(data).__name__}")
+    if int(data.get("version", 0)) > SIDE_PROBE_VERSION:
+        raise SideProbeError(f"{where}: {what} version {data['version']} is newer than this "
+                             f"code's {SIDE_PROBE_VERSION}")
+    try:
+        fields = {"layer": str(data["layer"]), "grid": int(data["grid"]),
+                  "weight": np.asarray(data["weight"], np.float64).reshape(-1),
+                  "bias": float(data["bias"]), "c": float(data.get("c", 1.0)),
+                  "metrics": dict(data.get("metrics") or {}),
+                  "fitted_on": dict(data.get("fitted_on") or {})}  # fmt: skip
+    except (KeyError, TypeError, ValueError) as e:
+        raise SideProbeError(f"{where}: the {what} needs 'layer', 'grid', 'weight' and "
+                             f"'bias' ({e})") from e
+    if fields["layer"] not in FEATURE_LAYERS:
+        raise SideProbeError(f"{where}: {what} layer {fields['layer']!r} is unknown; known: "
+                             f"{sorted(FEATURE_LAYERS)}")
+    if fields["grid"] < 1:
+        raise SideProbeError(f"{where}: {what} grid must be >= 1, got {fields['grid']}")
+    expected = num_features(fields["layer"], fields["grid"], channels)
+    if fields["weight"].size != expected:
+        raise SideProbeError(
+            f"{where}: the {what} has {fields['weight'].size} weights, but layer "
+            f"{fields['layer']!r} pooled on a {fields['grid']}x{fields['grid']} grid gives "
+            f"{expected} features for this model ({channels} channels): it was fitted on "
+            f"another model; refit it with {script}")
+    if not (np.isfinite(fields["weight"]).all() and math.isfinite(fields["bias"])):
+        raise SideProbeError(f"{where}: the {what} holds non-finite weights")
+    return fields
 
 
 @dataclass
@@ -349,6 +382,7 @@ __all__ = [
     "DEFAULT_LAYER",
     "FEATURE_LAYERS",
     "FeatureTap",
+    "LinearProbe",
     "OBJECTIVES",
     "ProbeFit",
     "SideProbe",
@@ -358,4 +392,5 @@ __all__ = [
     "num_features",
     "pair_accuracy",
     "pool_grid",
+    "read_probe_fields",
 ]
