@@ -22,9 +22,12 @@ Protocol (the issue's, side by side with MediaPipe's full pipeline on the same f
 * Left/right accuracy: the side of the found hand against the RHD label, over the found
   hands and over all frames (a miss counts as wrong); per side score (the crop and its
   mirror compared on each score the model offers), to choose run.py's --side_score.
-* The presence threshold: detection rate and hands per frame at thresholds 0-0.8 of the
-  presence score, beside the hands "found" in synthetic backgrounds without a hand
-  (`datasets.negatives`), to choose run.py's --min_hand_score.
+* Hands found per frame, and those of them on no labelled hand of the frame (keypoint-box
+  IoU below --match_iou with every labelled hand's visible joints: false hands, or hands
+  whose joints are all hidden).
+* The presence threshold: detection rate, hands per frame and hands on no labelled hand at
+  thresholds 0-0.8 of the presence score, beside the hands "found" in synthetic backgrounds
+  without a hand (`datasets.negatives`), to choose run.py's --min_hand_score.
 * hand-graph-cnn's real-world photos (`hgcnn_real`, all left hands): detection rate and
   left/right accuracy of the best-scoring found hand, and of the whole photo as the crop.
 * The video path (`utils.demo.run_video`) on a clip panning over `CLIP_PHOTO` (the README's):
@@ -44,6 +47,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,32 +115,57 @@ def side_votes(predictor: Predictor, image: np.ndarray, box_xywh: np.ndarray) ->
 SWEEP = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
-def found_at(det: Detection, box_xywh: np.ndarray | None, threshold: float, config: DetectConfig,
-             min_iou: float) -> tuple[bool, int]:  # fmt: skip
-    """(labelled hand found, hands kept) had the presence threshold been ``threshold``."""
-    hands = [h for h, _ in det.candidates]
-    kept = select_hands(hands, [s for _, s in det.candidates], threshold, config.max_hands,
-                        config.nms_iou)  # fmt: skip
+def unlabelled(hands: list[HandPrediction], labelled_boxes: list[np.ndarray], min_iou: float
+               ) -> int:  # fmt: skip
+    """Found hands whose keypoint box overlaps no labelled hand's box by ``min_iou``."""
+    if not hands:
+        return 0
+    if not labelled_boxes:
+        return len(hands)
+    iou = box_iou(np.stack([h.keypoint_box_xywh for h in hands]), np.stack(labelled_boxes))
+    return int((iou.max(axis=1) < min_iou).sum())
+
+
+@dataclass
+class Scene:
+    """One frame's detection and its labels: the scored hand's box (None: no visible joint)
+    and the boxes of all its labelled hands."""
+
+    det: Detection
+    box_xywh: np.ndarray | None
+    labelled_boxes: list[np.ndarray] = field(default_factory=list)
+
+
+def found_at(scene: Scene, threshold: float, config: DetectConfig, min_iou: float
+             ) -> tuple[bool, int, int]:  # fmt: skip
+    """(labelled hand found, hands kept, kept hands on no labelled hand) had the presence
+    threshold been ``threshold``."""
+    hands = [h for h, _ in scene.det.candidates]
+    kept = select_hands(hands, [s for _, s in scene.det.candidates], threshold,
+                        config.max_hands, config.nms_iou)  # fmt: skip
     chosen = [hands[i] for i in kept]
-    return box_xywh is not None and match(chosen, box_xywh, min_iou) is not None, len(chosen)
+    found = scene.box_xywh is not None and match(chosen, scene.box_xywh, min_iou) is not None
+    return found, len(chosen), unlabelled(chosen, scene.labelled_boxes, min_iou)
 
 
-def threshold_sweep(dets: list[tuple[Detection, np.ndarray | None]], config: DetectConfig,
-                    min_iou: float) -> dict[float, dict[str, float]]:  # fmt: skip
-    """Detection rate and hands per image at each presence threshold of SWEEP."""
+def threshold_sweep(scenes: list[Scene], config: DetectConfig, min_iou: float
+                    ) -> dict[float, dict[str, float]]:  # fmt: skip
+    """Detection rate, hands and hands on no labelled hand per image at each presence
+    threshold of SWEEP."""
     out = {}
     for t in SWEEP:
-        rows = [found_at(det, box, t, config, min_iou) for det, box in dets]
-        out[t] = {"detection_rate": float(np.mean([f for f, _ in rows])),
-                  "hands_per_image": float(np.mean([n for _, n in rows]))}
+        rows = np.array([found_at(scene, t, config, min_iou) for scene in scenes], np.float64)
+        out[t] = {"detection_rate": float(rows[:, 0].mean()),
+                  "hands_per_image": float(rows[:, 1].mean()),
+                  "unlabelled_hands_per_image": float(rows[:, 2].mean())}  # fmt: skip
     return out
 
 
 def score_no_hand(predictor: Predictor, config: DetectConfig, num: int) -> dict[str, Any]:
     """Hands 'found' in synthetic backgrounds without a hand, at each threshold of SWEEP."""
-    dets = [(detect_hands(predictor, render_background_crop(0, i, 320), config), None)
-            for i in range(num)]  # fmt: skip
-    sweep = threshold_sweep(dets, config, 1.0)
+    scenes = [Scene(detect_hands(predictor, render_background_crop(0, i, 320), config), None)
+              for i in range(num)]  # fmt: skip
+    sweep = threshold_sweep(scenes, config, 1.0)
     return {"images": num, "false_hands_per_image": {t: r["hands_per_image"]
                                                      for t, r in sweep.items()}}
 
@@ -150,8 +179,8 @@ def score_rhd(predictor: Predictor, realdata: Path, config: DetectConfig, min_io
     found = side_ok = read_by_candidate = 0
     lost_scores: list[float] = []  # frames lost at selection: the hand's best candidate score
     votes: dict[str, int] = {}
-    num_hands = []
-    dets = []
+    num_hands, num_unlabelled = [], []
+    scenes = []
     start = time.perf_counter()
     for i in range(len(ds)):
         record = ds.record(i)
@@ -161,9 +190,13 @@ def score_rhd(predictor: Predictor, realdata: Path, config: DetectConfig, min_io
         gt, visible = np.asarray(hand.kp2d_px), np.asarray(hand.visible, bool)
         norms.append(float(gt_bbox_size(gt[None], np.array([width, height]), 1.0)[0]))
         box = visible_keypoint_box(gt, visible, width, height)
+        labelled = [b for b in (visible_keypoint_box(np.asarray(h.kp2d_px),
+                                                     np.asarray(h.visible, bool), width, height)
+                                for h in record.hands) if b is not None]  # fmt: skip
         det = detect_hands(predictor, image, config)
-        dets.append((det, box))
+        scenes.append(Scene(det, box, labelled))
         num_hands.append(len(det.hands))
+        num_unlabelled.append(unlabelled(det.hands, labelled, min_iou))
         k = None if box is None else match(det.hands, box, min_iou)
         on_hand = [] if box is None else matching_scores(det.candidates, box, min_iou)
         if on_hand:
@@ -192,8 +225,9 @@ def score_rhd(predictor: Predictor, realdata: Path, config: DetectConfig, min_io
         "lost_at_selection_median_score": float(np.median(lost_scores)) if lost_scores else None,
         "pck_1.0x_labelled_box": crop_pck, "side_accuracy_found": side_ok / max(found, 1),
         "side_accuracy_all": side_ok / n, "mean_hands_found": float(np.mean(num_hands)),
+        "mean_unlabelled_hands_found": float(np.mean(num_unlabelled)),
         "side_accuracy_by_score_labelled_box": {k: v / n for k, v in votes.items()},
-        "threshold_sweep": threshold_sweep(dets, config, min_iou),
+        "threshold_sweep": threshold_sweep(scenes, config, min_iou),
         "seconds": time.perf_counter() - start,
     }  # fmt: skip
 
@@ -267,6 +301,7 @@ def onnx_speed(model: torch.nn.Module, predictor: Predictor, info: CheckpointInf
 
     report = export_onnx(model.cpu(), folder / "model.onnx", data_config=info.data_config,
                          calibration=info.calibration, side_probe=info.side_probe,
+                         presence_probe=info.presence_probe,
                          check_batches=(1, 2))
     onnx_predictor = Predictor.from_onnx(report.path, threads=threads,
                                          crop_factor=predictor.crop_factor)  # fmt: skip
@@ -356,17 +391,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"  PCK@0.2, labelled box + side   {fmt(rhd['pck_1.0x_labelled_box'], None, False)}")
     print(f"  left/right, found hands        {fmt(rhd['side_accuracy_found'], TARGETS['side'])}")
     print(f"  left/right, all frames         {fmt(rhd['side_accuracy_all'], TARGETS['side'])}")
-    print(f"  hands found per frame          {rhd['mean_hands_found']:.2f}")
+    print(f"  hands found per frame          {rhd['mean_hands_found']:.2f} (on no labelled hand: "
+          f"{rhd['mean_unlabelled_hands_found']:.2f})")
     print("  left/right by side score, labelled box: " + ", ".join(
         f"{k} {100 * v:.1f} %" for k, v in rhd["side_accuracy_by_score_labelled_box"].items()))
     nohand = score_no_hand(predictor, config, args.nohand_images)
     results["no_hand"] = nohand
     print(f"  presence threshold sweep ({predictor.hand_score}; hands 'found' in "
           f"{nohand['images']} synthetic backgrounds without a hand):")
-    print("    threshold  detection  hands/frame  false hands/background")
+    print("    threshold  detection  hands/frame  on no labelled hand/frame  "
+          "false hands/background")
     for t, row in rhd["threshold_sweep"].items():
         print(f"    {t:>9.2f}  {100 * row['detection_rate']:>8.1f} %  "
-              f"{row['hands_per_image']:>11.2f}  {nohand['false_hands_per_image'][t]:>22.2f}")
+              f"{row['hands_per_image']:>11.2f}  {row['unlabelled_hands_per_image']:>25.2f}  "
+              f"{nohand['false_hands_per_image'][t]:>22.2f}")
     hg = score_hgcnn(predictor, args.realdata, config, args.match_iou,
                      parse_frame_ids(args.hgcnn_frames))  # fmt: skip
     results["hgcnn_real"] = hg
