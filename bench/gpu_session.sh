@@ -75,6 +75,6 @@ $PY - "$CKP/metrics.jsonl" <<'EOF'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 for r in rows:
-    print(f"epoch {r['epoch']:>2}  step {r['global_step']:>5}  val_auc {r.get('val_auc')}  "
-          f"elapsed {r.get('elapsed_s', 0):.0f} s")
+    print(f"epoch {r['epoch_float']:>6.2f}  step {r['step']:>5}  val_auc {r['val_auc']:.4f}  "
+          f"elapsed {r['elapsed_s']:.0f} s")
 EOF
