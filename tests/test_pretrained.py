@@ -63,6 +63,10 @@ def test_shipped_model_size_and_config() -> None:
     ckpt = load_checkpoint(PRETRAINED)
     assert ckpt["release"] and ckpt["config"]["data"]["crop_factor"] > 0
     assert "coco" in ckpt["config"]["train"]["datasets"]
+    _, info = load_model(PRETRAINED)
+    side, presence = info.side_probe, info.presence_probe
+    assert side is not None and presence is not None  # one feature hook serves both
+    assert (presence.layer, presence.grid) == (side.layer, side.grid)
 
 
 @pytest.mark.skipif(not PRETRAINED.is_file(), reason=f"no shipped model at {PRETRAINED}")
