@@ -144,7 +144,7 @@ def test_the_fit_command_stores_a_probe_the_loader_reads(tmp_path: Path, capsys)
     probe = info.presence_probe
     assert (probe.layer, probe.grid, probe.c) == ("stack0_hourglass", 2, 1.0)
     record = probe.fitted_on
-    assert record["num_train"] + record["num_val"] == 20 and record["mine_every"] == 8
+    assert record["num_train"] + record["num_val"] == 20 and record["mine_every"] == 2
     # 6 synthetic backgrounds, the real patches the tiny images hold, the mined candidates.
     assert 6 < record["num_train_negatives"] - record["mined_train"] <= 12
     with pytest.warns(UserWarning, match="background patches"):

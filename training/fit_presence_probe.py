@@ -12,7 +12,7 @@ patches of the same photos for the fit (seed ``--seed``), and ``--val_negatives`
 for choosing C (seed ``--seed`` + 1). Both seeds differ from run.py's ``--nohand_seed`` (0),
 so its hand-vs-no-hand evaluation scores other crops.
 
-Hard negatives (``--mine_every K``, default 8): the first fit's probe then finds hands
+Hard negatives (``--mine_every K``, default 2): the first fit's probe then finds hands
 (`utils.localize.detect_hands`, every candidate kept, `MINE_CONFIG`) in every K-th training
 photo and in every validation photo; the candidates on no labelled hand of the photo (faces,
 arms, sleeves: what the first fit takes for a hand) become negatives too, and the probe is
@@ -184,7 +184,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the same for choosing C")
     p.add_argument("--seed", type=int, default=11,
                    help="seed of the fit's negatives (the validation ones use seed + 1)")
-    p.add_argument("--mine_every", type=int, default=8,
+    p.add_argument("--mine_every", type=int, default=2,
                    help="mine hard negatives in every K-th training photo (and every "
                    "validation photo) with the first fit, then refit; 0: no mining")
     p.add_argument("--C", dest="c_grid", type=float, nargs="+", default=list(DEFAULT_C_GRID),
