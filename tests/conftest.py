@@ -1,4 +1,5 @@
-"""Shared fixtures: the real samples in ../shared/realdata and a quiet, seeded torch."""
+"""Shared fixtures: the real samples in ../shared/realdata, a few synthetic evaluation frames
+and a quiet, seeded torch."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
+import datasets
+from datasets.synthetic import generate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REALDATA = Path(os.environ.get("HANDFLOW_REALDATA", REPO_ROOT.parent / "shared" / "realdata"))
@@ -31,6 +35,16 @@ def _seed_and_one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def synth_test(tmp_path_factory: pytest.TempPathFactory):
+    """Four easy synthetic evaluation frames at the small preset's 128 input."""
+    root = tmp_path_factory.mktemp("synth")
+    generate(root / "SYNTH", num_train=0, num_test=4, seed=0, difficulty="easy", workers=1,
+             stb=False)  # fmt: skip
+    return datasets.build_dataset("synth", root, "test", train_aug=False, input_size=128,
+                                  heatmap_size=32, cache_dir=False)  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from torch.utils.data import DataLoader, Subset
 
 import datasets
 from datasets.negatives import NoHandDataset
-from datasets.synthetic import generate
 from models import ModelConfig, build_model
 from models.runtime import RawOutput
 from utils import metrics
@@ -151,16 +150,6 @@ def test_evaluate_small_handflow(rhd_real):
 def test_evaluate_rejects_empty_loader():
     with pytest.raises(ValueError, match="no samples"):
         evaluate(_PoolModel(), [])
-
-
-@pytest.fixture(scope="module")
-def synth_test(tmp_path_factory):
-    """Four easy synthetic evaluation frames at the small preset's 128 input."""
-    root = tmp_path_factory.mktemp("synth")
-    generate(root / "SYNTH", num_train=0, num_test=4, seed=0, difficulty="easy", workers=1,
-             stb=False)  # fmt: skip
-    return datasets.build_dataset("synth", root, "test", train_aug=False, input_size=128,
-                                  heatmap_size=32, cache_dir=False)  # fmt: skip
 
 
 def test_sample_map_at_is_bilinear_and_centre_aligned():

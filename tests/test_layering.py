@@ -21,7 +21,7 @@ PACKAGES = ("datasets", "manopth", "models", "training", "utils", "bench", "run"
 GROUND = {
     "atomic", "checkpoint_io", "confidence", "crop", "errors", "geometry", "heatmap",
     "image_header", "image_io", "joints", "jsonio", "mesh_render", "metrics", "metrics3d",
-    "presence_probe", "progress", "safe_pickle", "side_probe", "vis",
+    "presence_probe", "progress", "safe_pickle", "side_probe", "tta", "vis",
 }
 # What each middle package may import besides the ground floor.
 BELOW = {"manopth": set(), "datasets": {"manopth"}, "models": {"datasets", "manopth"}}

@@ -16,6 +16,10 @@ needed. In the centre-aligned convention (pixel centres at integers, heatmap pix
 with no half-pixel shift (`models.runtime.RawOutput.flip_average`). Plain and flip-test
 metrics are both computed (same forward pass for the plain part) and reported separately.
 
+Test-time views (``views``; `utils.tta`): each crop is also read zoomed and turned, warped on
+the device from the batch's crop; the plain metrics' keypoints are the views' median, every
+score still the plain view's. The flip test stays on the plain view.
+
 Confidence (plain pass only; `utils.confidence`): per image the flow's log-likelihood
 (``flow_loglik``), the mean heatmap peak (``heatmap_peak_mean``), the mean hand-mask
 probability (``hand_mask_mean``) and, with a calibration, the mean calibrated joint confidence
@@ -71,6 +75,7 @@ from utils.metrics import (
 )
 from utils.metrics3d import Metrics3DSummary
 from utils.predictor import CropBatch, Predictor
+from utils.tta import TestTimeViews
 
 ACCH_GRID = 64  # heatmap width BiHand's accH threshold (3.2 px) refers to
 # The `utils.metrics.METRICS` entries the training log records, and their metrics.jsonl keys.
@@ -188,6 +193,7 @@ class EvalResult:
         confidence: confidence metrics of the plain pass (None if no image had a scored
             joint).
         calibration: the calibration applied, or None.
+        views: the test-time views merged into ``metrics``, or None (the plain crop).
         mano_metrics: 2D metrics of the MANO head's projected joints (same protocols as
             ``metrics``), or None without a head.
         metrics_3d: 3D metrics of the MANO head's joints, or None (no head, or no sample
@@ -203,6 +209,7 @@ class EvalResult:
     seconds: float = 0.0
     confidence: ConfidenceSummary | None = None
     calibration: Calibration | None = None
+    views: TestTimeViews | None = None
     mano_metrics: MetricsSummary | None = None
     metrics_3d: Metrics3DSummary | None = None
 
@@ -344,6 +351,7 @@ def evaluate(
     calibration: Calibration | None = None,
     confidence_threshold: tuple[str, float] | None = None,
     mano_fit_steps: int = 0,
+    views: TestTimeViews | None = None,
 ) -> EvalResult:
     """Evaluate a HandFlowNet-like model on a loader of collated samples.
 
@@ -367,13 +375,15 @@ def evaluate(
             images scoring at least the value (``EvalResult.confidence.threshold``).
         mano_fit_steps: the MANO head's test-time fit to the heatmap keypoints
             (`models.mano_head.ManoHead.fit`; 0: its regression).
+        views: test-time views of each crop (`utils.tta`), merged into the plain metrics'
+            keypoints; None: the plain crop only. The flip test stays one plain view.
 
     Returns:
         An :class:`EvalResult`.
     """
     cfg = model.cfg
     predictor = Predictor.from_model(model, calibration=calibration,
-                                     mano_fit_steps=mano_fit_steps)  # fmt: skip
+                                     mano_fit_steps=mano_fit_steps, views=views)  # fmt: skip
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -443,6 +453,7 @@ def evaluate(
         seconds=seconds,
         confidence=conf_acc.compute(confidence_threshold) if conf_acc.num_labelled else None,
         calibration=calibration,
+        views=predictor.views,
         mano_metrics=mano_metrics,
         metrics_3d=metrics_3d,
     )

@@ -294,8 +294,9 @@ def propose_boxes(predictor: Predictor, image_rgb: np.ndarray,
     height, width = image_rgb.shape[:2]
     size = predictor.cfg.input_size
     affines = coarse_affines((width, height), size, config.tiles, config.tile_overlap)
-    views = predictor.predict_affines(image_rgb, affines, ["right"] * len(affines),
-                                      [np.array([0.0, 0.0, width, height])] * len(affines))
+    whole = [np.array([0.0, 0.0, width, height])] * len(affines)
+    views = predictor.without_views().predict_affines(image_rgb, affines,
+                                                      ["right"] * len(affines), whole)
     proposals: list[Proposal] = []
     for v, (view, affine) in enumerate(zip(views, affines, strict=True)):
         grid = view.mask_prob.shape[-1]
@@ -332,7 +333,8 @@ def read_hands(predictor: Predictor, image_rgb: np.ndarray, boxes_xywh: Sequence
         return []
     if not refine:
         return predictor.predict(image_rgb, boxes_xywh, side)
-    first = predictor.predict(image_rgb, boxes_xywh, side or "right")
+    # The first pass only frames the re-crop: test-time views are kept for the second.
+    first = predictor.without_views().predict(image_rgb, boxes_xywh, side or "right")
     return predictor.predict(image_rgb, [p.keypoint_box_xywh for p in first], side)
 
 

@@ -23,6 +23,10 @@ training) when it has one and the backend is torch; else the flow log-likelihood
 mean heatmap peak (both near chance on real photos, see the README). The ONNX backend has
 no backbone features, so it never offers 'side_probe' and falls back.
 
+With test-time views (``views``, `utils.tta`) each crop is also read zoomed and turned, and
+each joint is the median of the views' keypoints in original pixels; every score is still
+the plain crop's.
+
 Box convention (``box_xywh``, original pixels): the box's continuous extent is
 ``[x - 0.5, x + w - 0.5]`` x ``[y - 0.5, y + h - 0.5]`` in OpenCV's pixel convention, i.e.
 it covers pixel columns ``x .. x + w - 1`` when the values are integers, and its centre is
@@ -36,7 +40,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +60,19 @@ from models.runtime import (
     TorchBackend,
 )
 from utils.confidence import Calibration, confidence_note, image_scores
-from utils.crop import as_3x3, crop_matrix, crop_to_original, flip_matrix, warp_image
+from utils.crop import (
+    apply_affine,
+    as_3x3,
+    crop_matrix,
+    crop_to_original,
+    flip_matrix,
+    warp_image,
+)
 from utils.heatmap import HeatmapCodec
 from utils.joints import JOINT_NAMES
 from utils.presence_probe import PresenceProbe
 from utils.side_probe import SideProbe
+from utils.tta import TestTimeViews, merge_keypoints, warp_crops
 
 SIDES = ("left", "right")
 DEFAULT_CROP_FACTOR = 2.0
@@ -376,6 +388,9 @@ class Predictor:
         presence_probe: the checkpoint's hand/no-hand probe
             (`utils.presence_probe.PresenceProbe`), or None; its features likewise (the same
             layer and grid as the side probe's when both are given).
+        views: test-time views (`utils.tta`): each crop also read zoomed and turned, the
+            keypoints the median of the views'; every score stays the plain crop's. None:
+            the plain crop only.
     """
 
     backend: Backend
@@ -386,6 +401,7 @@ class Predictor:
     max_batch: int = DEFAULT_MAX_BATCH
     side_probe: SideProbe | None = None
     presence_probe: PresenceProbe | None = None
+    views: TestTimeViews | None = None
     codec: HeatmapCodec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -394,6 +410,8 @@ class Predictor:
                                  f"{self.crop_factor}")
         if self.max_batch < 1:
             raise PredictorError(f"max_batch must be >= 1, got {self.max_batch}")
+        if self.views is not None and len(self.views) == 1:
+            self.views = None
         self.codec = HeatmapCodec.for_model(self.cfg)
         features = (getattr(self.backend, "probe_layer", None),
                     getattr(self.backend, "probe_grid", None))  # fmt: skip
@@ -450,6 +468,11 @@ class Predictor:
             crop_factor = float(data_config.get("crop_factor", DEFAULT_CROP_FACTOR))
         return cls(backend, cfg, crop_factor=crop_factor, calibration=calibration,
                    side_probe=side_probe, presence_probe=presence_probe, **kwargs)
+
+    def without_views(self) -> Predictor:
+        """This predictor on the plain crop only (the same backend; the hand finder's coarse
+        pass, whose mask proposals the views would not change)."""
+        return self if self.views is None else replace(self, views=None)
 
     # --- scores ---------------------------------------------------------------------------
 
@@ -514,8 +537,38 @@ class Predictor:
                 may already be on the model's device).
             affines: (B, 2, 3) or (B, 3, 3) original pixels -> model input of each crop.
             K: (B, 3, 3) the crops' intrinsics for a MANO head (None: weak perspective).
+
+        With `views`, the keypoints are the views' median (`view_batches`, `merge_views`).
         """
-        return self.decode(self.backend(crops, K=K), affines)
+        plain, *others = self.view_batches(crops, affines, K)
+        return self.merge_views(plain, [o.kp2d_px for o in others]) if others else plain
+
+    def view_batches(self, crops: np.ndarray | torch.Tensor, affines: np.ndarray,
+                     K: torch.Tensor | None = None) -> list[CropBatch]:  # fmt: skip
+        """The crops decoded through every view (`run_crops`' arguments), the plain view
+        first; each further view is the crop warped (`utils.tta.warp_crops`) and run without
+        the MANO head, decoded through its own affine."""
+        plain = self.decode(self.backend(crops, K=K), affines)
+        if self.views is None:
+            return [plain]
+        tensor = crops if isinstance(crops, torch.Tensor) else torch.from_numpy(
+            np.ascontiguousarray(crops, dtype=np.float32))
+        batches = [plain]
+        for matrix in self.views.matrices(self.cfg.input_size)[1:]:
+            view = warp_crops(tensor, matrix)
+            raw = self.backend(view if isinstance(crops, torch.Tensor) else view.numpy(),
+                               with_mano=False)
+            batches.append(self.decode(raw, matrix[None] @ as_3x3(affines)))
+        return batches
+
+    @staticmethod
+    def merge_views(plain: CropBatch, others_kp2d_px: Sequence[np.ndarray]) -> CropBatch:
+        """``plain`` with its keypoints the median of its own and the other views' (each
+        (B, J, 2) in original pixels; `utils.tta.merge_keypoints`); its scores stay."""
+        kp2d_px = merge_keypoints([plain.kp2d_px, *others_kp2d_px])
+        kp_model_px = np.stack([apply_affine(a, kp) for a, kp in
+                                zip(plain.affines, kp2d_px, strict=True)])
+        return replace(plain, kp2d_px=kp2d_px, kp_model_px=kp_model_px)
 
     def decode(self, raw: RawOutput, affines: np.ndarray) -> CropBatch:
         """A backend's outputs -> keypoints in original pixels and every score.
@@ -558,6 +611,14 @@ class Predictor:
         if not affines:
             return []
         batch = self.decode(self.forward(image_rgb, affines), np.stack(affines))
+        if self.views is not None:
+            # Each view cropped from the image itself, so a wider view sees what is there;
+            # all views' crops in one pass (chunked by max_batch).
+            matrices = self.views.matrices(self.cfg.input_size)[1:]
+            views = np.concatenate([m @ as_3x3(np.stack(affines)) for m in matrices])
+            kp = self.decode(self.forward(image_rgb, list(views)), views).kp2d_px
+            batch = self.merge_views(batch, list(kp.reshape(len(matrices), len(affines),
+                                                           *kp.shape[1:])))
         return [batch.hand(i, sides[i], boxes_xywh[i]) for i in range(len(batch))]
 
     def predict(self, image_rgb: np.ndarray, boxes_xywh: Sequence[Sequence[float]] | np.ndarray,
