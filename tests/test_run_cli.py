@@ -193,3 +193,20 @@ def test_dataset_record_through_subset_and_concat(realdata):
 def test_njoints_is_the_ancestors_flag_and_must_be_21(capsys):
     assert run.main(["-nj", "20", "--image", "x.png"]) == 2
     assert "--njoints must be 21" in capsys.readouterr().err
+
+
+def test_tta_flags_are_checked_and_recorded(ckpt_dir, tmp_path, capsys):
+    assert run.main(["--checkpoint", str(ckpt_dir), "--tta_scales", "0.9", "--image",
+                     "x.png"]) == 2  # fmt: skip
+    assert "--tta_scales needs --tta" in capsys.readouterr().err
+    assert run.main(["--checkpoint", str(ckpt_dir), "--tta", "--tta_scales", "-1", "--image",
+                     "x.png"]) == 2  # fmt: skip
+    assert "--tta: view scales must be finite numbers > 0" in capsys.readouterr().err
+    out = tmp_path / "eval"
+    assert run.main(["--checkpoint", str(ckpt_dir), "--fine_tune", "synth", "--data_root",
+                     str(tmp_path / "data"), "--synth_num_test", "2", "-j", "0", "--tta",
+                     "--tta_rotations", "15", "--out", str(out)]) == 0  # fmt: skip
+    assert "6 test-time views (keypoints their median)" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_time_views"] == {"scales": [1.0, 0.85, 1.15],
+                                          "rotations_deg": [0.0, 15.0]}

@@ -18,7 +18,7 @@ import torch
 from models import CheckpointInfo
 from utils.confidence import Calibration
 from utils.demo import ImageInput, check_box_inside, expand_image_inputs, run_images, run_video
-from utils.eval_cli import CliError, demo_options
+from utils.eval_cli import CliError, demo_options, test_time_views
 from utils.eval_vis import show_files
 from utils.image_header import image_size_from_header
 from utils.image_io import check_image_pixels
@@ -30,7 +30,8 @@ def build_predictor(args: argparse.Namespace, model: torch.nn.Module | None,
                     info: CheckpointInfo | None,
                     calibration: Calibration | None) -> Predictor:  # fmt: skip
     """The torch model's predictor, or the --onnx file's (same interface)."""
-    kwargs = {"crop_factor": args.bbox_scale, "side_score": args.side_score}
+    kwargs = {"crop_factor": args.bbox_scale, "side_score": args.side_score,
+              "views": test_time_views(args)}
     if args.onnx:
         return Predictor.from_onnx(args.onnx, threads=args.threads, **kwargs)
     return Predictor.from_model(model, None if info is None else info.data_config, calibration,

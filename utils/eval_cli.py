@@ -2,8 +2,9 @@
 
 `build_parser` builds the parser on demand (nothing is parsed at import time);
 `validate_args` refuses option values that cannot work before any work starts, with the
-allowed range in the message. `eval_data` and `demo_options` turn the flags into the
-library's configs (`utils.eval_data.EvalDataConfig`, `utils.demo.DemoOptions`);
+allowed range in the message. `eval_data`, `demo_options` and `test_time_views` turn the
+flags into the library's configs (`utils.eval_data.EvalDataConfig`, `utils.demo.DemoOptions`,
+`utils.tta.TestTimeViews`);
 `check_output_folder` makes sure the results can be written. A `CliError` is a user-facing
 problem: run.py prints it as one `error:` line (exit code 2).
 """
@@ -29,6 +30,7 @@ from utils.joints import NUM_JOINTS
 from utils.localize import DetectConfig
 from utils.predictor import PER_IMAGE_SCORES
 from utils.track import TrackConfig
+from utils.tta import DEFAULT_ROTATIONS_DEG, DEFAULT_SCALES, TestTimeViews, ViewsError
 
 # The shipped real-photo model, run when no --checkpoint is given.
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "pretrained"
@@ -90,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--flip_test", action="store_true",
                    help="also report metrics with heatmaps averaged over the image and its "
                    "mirror")
+    g.add_argument("--tta", action="store_true",
+                   help="test-time views, for evaluation and photos alike: each crop also "
+                   "read zoomed and turned, the keypoints their median (scores stay the "
+                   "plain crop's; README: Test-time views)")
+    g.add_argument("--tta_scales", nargs="+", type=float, default=None, metavar="S",
+                   help="with --tta: crop side multipliers (1 is always one; default "
+                   f"{' '.join(f'{s:g}' for s in DEFAULT_SCALES)})")
+    g.add_argument("--tta_rotations", nargs="+", type=float, default=None, metavar="DEG",
+                   help="with --tta: rotations in degrees, each with every scale (0 is always "
+                   f"one; default {' '.join(f'{r:g}' for r in DEFAULT_ROTATIONS_DEG)})")
     g.add_argument("--mano_fit_steps", type=int, default=DEFAULT_MANO_FIT_STEPS,
                    help="models with a MANO head: refine its hand for N Adam steps so that "
                    "its projection meets the heatmap keypoints (0: the head's regression "
@@ -255,6 +267,7 @@ def validate_args(args: argparse.Namespace) -> None:
                        "crops: add --hand_vs_nohand (and --nohand_coco for real patches)")
     if args.nohand_num < 1:
         raise CliError(f"--nohand_num must be >= 1, got {args.nohand_num}")
+    test_time_views(args)
 
 
 def check_output_folder(out: Path) -> None:
@@ -294,6 +307,20 @@ def eval_data(args: argparse.Namespace) -> EvalDataConfig:
                           batch_size=args.batch_size, workers=args.workers,
                           synth_num_test=args.synth_num_test,
                           synth_difficulty=args.synth_difficulty)  # fmt: skip
+
+
+def test_time_views(args: argparse.Namespace) -> TestTimeViews | None:
+    """The views of --tta (--tta_scales, --tta_rotations), or None without --tta."""
+    if not args.tta:
+        for name in ("tta_scales", "tta_rotations"):
+            if getattr(args, name) is not None:
+                raise CliError(f"--{name} needs --tta")
+        return None
+    try:
+        return TestTimeViews(scales=tuple(args.tta_scales or DEFAULT_SCALES),
+                             rotations_deg=tuple(args.tta_rotations or DEFAULT_ROTATIONS_DEG))
+    except ViewsError as e:
+        raise CliError(f"--tta: {e}") from e
 
 
 def demo_options(args: argparse.Namespace) -> DemoOptions:

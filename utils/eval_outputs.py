@@ -2,7 +2,8 @@
 
     metrics.json              the checkpoint's entries (`models.CheckpointInfo.to_dict`), the
                               dataset, split, device, precision, speed, both metric
-                              summaries, confidence, hand vs no hand, calibration and MANO
+                              summaries, the test-time views, confidence, hand vs no hand,
+                              calibration and MANO
     predictions.json          one entry per sample (`SamplePrediction.to_dict`)
     coco_results.json         COCO keypoint results (`coco_results`)
     predictions_flip.json, coco_results_flip.json   the same for the flip test
@@ -57,6 +58,7 @@ def write_outputs(out: Path, result: EvalResult, info: CheckpointInfo, *, datase
         "num_samples": result.num_samples, "seconds": result.seconds,
         "images_per_s": result.images_per_s, "device": device, "precision": precision,
         "metrics": summary(result.metrics), "metrics_flip_test": summary(result.metrics_flip),
+        "test_time_views": None if result.views is None else result.views.to_dict(),
     }  # fmt: skip
     if not result.has_flow:
         metrics["likelihood_note"] = "no flow head: log-likelihood columns are empty"

@@ -21,7 +21,7 @@ from models.mano_head import mano_label
 from utils import mano_eval
 from utils.checkpoint_io import load_checkpoint, save_checkpoint
 from utils.confidence import CALIBRATION_MAPS, Calibration
-from utils.eval_cli import CliError, eval_data
+from utils.eval_cli import CliError, eval_data, test_time_views
 from utils.eval_data import eval_loader, nohand_loader
 from utils.eval_outputs import write_outputs
 from utils.eval_report import format_calibration_fit, format_confidence, format_table
@@ -89,13 +89,16 @@ def run_eval(args: argparse.Namespace, model: torch.nn.Module, info: CheckpointI
                       on_batch=chain_hooks(writer, collector), progress=progress,
                       bbox_factor=args.bbox_factor, calibration=calibration,
                       confidence_threshold=threshold,
-                      mano_fit_steps=args.mano_fit_steps)  # fmt: skip
+                      mano_fit_steps=args.mano_fit_steps,
+                      views=test_time_views(args))  # fmt: skip
     hand = None
     if collector is not None:
         hand = hand_vs_nohand(model, collector.scores(),
                               negatives_loader(args, model.cfg.input_size),
                               max_batches=args.max_batches, calibration=calibration)
-    print(format_table(result.metrics, "single view", result.has_flow))
+    title = ("single view" if result.views is None else
+             f"{len(result.views)} test-time views (keypoints their median)")  # fmt: skip
+    print(format_table(result.metrics, title, result.has_flow))
     if result.metrics_flip is not None:
         print(format_table(result.metrics_flip, "flip test", result.has_flow))
     if result.mano_metrics is not None:
