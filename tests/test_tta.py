@@ -16,7 +16,7 @@ from tests.fake_backends import image_with_squares, red_pixels, red_square_predi
 from utils.crop import apply_affine, warp_image
 from utils.evaluator import evaluate
 from utils.heatmap import HeatmapCodec
-from utils.localize import DetectConfig, propose_boxes
+from utils.localize import DetectConfig, detect_hands
 from utils.predictor import CropBatch, Predictor, crop_affine
 from utils.tta import TestTimeViews, ViewsError, merge_keypoints, view_matrix, warp_crops
 
@@ -146,14 +146,29 @@ def test_keypoints_are_the_median_and_scores_stay_the_plain_views() -> None:
     np.testing.assert_allclose(merge_keypoints([kp, kp + 2.0]), kp + 1.0)
 
 
-def test_the_hand_finders_coarse_pass_reads_the_plain_view_only() -> None:
-    image = image_with_squares([(150, 60, 50, 70)])
-    config = DetectConfig()
+def test_the_hand_finder_reads_its_candidates_plain_and_the_chosen_hands_through_the_views(
+) -> None:  # fmt: skip
+    image = image_with_squares([(150, 60, 30, 24)])
+    config = DetectConfig(max_hands=1)
     plain, with_views = centroid_predictor(None), centroid_predictor()
-    a, b = propose_boxes(plain, image, config), propose_boxes(with_views, image, config)
-    assert a and [p.box_xywh.tolist() for p in a] == [p.box_xywh.tolist() for p in b]
-    assert plain.backend.calls == with_views.backend.calls
+    a, b = detect_hands(plain, image, config), detect_hands(with_views, image, config)
+    assert len(a.hands) == len(b.hands) == 1 and a.hand_scores == b.hand_scores
+    assert [p.box_xywh.tolist() for p in a.proposals] == [p.box_xywh.tolist()
+                                                           for p in b.proposals]  # fmt: skip
+    np.testing.assert_allclose(b.hands[0].kp2d_px, a.hands[0].kp2d_px, atol=0.5)
+    # The same crops, plus the 8 further views of the one hand kept.
+    crops = [sum(n for n, _ in p.backend.calls) for p in (plain, with_views)]
+    assert crops[1] == crops[0] + 8
     assert with_views.without_views().backend is with_views.backend
+
+
+def test_a_side_left_to_the_model_is_decided_before_the_views_are_read() -> None:
+    image = image_with_squares([(170, 70, 16, 12)])
+    predictor = centroid_predictor()
+    (hand,) = predictor.predict(image, [(160, 60, 36, 32)], None)
+    # The crop and its mirror, then the 8 further views of the side chosen only.
+    assert sum(n for n, _ in predictor.backend.calls) == 2 + 8
+    np.testing.assert_allclose(hand.kp2d_px, np.tile([177.5, 75.5], (21, 1)), atol=0.5)
 
 
 def test_evaluate_with_views_records_them_and_keeps_every_score(synth_test):

@@ -294,9 +294,8 @@ def propose_boxes(predictor: Predictor, image_rgb: np.ndarray,
     height, width = image_rgb.shape[:2]
     size = predictor.cfg.input_size
     affines = coarse_affines((width, height), size, config.tiles, config.tile_overlap)
-    whole = [np.array([0.0, 0.0, width, height])] * len(affines)
-    views = predictor.without_views().predict_affines(image_rgb, affines,
-                                                      ["right"] * len(affines), whole)
+    views = predictor.predict_affines(image_rgb, affines, ["right"] * len(affines),
+                                      [np.array([0.0, 0.0, width, height])] * len(affines))
     proposals: list[Proposal] = []
     for v, (view, affine) in enumerate(zip(views, affines, strict=True)):
         grid = view.mask_prob.shape[-1]
@@ -333,8 +332,7 @@ def read_hands(predictor: Predictor, image_rgb: np.ndarray, boxes_xywh: Sequence
         return []
     if not refine:
         return predictor.predict(image_rgb, boxes_xywh, side)
-    # The first pass only frames the re-crop: test-time views are kept for the second.
-    first = predictor.without_views().predict(image_rgb, boxes_xywh, side or "right")
+    first = predictor.predict(image_rgb, boxes_xywh, side or "right")
     return predictor.predict(image_rgb, [p.keypoint_box_xywh for p in first], side)
 
 
@@ -366,9 +364,12 @@ def detect_hands(predictor: Predictor, image_rgb: np.ndarray, config: DetectConf
     """
     score_name, min_score = resolve_hand_score(predictor, config)
     proposals = propose_boxes(predictor, image_rgb, config)
-    hands = read_hands(predictor, image_rgb, [p.box_xywh for p in proposals], side, config.refine)
+    # Candidates are read on the plain crop; the test-time views read the chosen hands only.
+    hands = read_hands(predictor.without_views(), image_rgb, [p.box_xywh for p in proposals],
+                       side, config.refine)  # fmt: skip
     scores = [h.score(score_name) for h in hands]
     kept = select_hands(hands, scores, min_score, config.max_hands, config.nms_iou)
-    return Detection(hands=[hands[i] for i in kept], hand_scores=[scores[i] for i in kept],
+    chosen = predictor.read_views(image_rgb, [hands[i] for i in kept])
+    return Detection(hands=chosen, hand_scores=[scores[i] for i in kept],
                      score_name=score_name, min_score=min_score, proposals=proposals,
                      candidates=list(zip(hands, scores, strict=True)))  # fmt: skip

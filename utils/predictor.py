@@ -470,8 +470,8 @@ class Predictor:
                    side_probe=side_probe, presence_probe=presence_probe, **kwargs)
 
     def without_views(self) -> Predictor:
-        """This predictor on the plain crop only (the same backend; the hand finder's coarse
-        pass, whose mask proposals the views would not change)."""
+        """This predictor on the plain crop only (the same backend): the hand finder reads its
+        candidates so and spends the views on the hands it keeps."""
         return self if self.views is None else replace(self, views=None)
 
     # --- scores ---------------------------------------------------------------------------
@@ -611,15 +611,24 @@ class Predictor:
         if not affines:
             return []
         batch = self.decode(self.forward(image_rgb, affines), np.stack(affines))
-        if self.views is not None:
-            # Each view cropped from the image itself, so a wider view sees what is there;
-            # all views' crops in one pass (chunked by max_batch).
-            matrices = self.views.matrices(self.cfg.input_size)[1:]
-            views = np.concatenate([m @ as_3x3(np.stack(affines)) for m in matrices])
-            kp = self.decode(self.forward(image_rgb, list(views)), views).kp2d_px
-            batch = self.merge_views(batch, list(kp.reshape(len(matrices), len(affines),
-                                                           *kp.shape[1:])))
         return [batch.hand(i, sides[i], boxes_xywh[i]) for i in range(len(batch))]
+
+    def read_views(self, image_rgb: np.ndarray, hands: Sequence[HandPrediction]
+                   ) -> list[HandPrediction]:  # fmt: skip
+        """``hands`` with each joint the median over the test-time views of its crop; the
+        same hands without ``views``. Each view is cropped from the image itself (a wider
+        view sees what is there), all of them in one pass chunked by max_batch; every score
+        stays the plain crop's."""
+        hands = list(hands)
+        if self.views is None or not hands:
+            return hands
+        matrices = self.views.matrices(self.cfg.input_size)[1:]
+        plain = np.stack([as_3x3(h.affine) for h in hands])
+        views = np.concatenate([m @ plain for m in matrices])
+        kp = self.decode(self.forward(image_rgb, list(views)), views).kp2d_px
+        merged = merge_keypoints([np.stack([h.kp2d_px for h in hands]),
+                                  *kp.reshape(len(matrices), len(hands), *kp.shape[1:])])
+        return [replace(h, kp2d_px=k) for h, k in zip(hands, merged, strict=True)]
 
     def predict(self, image_rgb: np.ndarray, boxes_xywh: Sequence[Sequence[float]] | np.ndarray,
                 sides: str | None | Sequence[str | None] = None) -> list[HandPrediction]:
@@ -632,7 +641,8 @@ class Predictor:
                 the model decide (the crop and its mirror, `choose_side`).
 
         Returns:
-            N `HandPrediction`s in box order.
+            N `HandPrediction`s in box order (with `views`, their keypoints the views' median,
+            read after the side is decided: `read_views`).
         """
         image = check_image(image_rgb)
         boxes = np.asarray(boxes_xywh, np.float64).reshape(-1, 4)
@@ -655,11 +665,8 @@ class Predictor:
         out: list[HandPrediction] = []
         for i, s in enumerate(per_box):
             mine = [p for p, o in zip(preds, owner, strict=True) if o == i]
-            if s is not None:
-                out.append(mine[0])
-                continue
-            out.append(self.decide_side(mine[0], mine[1]))
-        return out
+            out.append(mine[0] if s is not None else self.decide_side(mine[0], mine[1]))
+        return self.read_views(image, out)
 
     def decide_side(self, right: HandPrediction, left: HandPrediction) -> HandPrediction:
         """The better of a crop read as a right hand and its mirror read as a left hand."""
@@ -683,4 +690,5 @@ class Predictor:
         affines = [crop_affine((width, height), None, s, self.crop_factor, self.cfg.input_size)
                    for s in sides]  # fmt: skip
         preds = self.predict_affines(image, affines, list(sides), [box] * len(sides))
-        return preds[0] if side is not None else self.decide_side(preds[0], preds[1])
+        chosen = preds[0] if side is not None else self.decide_side(preds[0], preds[1])
+        return self.read_views(image, [chosen])[0]

@@ -10,8 +10,9 @@ means the same with and without views (only the keypoints change).
 
 Two ways to make a view's input, the same up to bilinear resampling:
 
-* from the original image (`Predictor.predict_*`): the view's affine applied to the image,
-  so a zoomed-out view sees the real surroundings;
+* from the original image (`Predictor.read_views`, after `Predictor.predict` has decided
+  the side, and after the hand finder has chosen its hands): the view's affine applied to
+  the image, so a zoomed-out view sees the real surroundings;
 * from a prepared crop (`Predictor.run_crops`, the evaluator's batches): the crop warped
   on the device by `warp_crops`; a zoomed-out or turned view is padded with black where the
   crop ends.
