@@ -210,3 +210,19 @@ def test_tta_flags_are_checked_and_recorded(ckpt_dir, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_time_views"] == {"scales": [1.0, 0.85, 1.15],
                                           "rotations_deg": [0.0, 15.0]}
+
+
+def test_demo_with_tta_keeps_the_scores_and_records_the_views(ckpt_dir, tmp_path):
+    image = np.random.default_rng(0).integers(0, 255, size=(160, 200, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "photo.png"), image)
+    common = ["--checkpoint", str(ckpt_dir), "--image", str(tmp_path / "photo.png"),
+              "--bbox", "40", "30", "90", "80", "--side", "right"]  # fmt: skip
+    assert run.main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert run.main([*common, "--out", str(tmp_path / "tta"), "--tta"]) == 0
+    plain, tta = (json.loads((tmp_path / d / "photo.json").read_text()) for d in ("plain", "tta"))
+    assert plain["test_time_views"] is None
+    assert tta["test_time_views"] == {"scales": [1.0, 0.85, 1.15],
+                                      "rotations_deg": [0.0, -20.0, 20.0]}
+    a, b = plain["hands"][0], tta["hands"][0]
+    assert a["scores"] == b["scores"] and a["log_likelihood"] == b["log_likelihood"]
+    assert np.isfinite(b["kp2d_px"]).all() and b["kp2d_px"] != a["kp2d_px"]

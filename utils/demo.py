@@ -43,6 +43,7 @@ from utils.mano_eval import demo_mano_outputs
 from utils.predictor import HandPrediction, Predictor
 from utils.progress import progress_bar
 from utils.track import FrameHands, HandTracker, TrackConfig
+from utils.tta import TestTimeViews
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_FOURCC = "mp4v"
@@ -272,8 +273,9 @@ def hands_json(hands: Sequence[HandPrediction], scores: Sequence[float],
 
 
 def image_record(path: Path, image_rgb: np.ndarray, detection: Detection,
-                 options: DemoOptions) -> dict[str, Any]:  # fmt: skip
-    """The JSON of one image."""
+                 options: DemoOptions, views: TestTimeViews | None = None
+                 ) -> dict[str, Any]:  # fmt: skip
+    """The JSON of one image (``views``: the predictor's test-time views, or None)."""
     height, width = image_rgb.shape[:2]
     return {
         "image": str(path), "image_size_wh": [width, height], "localisation": options.mode,
@@ -281,6 +283,7 @@ def image_record(path: Path, image_rgb: np.ndarray, detection: Detection,
         "side_forced": options.side, "hand_score_name": detection.score_name,
         "min_hand_score": detection.min_score, "num_hands": len(detection.hands),
         "note": given_hand_note(detection, options.mode),
+        "test_time_views": None if views is None else views.to_dict(),
         "hands": hands_json(detection.hands, detection.hand_scores),
     }  # fmt: skip
 
@@ -361,7 +364,7 @@ def run_images(predictor: Predictor, inputs: Sequence[ImageInput], out: Path,
             names = (f"{stem}_overlay.png", f"{stem}.json")
             summary.replaced += sum((out / name).exists() for name in names)
             overlay_path = vis.save_rgb(out / names[0], draw_hands(image, detection))
-            record = image_record(item.path, image, detection, options)
+            record = image_record(item.path, image, detection, options, predictor.views)
             mano_blocks, mesh_files = write_meshes(predictor, image, detection.hands, out, stem)
             for hand_record, block in zip(record["hands"], mano_blocks, strict=True):
                 if block is not None:
