@@ -19,6 +19,8 @@ from tests.tiny_runs import tiny_synth_root, tiny_train_flags
 from training.checkpoint import BEST_NAME
 from training.engine import resolve_precision
 from training.train_seednet_fastflow import main
+from utils.predictor import Predictor
+from utils.tta import TestTimeViews
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA device (bench/gpu_session.sh runs these on a "
@@ -60,6 +62,18 @@ def test_inference_on_cuda_matches_the_cpu(preset: str) -> None:
     loglik = expected.flow.log_likelihood
     torch.testing.assert_close(got.flow.log_likelihood.cpu(), loglik,
                                atol=1e-4 * float(loglik.abs().max()), rtol=0)  # fmt: skip
+
+
+def test_test_time_views_warp_on_cuda_as_on_the_cpu() -> None:
+    model = build_model("small").eval()
+    size = model.cfg.input_size
+    crops = torch.rand(2, 3, size, size)
+    affines = np.stack([np.eye(3)] * 2)
+    views = TestTimeViews()
+    expected = Predictor.from_model(model, views=views).run_crops(crops, affines).kp2d_px
+    prepare_for_inference(model.to(CUDA))
+    got = Predictor.from_model(model, views=views).run_crops(crops.to(CUDA), affines).kp2d_px
+    np.testing.assert_allclose(got, expected, atol=1e-2)
 
 
 def test_bf16_autocast_on_cuda_stays_near_float32() -> None:

@@ -35,6 +35,7 @@ from training.checkpoint import BEST_NAME, CHECKPOINT_VERSION, save_checkpoint  
 from utils.confidence import Calibration, PlattMap  # noqa: E402
 from utils.predictor import Predictor  # noqa: E402
 from utils.side_probe import FEATURE_LAYERS  # noqa: E402
+from utils.tta import TestTimeViews  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,19 @@ def test_the_predictor_gives_the_same_hands_with_both_backends(small_model,
         np.testing.assert_allclose(a.scores, b.scores, atol=ABS_TOLERANCE)
         assert a.log_likelihood == pytest.approx(b.log_likelihood, rel=REL_TOLERANCE)
         assert a.hand_present == pytest.approx(b.hand_present, abs=1e-4)
+
+
+def test_test_time_views_run_on_both_backends_alike(small_model, exported: Path) -> None:
+    views = TestTimeViews()
+    torch_pred = Predictor.from_model(small_model, {"crop_factor": 1.5}, views=views)
+    onnx_pred = Predictor.from_onnx(exported, views=views)
+    image = image_with_squares([(40, 50, 60, 60)])
+    (a,), (b,) = (p.predict(image, [(40, 50, 60, 60)], "right") for p in (torch_pred, onnx_pred))
+    np.testing.assert_allclose(a.kp2d_px, b.kp2d_px, atol=1e-2)
+    # The evaluator's path: the views warped from prepared crops (numpy for onnxruntime).
+    crop = onnx_pred.crop(image, a.affine)[None]
+    np.testing.assert_allclose(onnx_pred.run_crops(crop, a.affine[None]).kp2d_px,
+                               torch_pred.run_crops(crop, a.affine[None]).kp2d_px, atol=1e-2)
 
 
 def test_run_py_exports_and_runs_the_onnx_model(tmp_path: Path, capsys) -> None:
