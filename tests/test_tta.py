@@ -4,6 +4,8 @@ evaluator (run.py's --tta flags: tests/test_run_cli.py)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -156,18 +158,18 @@ def test_the_hand_finder_reads_its_candidates_plain_and_the_chosen_hands_through
     assert [p.box_xywh.tolist() for p in a.proposals] == [p.box_xywh.tolist()
                                                            for p in b.proposals]  # fmt: skip
     np.testing.assert_allclose(b.hands[0].kp2d_px, a.hands[0].kp2d_px, atol=0.5)
-    # The same crops, plus the 8 further views of the one hand kept.
+    # The same crops, then the hand kept read again: its crop and mirror and their 8 views.
     crops = [sum(n for n, _ in p.backend.calls) for p in (plain, with_views)]
-    assert crops[1] == crops[0] + 8
+    assert crops[1] == crops[0] + 2 + 16
     assert with_views.without_views().backend is with_views.backend
 
 
-def test_a_side_left_to_the_model_is_decided_before_the_views_are_read() -> None:
+def test_a_side_left_to_the_model_is_read_through_the_views_of_both_sides() -> None:
     image = image_with_squares([(170, 70, 16, 12)])
     predictor = centroid_predictor()
     (hand,) = predictor.predict(image, [(160, 60, 36, 32)], None)
-    # The crop and its mirror, then the 8 further views of the side chosen only.
-    assert sum(n for n, _ in predictor.backend.calls) == 2 + 8
+    # The crop and its mirror, each with its 8 further views.
+    assert sum(n for n, _ in predictor.backend.calls) == 2 + 16
     np.testing.assert_allclose(hand.kp2d_px, np.tile([177.5, 75.5], (21, 1)), atol=0.5)
 
 
@@ -185,3 +187,19 @@ def test_evaluate_with_views_records_them_and_keeps_every_score(synth_test):
                    for p, v in zip(plain.predictions, viewed.predictions, strict=True))
     single = evaluate(model, loader, views=TestTimeViews((1.0,), (0.0,)))
     assert single.views is None and single.metrics.auc == plain.metrics.auc
+
+
+def test_the_side_score_is_averaged_over_the_views() -> None:
+    predictor = red_square_predictor(has_flow=True)
+    (hand,) = predictor.predict(image_with_squares([(150, 60, 50, 70)]), [(140, 50, 70, 90)],
+                                "right")  # fmt: skip
+
+    def scored(loglik: float, side: str):
+        return dataclasses.replace(hand, log_likelihood=loglik, side=side)
+
+    right, left = scored(1.0, "right"), scored(0.0, "left")
+    assert predictor.decide_side(right, left) is right
+    chosen = predictor.decide_side(scored(1.0, "right"), left, [scored(-5.0, "right")] * 2,
+                                   [scored(0.0, "left")] * 2)  # fmt: skip
+    assert chosen.side == "left" and chosen.log_likelihood == 0.0
+    assert chosen.side_scores == {"right": -3.0, "left": 0.0}

@@ -364,12 +364,15 @@ def detect_hands(predictor: Predictor, image_rgb: np.ndarray, config: DetectConf
     """
     score_name, min_score = resolve_hand_score(predictor, config)
     proposals = propose_boxes(predictor, image_rgb, config)
-    # Candidates are read on the plain crop; the test-time views read the chosen hands only.
+    # Candidates are read on the plain crop; the test-time views read the chosen hands only
+    # (their crops again, the side decided over the views).
     hands = read_hands(predictor.without_views(), image_rgb, [p.box_xywh for p in proposals],
                        side, config.refine)  # fmt: skip
     scores = [h.score(score_name) for h in hands]
     kept = select_hands(hands, scores, min_score, config.max_hands, config.nms_iou)
-    chosen = predictor.read_views(image_rgb, [hands[i] for i in kept])
-    return Detection(hands=chosen, hand_scores=[scores[i] for i in kept],
+    chosen = [hands[i] for i in kept]
+    if predictor.views is not None and chosen:
+        chosen = predictor.predict(image_rgb, [h.box_xywh for h in chosen], side)
+    return Detection(hands=chosen, hand_scores=[h.score(score_name) for h in chosen],
                      score_name=score_name, min_score=min_score, proposals=proposals,
                      candidates=list(zip(hands, scores, strict=True)))  # fmt: skip

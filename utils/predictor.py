@@ -24,8 +24,9 @@ mean heatmap peak (both near chance on real photos, see the README). The ONNX ba
 no backbone features, so it never offers 'side_probe' and falls back.
 
 With test-time views (``views``, `utils.tta`) each crop is also read zoomed and turned, and
-each joint is the median of the views' keypoints in original pixels; every score is still
-the plain crop's.
+each joint is the median of the views' keypoints in original pixels; a side left to the
+model is decided on the side score's mean over the views; every score a hand reports is
+still its plain crop's.
 
 Box convention (``box_xywh``, original pixels): the box's continuous extent is
 ``[x - 0.5, x + w - 0.5]`` x ``[y - 0.5, y + h - 0.5]`` in OpenCV's pixel convention, i.e.
@@ -613,22 +614,46 @@ class Predictor:
         batch = self.decode(self.forward(image_rgb, affines), np.stack(affines))
         return [batch.hand(i, sides[i], boxes_xywh[i]) for i in range(len(batch))]
 
-    def read_views(self, image_rgb: np.ndarray, hands: Sequence[HandPrediction]
-                   ) -> list[HandPrediction]:  # fmt: skip
-        """``hands`` with each joint the median over the test-time views of its crop; the
-        same hands without ``views``. Each view is cropped from the image itself (a wider
-        view sees what is there), all of them in one pass chunked by max_batch; every score
-        stays the plain crop's."""
+    def view_predictions(self, image_rgb: np.ndarray, hands: Sequence[HandPrediction]
+                         ) -> list[list[HandPrediction]]:  # fmt: skip
+        """Each hand's crop read through the further test-time views (none without ``views``).
+
+        Each view is cropped from the image itself (a wider view sees what is there), all of
+        them in one pass chunked by max_batch, with the hand's side and box.
+        """
         hands = list(hands)
         if self.views is None or not hands:
-            return hands
+            return [[] for _ in hands]
         matrices = self.views.matrices(self.cfg.input_size)[1:]
         plain = np.stack([as_3x3(h.affine) for h in hands])
-        views = np.concatenate([m @ plain for m in matrices])
-        kp = self.decode(self.forward(image_rgb, list(views)), views).kp2d_px
-        merged = merge_keypoints([np.stack([h.kp2d_px for h in hands]),
-                                  *kp.reshape(len(matrices), len(hands), *kp.shape[1:])])
-        return [replace(h, kp2d_px=k) for h, k in zip(hands, merged, strict=True)]
+        n = len(hands)
+        preds = self.predict_affines(image_rgb, list(np.concatenate([m @ plain for m in matrices])),
+                                     [h.side for h in hands] * len(matrices),
+                                     [h.box_xywh for h in hands] * len(matrices))  # fmt: skip
+        return [[preds[v * n + i] for v in range(len(matrices))] for i in range(n)]
+
+    @staticmethod
+    def merged(hand: HandPrediction, views: Sequence[HandPrediction]) -> HandPrediction:
+        """``hand`` with each joint the median of its own and its views' keypoints
+        (`utils.tta.merge_keypoints`); every score stays its own."""
+        if not views:
+            return hand
+        return replace(hand, kp2d_px=merge_keypoints([hand.kp2d_px, *(v.kp2d_px for v in views)]))
+
+    def _read(self, image: np.ndarray, preds: list[HandPrediction], groups: list[list[int]],
+              sides: Sequence[str | None]) -> list[HandPrediction]:  # fmt: skip
+        """One hand per group of crops (one crop for a given side, the crop and its mirror
+        for None), the side decided over the views and the keypoints merged."""
+        views = self.view_predictions(image, preds)
+        out = []
+        for mine, s in zip(groups, sides, strict=True):
+            k = mine[0]
+            if s is None:
+                chosen = self.decide_side(preds[mine[0]], preds[mine[1]], views[mine[0]],
+                                          views[mine[1]])  # fmt: skip
+                k = mine[0] if chosen is preds[mine[0]] else mine[1]
+            out.append(self.merged(preds[k], views[k]))
+        return out
 
     def predict(self, image_rgb: np.ndarray, boxes_xywh: Sequence[Sequence[float]] | np.ndarray,
                 sides: str | None | Sequence[str | None] = None) -> list[HandPrediction]:
@@ -641,8 +666,8 @@ class Predictor:
                 the model decide (the crop and its mirror, `choose_side`).
 
         Returns:
-            N `HandPrediction`s in box order (with `views`, their keypoints the views' median,
-            read after the side is decided: `read_views`).
+            N `HandPrediction`s in box order (with `views`, the side decided on the side score's
+            mean over the views, the keypoints the chosen side's views' median).
         """
         image = check_image(image_rgb)
         boxes = np.asarray(boxes_xywh, np.float64).reshape(-1, 4)
@@ -662,16 +687,17 @@ class Predictor:
                 crop_boxes.append(box)
                 owner.append(i)
         preds = self.predict_affines(image, affines, crop_sides, crop_boxes)
-        out: list[HandPrediction] = []
-        for i, s in enumerate(per_box):
-            mine = [p for p, o in zip(preds, owner, strict=True) if o == i]
-            out.append(mine[0] if s is not None else self.decide_side(mine[0], mine[1]))
-        return self.read_views(image, out)
+        groups = [[k for k, o in enumerate(owner) if o == i] for i in range(len(boxes))]
+        return self._read(image, preds, groups, per_box)
 
-    def decide_side(self, right: HandPrediction, left: HandPrediction) -> HandPrediction:
-        """The better of a crop read as a right hand and its mirror read as a left hand."""
+    def decide_side(self, right: HandPrediction, left: HandPrediction,
+                    right_views: Sequence[HandPrediction] = (),
+                    left_views: Sequence[HandPrediction] = ()) -> HandPrediction:  # fmt: skip
+        """The better of a crop read as a right hand and its mirror read as a left hand; with
+        test-time views each side's score is the mean over its crop and views."""
         name = self.side_score
-        s_right, s_left = right.score(name), left.score(name)
+        s_right, s_left = (float(np.mean([h.score(name) for h in (hand, *views)]))
+                           for hand, views in ((right, right_views), (left, left_views)))
         side, confidence = choose_side(s_right, s_left, name)
         chosen = right if side == "right" else left
         chosen.side_source = "model"
@@ -690,5 +716,4 @@ class Predictor:
         affines = [crop_affine((width, height), None, s, self.crop_factor, self.cfg.input_size)
                    for s in sides]  # fmt: skip
         preds = self.predict_affines(image, affines, list(sides), [box] * len(sides))
-        chosen = preds[0] if side is not None else self.decide_side(preds[0], preds[1])
-        return self.read_views(image, [chosen])[0]
+        return self._read(image, preds, [list(range(len(sides)))], [side])[0]

@@ -5,14 +5,15 @@ A view ``(scale, rotation)`` frames the same hand with a crop ``scale`` times as
 is decoded to original-image pixels through its own affine, and the keypoints of all views
 are merged by the coordinate-wise median (robust to one view that misreads a joint). The
 views are the product ``scales x rotations``; the plain view (1, 0) is always one of them and
-comes first: its heatmap peaks, mask, flow, probes and heads give every score, so a score
-means the same with and without views (only the keypoints change).
+comes first: its heatmap peaks, mask, flow, probes and heads give every score a hand
+reports, so a score means the same with and without views. Only the keypoints change, and
+a side left to the model is decided on the side score's mean over the views.
 
 Two ways to make a view's input, the same up to bilinear resampling:
 
-* from the original image (`Predictor.read_views`, after `Predictor.predict` has decided
-  the side, and after the hand finder has chosen its hands): the view's affine applied to
-  the image, so a zoomed-out view sees the real surroundings;
+* from the original image (`Predictor.view_predictions`: `Predictor.predict`, and the hand
+  finder's chosen hands): the view's affine applied to the image, so a zoomed-out view sees
+  the real surroundings;
 * from a prepared crop (`Predictor.run_crops`, the evaluator's batches): the crop warped
   on the device by `warp_crops`; a zoomed-out or turned view is padded with black where the
   crop ends.
