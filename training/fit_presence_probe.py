@@ -285,9 +285,9 @@ def run(args: argparse.Namespace) -> int:
         crops.mined = {split: mine_negatives(finder, setup.crops(split), every, labelled,
                                              f"{split} hard negatives")
                        for split, every in (("train", args.mine_every), ("val", 1))}  # fmt: skip
-        print(f"hard negatives: {len(crops.mined['train'])} in every {args.mine_every}th "
-              f"training photo, {len(crops.mined['val'])} in the validation photos (the first "
-              "fit's candidates on no labelled hand)", flush=True)
+        print(f"hard negatives: {len(crops.mined['train'])} in the training photos (one in "
+              f"{args.mine_every}), {len(crops.mined['val'])} in the validation photos (the "
+              "first fit's candidates on no labelled hand)", flush=True)
         result = fit(crops, setup, args)
         print_fit(result, "presence probe with the hard negatives")
     probe = result.probe
