@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The one prepared run for a lent GPU machine (README: "On a GPU"): the CUDA tests, then the
-# shipped model's next candidate (the model card's rhd_train-weighted fine-tune, 30 epochs),
-# exported as a release file under $OUT. The release steps that follow (calibration, side
+# The one prepared run for a lent GPU machine (README: "On a GPU"): the CUDA tests, then a
+# fine-tune of the shipped model with the model card's step 4 recipe (rhd_train-weighted,
+# 30 epochs: a second round of the step that made it), exported as a release file under $OUT. The release steps that follow (calibration, side
 # probe, benchmarks) run on the CPU machine afterwards.
 #
 # The machine has its own PyTorch but no FrEIA and no ../shared, so both travel with the call:
@@ -56,7 +56,7 @@ if [ ! -f data/SYNTH/RHD/RHD_published_v2/evaluation/anno_evaluation.pickle ]; t
         --difficulty easy --seed 0 --workers "$WORKERS" || exit 1
 fi
 
-step "fine-tune: the model card's rhd_train-weighted recipe, ${TRAIN_MIN} min at most"
+step "fine-tune: the model card's step 4 recipe, ${TRAIN_MIN} min at most"
 R=data/pseudo
 CKP=${CKP:-/tmp/rhdw}
 $PY training/train_seednet_fastflow.py --preset real --init_weights checkpoints/pretrained \
