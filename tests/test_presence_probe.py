@@ -4,6 +4,7 @@ finder's use of it, and the fitting command (a tiny random model; no real data).
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -139,7 +140,8 @@ def test_the_fit_command_stores_a_probe_the_loader_reads(tmp_path: Path, capsys)
         assert fit_presence_probe.main(argv) == 0
     out = capsys.readouterr().out
     assert "C=1: train AUROC" in out and "RHD figures are skipped" in out
-    assert "hard negatives:" in out and "with the hard negatives" in out
+    assert "hard negatives:" in out and "with the hard examples" in out
+    assert "hard positives" not in out
     _, info = load_model(tmp_path)
     probe = info.presence_probe
     assert (probe.layer, probe.grid, probe.c) == ("stack0_hourglass", 2, 1.0)
@@ -150,5 +152,52 @@ def test_the_fit_command_stores_a_probe_the_loader_reads(tmp_path: Path, capsys)
     with pytest.warns(UserWarning, match="background patches"):
         assert fit_presence_probe.main([*argv, "--mine_every", "0", "--dry_run"]) == 0
     assert "hard negatives" not in capsys.readouterr().out
+    with pytest.warns(UserWarning, match="background patches"):
+        assert fit_presence_probe.main([*argv, "--mine_positives", "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert "hard positives:" in out and "without the hard positives" in out
+    with pytest.raises(SystemExit):
+        fit_presence_probe.main([*argv, "--mine_positives", "--mine_every", "0"])
+    assert "--mine_every >= 1" in capsys.readouterr().err
     assert fit_presence_probe.main([str(tmp_path), "--coco_json", str(tmp_path / "nope")]) == 2
     assert str(tmp_path / "nope") in capsys.readouterr().err
+
+
+def test_mining_sorts_the_candidates_by_their_overlap_with_the_labelled_hands(
+        tmp_path: Path, monkeypatch) -> None:  # fmt: skip
+    import cv2
+
+    from training import fit_presence_probe as fit_cli
+
+    image_path = tmp_path / "photo.png"
+    cv2.imwrite(str(image_path), np.zeros((64, 64, 3), np.uint8))
+    labelled = {image_path: np.array([[10.0, 10.0, 30.0, 30.0]])}  # x0, y0, x1, y1
+    # On the hand (IoU 1), half on it (IoU 1/3, left out), away from it (IoU 0).
+    boxes = [(10, 10, 20, 20), (10, 10, 20, 60), (40, 40, 10, 10)]
+    candidates = [(SimpleNamespace(keypoint_box_xywh=np.array(box, float),
+                                   affine=np.eye(3) * (k + 1)), 0.5)
+                  for k, box in enumerate(boxes)]  # fmt: skip
+    monkeypatch.setattr(fit_cli, "detect_hands",
+                        lambda predictor, image, config: SimpleNamespace(candidates=candidates))
+
+    def forward(image, affines):  # each crop's feature: its affine's scale
+        return SimpleNamespace(probe_features=np.array([[a[0, 0], 0.0] for a in affines]))
+
+    class OnePhoto:
+        def __len__(self) -> int:
+            return 1
+
+        def record(self, i: int) -> SimpleNamespace:
+            return SimpleNamespace(image_path=image_path)
+
+    predictor = SimpleNamespace(presence_probe=SimpleNamespace(num_features=2), forward=forward)
+    photos = OnePhoto()
+
+    mined = fit_cli.mine_candidates(predictor, photos, 1, labelled, True, "test")
+    np.testing.assert_array_equal(mined.positives[:, 0], [1.0])
+    np.testing.assert_array_equal(mined.negatives[:, 0], [3.0])
+    without = fit_cli.mine_candidates(predictor, photos, 1, labelled, False, "test")
+    assert without.positives.shape == (0, 2)
+    np.testing.assert_array_equal(without.negatives[:, 0], [3.0])
+    unlabelled = fit_cli.mine_candidates(predictor, photos, 1, {}, True, "test")
+    np.testing.assert_array_equal(unlabelled.negatives[:, 0], [1.0, 2.0, 3.0])

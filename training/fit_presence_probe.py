@@ -16,7 +16,11 @@ Hard negatives (``--mine_every K``, default 2): the first fit's probe then finds
 (`utils.localize.detect_hands`, every candidate kept, `MINE_CONFIG`) in every K-th training
 photo and in every validation photo; the candidates on no labelled hand of the photo (faces,
 arms, sleeves: what the first fit takes for a hand) become negatives too, and the probe is
-fitted again on all of them. ``--mine_every 0`` keeps the first fit.
+fitted again on all of them. ``--mine_every 0`` keeps the first fit. With
+``--mine_positives`` the candidates on a labelled hand (keypoint-box IoU >= 0.5) become
+positives too: hands framed as the hand finder frames them, not as the labelled box does. The
+run then also fits the probe without them and reports both on the same validation crops
+(the validation photos' mined positives included), so the two can be compared.
 
 The probe reads the side probe's features (layer and grid) when the checkpoint has one: one
 forward hook serves both. Reports the validation AUROC and log-loss per C, then, with
@@ -75,6 +79,9 @@ MINE_CONFIG = DetectConfig(max_hands=12, tiles=2, max_proposals=6, min_hand_scor
 # by less than this IoU, and lies inside it by less than MINE_MAX_NESTING of its area.
 MINE_MAX_IOU = 0.1
 MINE_MAX_NESTING = 0.3
+# With --mine_positives, a candidate whose keypoint box overlaps a labelled hand's box by at
+# least this IoU is a hand (the candidates in between are left out).
+MINE_POSITIVE_IOU = 0.5
 
 
 def crop_features(backend: TorchBackend, dataset: Any, batch_size: int, desc: str) -> np.ndarray:
@@ -85,28 +92,45 @@ def crop_features(backend: TorchBackend, dataset: Any, batch_size: int, desc: st
     return np.concatenate(out)
 
 
-def mine_negatives(predictor: Predictor, dataset: Any, every: int,
-                   labelled: dict[Path, np.ndarray], desc: str) -> np.ndarray:  # fmt: skip
-    """(M, D) features of the hand finder's candidates on no labelled hand, in every
-    ``every``-th photo of ``dataset``; ``labelled``: image path -> (K, 4) x0, y0, x1, y1 boxes
-    of its labelled hands (`datasets.negatives.hand_boxes`)."""
-    out = [np.zeros((0, predictor.presence_probe.num_features))]
+@dataclass
+class Mined:
+    """Features of the hand finder's candidates in the training photos: on no labelled hand
+    (hard negatives) and on a labelled one (hard positives)."""
+
+    negatives: np.ndarray
+    positives: np.ndarray
+
+
+def mine_candidates(predictor: Predictor, dataset: Any, every: int,
+                    labelled: dict[Path, np.ndarray], positives: bool, desc: str
+                    ) -> Mined:  # fmt: skip
+    """The hand finder's candidates in every ``every``-th photo of ``dataset``, sorted by
+    their overlap with the labelled hands (``positives``: also keep those on a hand);
+    ``labelled``: image path -> (K, 4) x0, y0, x1, y1 boxes of its labelled hands
+    (`datasets.negatives.hand_boxes`)."""
+    empty = np.zeros((0, predictor.presence_probe.num_features))
+    off_hand, on_hand_features = [empty], [empty]
     indices = range(0, len(dataset), every)
     for i in progress_bar(indices, total=len(indices), desc=desc, leave=False):
         path = dataset.record(i).image_path
         image = read_image_rgb(path)
         boxes = labelled.get(path, np.zeros((0, 4)))
         boxes_xywh = np.c_[boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]
-        affines = []
+        affines, is_hand = [], []
         for hand, _ in detect_hands(predictor, image, MINE_CONFIG).candidates:
             box = hand.keypoint_box_xywh[None]
-            if len(boxes_xywh) and (box_iou(box, boxes_xywh).max() >= MINE_MAX_IOU or
-                                    box_nesting(box, boxes_xywh).max() >= MINE_MAX_NESTING):
-                continue
-            affines.append(hand.affine)
+            iou = box_iou(box, boxes_xywh).max() if len(boxes_xywh) else 0.0
+            nesting = box_nesting(box, boxes_xywh).max() if len(boxes_xywh) else 0.0
+            on_hand = positives and iou >= MINE_POSITIVE_IOU
+            if on_hand or (iou < MINE_MAX_IOU and nesting < MINE_MAX_NESTING):
+                affines.append(hand.affine)
+                is_hand.append(on_hand)
         if affines:
-            out.append(predictor.forward(image, affines).probe_features)
-    return np.concatenate(out)
+            features = predictor.forward(image, affines).probe_features
+            is_hand = np.asarray(is_hand)
+            off_hand.append(features[~is_hand])
+            on_hand_features.append(features[is_hand])
+    return Mined(np.concatenate(off_hand), np.concatenate(on_hand_features))
 
 
 def rhd_crops(predictor: Predictor, realdata: Path, seed: int
@@ -187,6 +211,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mine_every", type=int, default=2,
                    help="mine hard negatives in every K-th training photo (and every "
                    "validation photo) with the first fit, then refit; 0: no mining")
+    p.add_argument("--mine_positives", action="store_true",
+                   help="also fit on the mined candidates on a labelled hand (and report the "
+                   "fit without them on the same validation crops)")
     p.add_argument("--C", dest="c_grid", type=float, nargs="+", default=list(DEFAULT_C_GRID),
                    help="inverse L2 strengths tried; the lowest validation log-loss is kept")
     p.add_argument("--realdata", type=Path, default=Path("../shared/realdata"),
@@ -202,6 +229,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--negatives and --val_negatives must be >= 1")
     if args.mine_every < 0:
         p.error("--mine_every must be >= 0")
+    if args.mine_positives and not args.mine_every:
+        p.error("--mine_positives mines with the first fit: give --mine_every >= 1")
     if any(not (c > 0) for c in args.c_grid):
         p.error("--C values must be > 0")
     return args
@@ -209,28 +238,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @dataclass
 class Crops:
-    """Features per split ('train', 'val'): crops with a hand, without one, and the mined hard
-    negatives (none before mining)."""
+    """Features per split ('train', 'val'): crops with a hand, without one, and the hand
+    finder's mined candidates (none before mining)."""
 
     hands: dict[str, np.ndarray]
     backgrounds: dict[str, np.ndarray]
-    mined: dict[str, np.ndarray] = field(default_factory=dict)
+    mined: dict[str, Mined] = field(default_factory=dict)
+
+    def positives(self, split: str, mined: bool = True) -> np.ndarray:
+        extra = [self.mined[split].positives] if mined and split in self.mined else []
+        return np.concatenate([self.hands[split], *extra])
 
     def negatives(self, split: str) -> np.ndarray:
-        return np.concatenate([self.backgrounds[split], *([self.mined[split]]
-                                                          if split in self.mined else [])])
+        extra = [self.mined[split].negatives] if split in self.mined else []
+        return np.concatenate([self.backgrounds[split], *extra])
+
+    def num_mined(self, split: str, kind: str) -> int:
+        return len(getattr(self.mined[split], kind)) if split in self.mined else 0
 
 
-def fit(crops: Crops, setup: ProbeSetup, args: argparse.Namespace) -> PresenceFit:
-    """The probe on ``crops`` (C chosen on the validation split), with its record."""
+def fit(crops: Crops, setup: ProbeSetup, args: argparse.Namespace,
+        mined_positives: bool = True) -> PresenceFit:  # fmt: skip
+    """The probe on ``crops`` (C chosen on the validation split, its mined positives always
+    included), with its record; ``mined_positives``: fit on the mined positives too."""
+    train_positives = crops.positives("train", mined_positives)
     fitted_on = setup.fitted_on(
         num_train=len(crops.hands["train"]), num_val=len(crops.hands["val"]),
         num_train_negatives=len(crops.negatives("train")),
         num_val_negatives=len(crops.negatives("val")), negatives_seed=args.seed,
-        mined_train=len(crops.mined.get("train", ())), mined_val=len(crops.mined.get("val", ())),
-        mine_every=args.mine_every)  # fmt: skip
-    return fit_presence_probe((crops.hands["train"], crops.negatives("train")),
-                              (crops.hands["val"], crops.negatives("val")),
+        mined_train=crops.num_mined("train", "negatives"),
+        mined_val=crops.num_mined("val", "negatives"), mine_every=args.mine_every,
+        mined_train_positives=len(train_positives) - len(crops.hands["train"]),
+        mined_val_positives=crops.num_mined("val", "positives"))  # fmt: skip
+    return fit_presence_probe((train_positives, crops.negatives("train")),
+                              (crops.positives("val"), crops.negatives("val")),
                               layer=setup.backend.probe_layer, grid=setup.backend.probe_grid,
                               c_grid=args.c_grid, fitted_on=fitted_on)  # fmt: skip
 
@@ -282,14 +323,20 @@ def run(args: argparse.Namespace) -> int:
         for file in setup.coco_files():
             labelled.update(hand_boxes(file, 1.0))
         finder = predictor_of(result)
-        crops.mined = {split: mine_negatives(finder, setup.crops(split), every, labelled,
-                                             f"{split} hard negatives")
+        crops.mined = {split: mine_candidates(finder, setup.crops(split), every, labelled,
+                                              args.mine_positives, f"{split} hard examples")
                        for split, every in (("train", args.mine_every), ("val", 1))}  # fmt: skip
-        print(f"hard negatives: {len(crops.mined['train'])} in the training photos (one in "
-              f"{args.mine_every}), {len(crops.mined['val'])} in the validation photos (the "
-              "first fit's candidates on no labelled hand)", flush=True)
+        print(f"hard negatives: {crops.num_mined('train', 'negatives')} in the training photos "
+              f"(one in {args.mine_every}), {crops.num_mined('val', 'negatives')} in the "
+              "validation photos (the first fit's candidates on no labelled hand)", flush=True)
+        if args.mine_positives:
+            print(f"hard positives: {crops.num_mined('train', 'positives')} and "
+                  f"{crops.num_mined('val', 'positives')} (candidates on a labelled hand, "
+                  f"IoU >= {MINE_POSITIVE_IOU})", flush=True)
+            print_fit(fit(crops, setup, args, mined_positives=False),
+                      "for comparison, without the hard positives (the same validation crops)")
         result = fit(crops, setup, args)
-        print_fit(result, "presence probe with the hard negatives")
+        print_fit(result, "presence probe with the hard examples")
     probe = result.probe
     if args.realdata.is_dir():
         rhd = rhd_presence_auroc(predictor_of(result), args.realdata, args.seed)
