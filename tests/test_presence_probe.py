@@ -140,25 +140,23 @@ def test_the_fit_command_stores_a_probe_the_loader_reads(tmp_path: Path, capsys)
         assert fit_presence_probe.main(argv) == 0
     out = capsys.readouterr().out
     assert "C=1: train AUROC" in out and "RHD figures are skipped" in out
-    assert "hard negatives:" in out and "with the hard examples" in out
-    assert "hard positives" not in out
+    assert "hard negatives:" in out and "hard positives:" in out
+    assert "without the hard positives" in out and "with the hard examples" in out
     _, info = load_model(tmp_path)
     probe = info.presence_probe
     assert (probe.layer, probe.grid, probe.c) == ("stack0_hourglass", 2, 1.0)
     record = probe.fitted_on
-    assert record["num_train"] + record["num_val"] == 20 and record["mine_every"] == 2
+    assert record["num_train"] + record["num_val"] == 20 and record["mine_every"] == 1
+    assert record["mined_train_positives"] >= 0 and record["mined_val_positives"] >= 0
     # 6 synthetic backgrounds, the real patches the tiny images hold, the mined candidates.
     assert 6 < record["num_train_negatives"] - record["mined_train"] <= 12
     with pytest.warns(UserWarning, match="background patches"):
         assert fit_presence_probe.main([*argv, "--mine_every", "0", "--dry_run"]) == 0
     assert "hard negatives" not in capsys.readouterr().out
     with pytest.warns(UserWarning, match="background patches"):
-        assert fit_presence_probe.main([*argv, "--mine_positives", "--dry_run"]) == 0
+        assert fit_presence_probe.main([*argv, "--no-mine_positives", "--dry_run"]) == 0
     out = capsys.readouterr().out
-    assert "hard positives:" in out and "without the hard positives" in out
-    with pytest.raises(SystemExit):
-        fit_presence_probe.main([*argv, "--mine_positives", "--mine_every", "0"])
-    assert "--mine_every >= 1" in capsys.readouterr().err
+    assert "hard negatives:" in out and "hard positives" not in out
     assert fit_presence_probe.main([str(tmp_path), "--coco_json", str(tmp_path / "nope")]) == 2
     assert str(tmp_path / "nope") in capsys.readouterr().err
 

@@ -12,15 +12,16 @@ patches of the same photos for the fit (seed ``--seed``), and ``--val_negatives`
 for choosing C (seed ``--seed`` + 1). Both seeds differ from run.py's ``--nohand_seed`` (0),
 so its hand-vs-no-hand evaluation scores other crops.
 
-Hard negatives (``--mine_every K``, default 2): the first fit's probe then finds hands
+Hard examples (``--mine_every K``, default 1): the first fit's probe then finds hands
 (`utils.localize.detect_hands`, every candidate kept, `MINE_CONFIG`) in every K-th training
 photo and in every validation photo; the candidates on no labelled hand of the photo (faces,
 arms, sleeves: what the first fit takes for a hand) become negatives too, and the probe is
 fitted again on all of them. ``--mine_every 0`` keeps the first fit. With
-``--mine_positives`` the candidates on a labelled hand (keypoint-box IoU >= 0.5) become
-positives too: hands framed as the hand finder frames them, not as the labelled box does. The
-run then also fits the probe without them and reports both on the same validation crops
-(the validation photos' mined positives included), so the two can be compared.
+``--mine_positives`` (the default) the candidates on a labelled hand (keypoint-box IoU >=
+0.5) become positives too: hands framed as the hand finder frames them, not as the labelled
+box does. The run then also fits the probe without them and reports both on the same
+validation crops (the validation photos' mined positives included), so the two can be
+compared; ``--no-mine_positives`` mines negatives only.
 
 The probe reads the side probe's features (layer and grid) when the checkpoint has one: one
 forward hook serves both. Reports the validation AUROC and log-loss per C, then, with
@@ -208,10 +209,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the same for choosing C")
     p.add_argument("--seed", type=int, default=11,
                    help="seed of the fit's negatives (the validation ones use seed + 1)")
-    p.add_argument("--mine_every", type=int, default=2,
+    p.add_argument("--mine_every", type=int, default=1,
                    help="mine hard negatives in every K-th training photo (and every "
                    "validation photo) with the first fit, then refit; 0: no mining")
-    p.add_argument("--mine_positives", action="store_true",
+    p.add_argument("--mine_positives", action=argparse.BooleanOptionalAction, default=True,
                    help="also fit on the mined candidates on a labelled hand (and report the "
                    "fit without them on the same validation crops)")
     p.add_argument("--C", dest="c_grid", type=float, nargs="+", default=list(DEFAULT_C_GRID),
@@ -230,7 +231,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.mine_every < 0:
         p.error("--mine_every must be >= 0")
     if args.mine_positives and not args.mine_every:
-        p.error("--mine_positives mines with the first fit: give --mine_every >= 1")
+        args.mine_positives = False  # nothing is mined
     if any(not (c > 0) for c in args.c_grid):
         p.error("--C values must be > 0")
     return args
