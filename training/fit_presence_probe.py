@@ -95,8 +95,8 @@ def crop_features(backend: TorchBackend, dataset: Any, batch_size: int, desc: st
 
 @dataclass
 class Mined:
-    """Features of the hand finder's candidates in the training photos: on no labelled hand
-    (hard negatives) and on a labelled one (hard positives)."""
+    """Features of the hand finder's candidates in a split's photos: on no labelled hand (hard
+    negatives) and on a labelled one (hard positives)."""
 
     negatives: np.ndarray
     positives: np.ndarray
@@ -105,7 +105,7 @@ class Mined:
 def mine_candidates(predictor: Predictor, dataset: Any, every: int,
                     labelled: dict[Path, np.ndarray], positives: bool, desc: str
                     ) -> Mined:  # fmt: skip
-    """The hand finder's candidates in every ``every``-th photo of ``dataset``, sorted by
+    """The hand finder's candidates in every ``every``-th photo of ``dataset``, split by
     their overlap with the labelled hands (``positives``: also keep those on a hand);
     ``labelled``: image path -> (K, 4) x0, y0, x1, y1 boxes of its labelled hands
     (`datasets.negatives.hand_boxes`)."""
@@ -120,8 +120,8 @@ def mine_candidates(predictor: Predictor, dataset: Any, every: int,
         affines, is_hand = [], []
         for hand, _ in detect_hands(predictor, image, MINE_CONFIG).candidates:
             box = hand.keypoint_box_xywh[None]
-            iou = box_iou(box, boxes_xywh).max() if len(boxes_xywh) else 0.0
-            nesting = box_nesting(box, boxes_xywh).max() if len(boxes_xywh) else 0.0
+            iou, nesting = ((box_iou(box, boxes_xywh).max(), box_nesting(box, boxes_xywh).max())
+                            if len(boxes_xywh) else (0.0, 0.0))  # fmt: skip
             on_hand = positives and iou >= MINE_POSITIVE_IOU
             if on_hand or (iou < MINE_MAX_IOU and nesting < MINE_MAX_NESTING):
                 affines.append(hand.affine)
