@@ -3,6 +3,8 @@ whole pipeline on a fake backend that sees red squares as hands."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -18,6 +20,7 @@ from utils.localize import (
     detect_hands,
     grid_box_to_original,
     nms,
+    read_hands,
     resolve_hand_score,
     select_hands,
 )
@@ -167,10 +170,40 @@ def test_presence_score_and_threshold() -> None:
         resolve_hand_score(plain, DetectConfig(hand_score="hand_present"))
 
 
+class SpyPredictor:
+    """A predictor that records the boxes and sides of each `predict` call."""
+
+    def __init__(self, predictor) -> None:
+        self.predictor, self.calls = predictor, []
+
+    def predict(self, image, boxes, side):
+        self.calls.append(([np.asarray(b, float) for b in boxes], side))
+        return self.predictor.predict(image, boxes, side)
+
+
+@pytest.mark.parametrize("refine", [0, 1, 2])
+def test_each_refinement_reframes_on_the_last_pass_keypoints(refine: int) -> None:
+    spy = SpyPredictor(red_square_predictor())
+    image = image_with_squares([(100, 80, 60, 60)])
+    proposal = np.array([70.0, 60.0, 60.0, 60.0])  # a box half off the hand
+    hands = read_hands(spy, image, [proposal], None, refine)
+    assert len(spy.calls) == refine + 1
+    np.testing.assert_allclose(spy.calls[0][0][0], proposal)
+    # Every pass before the last reads a right hand; the last decides the side.
+    assert [side for _, side in spy.calls] == ["right"] * refine + [None]
+    for (boxes, _), (next_boxes, _) in itertools.pairwise(spy.calls):
+        (read,) = spy.predictor.predict(image, boxes, "right")
+        np.testing.assert_allclose(next_boxes[0], read.keypoint_box_xywh)
+    overlap = box_iou(hands[0].keypoint_box_xywh[None], np.array([[100, 80, 60, 60]]))[0, 0]
+    assert overlap > 0.9
+
+
 def test_config_check_names_the_option() -> None:
     with pytest.raises(ValueError, match="--max_hands must be >= 1, got 0"):
         DetectConfig(max_hands=0).check()
     with pytest.raises(ValueError, match="--nms_iou must be in"):
         DetectConfig(nms_iou=1.5).check()
+    with pytest.raises(ValueError, match="--refine must be >= 0, got -1"):
+        DetectConfig(refine=-1).check()
     DetectConfig().check()
 

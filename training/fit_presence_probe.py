@@ -74,8 +74,10 @@ RHD_SQUARES_PER_FRAME = 3
 RHD_SQUARE_PX = (50.0, 150.0)
 RHD_HAND_LABEL_MIN = 2  # RHD mask labels: 0 background, 1 person, 2-33 the hands' parts
 # The hand finder that mines hard negatives in the training photos (256 px crops about one
-# hand): a coarser pass than run.py's, and every candidate kept.
-MINE_CONFIG = DetectConfig(max_hands=12, tiles=2, max_proposals=6, min_hand_score=0.0)
+# hand): a coarser pass than run.py's, one refinement (as the shipped probe was mined), and
+# every candidate kept.
+MINE_CONFIG = DetectConfig(max_hands=12, tiles=2, max_proposals=6, min_hand_score=0.0,
+                           refine=1)
 # A candidate is on no labelled hand when its keypoint box overlaps each labelled hand's box
 # by less than this IoU, and lies inside it by less than MINE_MAX_NESTING of its area.
 MINE_MAX_IOU = 0.1

@@ -200,8 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="boxes overlapping more than this IoU are one hand")
     g.add_argument("--max_proposals", type=int, default=det.max_proposals,
                    help="crop passes per image at most")
-    g.add_argument("--no_refine", action="store_true",
-                   help="skip the re-crop framed on the first crop pass's keypoints")
+    g.add_argument("--refine", type=int, default=det.refine,
+                   help="re-crops per hand, each framed on the last crop pass's keypoints "
+                   "(0: the proposal's crop only)")
     g.add_argument("--redetect_every", type=int, default=trk.redetect_every,
                    help="video: run the full detection at least every N frames (0: only when "
                    "a hand is lost)")
@@ -329,7 +330,7 @@ def demo_options(args: argparse.Namespace) -> DemoOptions:
                           min_hand_score=args.min_hand_score, mask_threshold=args.mask_threshold,
                           peak_threshold=args.peak_threshold, tiles=args.tiles,
                           nms_iou=args.nms_iou, max_proposals=args.max_proposals,
-                          refine=not args.no_refine)  # fmt: skip
+                          refine=args.refine)  # fmt: skip
     track = TrackConfig(enabled=not args.no_track, redetect_every=args.redetect_every,
                         min_track_score=args.min_track_score, nms_iou=args.nms_iou)
     return DemoOptions(side=None if args.side == "auto" else args.side,

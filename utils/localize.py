@@ -11,10 +11,10 @@
    (`box_from_heatmap_peaks`), mapped back to original pixels. Scored by their mean mask
    probability / mean peak.
 3. Non-maximum suppression by IoU (`nms`), at most ``max_proposals``.
-4. A crop pass per box (framed like training: crop_factor x the box), then one refinement:
-   a re-crop framed on the crop pass's own keypoints (as MediaPipe re-crops from its
-   landmarks). The side is decided on the refined crop (the crop and its mirror, whichever
-   the model scores higher) unless ``side`` forces it.
+4. A crop pass per box (framed like training: crop_factor x the box), then ``refine``
+   refinements (default 2, as MediaPipe's landmark passes): each a re-crop framed on the
+   last pass's own keypoints. The side is decided on the last crop (the crop and its
+   mirror, whichever the model scores higher) unless ``side`` forces it.
 5. Each hand's presence score (`Predictor.hand_score`: the presence probe's P(hand) when the
    checkpoint has that probe, else the calibrated P(hand present) when it has that
    calibration, else the mean heatmap peak) must reach ``min_hand_score``; the
@@ -68,7 +68,7 @@ class DetectConfig:
     tile_overlap: float = 0.25  # overlap of neighbouring tiles, fraction of a tile side
     nms_iou: float = 0.3  # boxes overlapping more than this (IoU) are the same hand
     max_proposals: int = 12  # crop passes per image at most
-    refine: bool = True  # one re-crop framed on the crop pass's keypoints
+    refine: int = 2  # re-crops, each framed on the last crop pass's keypoints (0: none)
 
     def check(self) -> None:
         """Raise ValueError naming the option for values that cannot work."""
@@ -80,7 +80,7 @@ class DetectConfig:
             if not (math.isfinite(value) and 0.0 <= value <= high):
                 raise ValueError(f"--{name} must be in [0, {high:g}], got {value}")
         for name, low in (("min_mask_cells", 1), ("min_peak_joints", 1), ("tiles", 0),
-                          ("max_proposals", 1)):  # fmt: skip
+                          ("max_proposals", 1), ("refine", 0)):  # fmt: skip
             if getattr(self, name) < low:
                 raise ValueError(f"--{name} must be >= {low}, got {getattr(self, name)}")
         if self.min_hand_score is not None and not math.isfinite(self.min_hand_score):
@@ -325,15 +325,15 @@ def _box_touches_image(box_xywh: np.ndarray, width: int, height: int) -> bool:
 
 
 def read_hands(predictor: Predictor, image_rgb: np.ndarray, boxes_xywh: Sequence[np.ndarray],
-               side: str | None, refine: bool) -> list[HandPrediction]:  # fmt: skip
-    """A crop pass per box and, with ``refine``, one re-crop framed on its keypoints; the
-    side is decided on the last pass unless ``side`` forces it."""
+               side: str | None, refine: int) -> list[HandPrediction]:  # fmt: skip
+    """A crop pass per box, then ``refine`` re-crops, each framed on the last pass's
+    keypoints; the side is decided on the last pass unless ``side`` forces it."""
     if not len(boxes_xywh):
         return []
-    if not refine:
-        return predictor.predict(image_rgb, boxes_xywh, side)
-    first = predictor.predict(image_rgb, boxes_xywh, side or "right")
-    return predictor.predict(image_rgb, [p.keypoint_box_xywh for p in first], side)
+    boxes = list(boxes_xywh)
+    for _ in range(refine):
+        boxes = [p.keypoint_box_xywh for p in predictor.predict(image_rgb, boxes, side or "right")]
+    return predictor.predict(image_rgb, boxes, side)
 
 
 def select_hands(candidates: Sequence[HandPrediction], scores: Sequence[float], min_score: float,
